@@ -1,0 +1,1 @@
+"""AWS clients: sessions, endpoint/retry/proxy conventions, error translation."""

@@ -1,0 +1,115 @@
+"""boto3 clients built one way: endpoint overrides, bounded standard retries, proxies, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from anywhere_agent.errors import AgentError, CloudError, NetworkError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # service -> URL, "default"
+    proxies: Mapping[str, str] = field(default_factory=dict)  # {"http": ..., "https": ...}
+    max_attempts: int = 5
+    retry_mode: str = "standard"  # botocore's; "adaptive" for bulk central calls
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    profile: str | None = None
+    credentials_file: str | None = None  # e.g. the host's SSM-written /root/.aws/credentials
+
+
+class Clients:
+    """Creates and caches boto3 clients for one region/endpoint/proxy setting."""
+
+    def __init__(self, settings: AwsSettings, session: Any = None) -> None:
+        self.settings = settings
+        if session is None:
+            if settings.credentials_file:
+                import os
+
+                os.environ["AWS_SHARED_CREDENTIALS_FILE"] = settings.credentials_file
+            session = boto3.session.Session(profile_name=settings.profile,
+                                            region_name=settings.region)
+        self._session = session
+        self._cache: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._cache:
+            s = self.settings
+            cfg = botocore.config.Config(
+                region_name=s.region,
+                retries={"mode": s.retry_mode, "max_attempts": s.max_attempts},  # type: ignore[arg-type]
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+                proxies=dict(s.proxies) or None,
+                user_agent_extra="anywhere-agent",
+            )
+            endpoint = s.endpoints.get(service) or s.endpoints.get("default") or None
+            self._cache[service] = self._session.client(service, config=cfg,
+                                                        endpoint_url=endpoint)
+        return self._cache[service]
+
+
+_ACCESS = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
+           "UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException",
+           "SignatureDoesNotMatch", "InvalidSignatureException", "MissingAuthenticationToken"}
+
+
+def translate(err: Exception, doing: str) -> AgentError:
+    """Turn a botocore error into our one-line error with a fix."""
+    if isinstance(err, AgentError):
+        return err
+    if isinstance(err, botocore.exceptions.ClientError):
+        code = err.response.get("Error", {}).get("Code", "Unknown")
+        message = err.response.get("Error", {}).get("Message", "") or code
+        if code in _ACCESS:
+            return CloudError(f"{doing}: access denied ({code})",
+                              "use credentials allowed to call this API (see README 'IAM')")
+        if code == "ClusterNotFoundException":
+            return CloudError(f"{doing}: cluster not found",
+                              "create it with `anywhere-agent registrar ensure` or fix --cluster")
+        if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded"):
+            return CloudError(f"{doing}: throttled by AWS after retries",
+                              "retry later or lower the rollout's batch size")
+        return CloudError(f"{doing}: {code}: {message}", "see the AWS error above")
+    if isinstance(err, (botocore.exceptions.EndpointConnectionError,
+                        botocore.exceptions.ConnectTimeoutError,
+                        botocore.exceptions.ProxyConnectionError)):
+        url = getattr(err, "kwargs", {}).get("endpoint_url", "the endpoint")
+        return NetworkError(f"{doing}: cannot reach {url}",
+                            "check network, proxy and endpoint settings (anywhere-agent preflight)")
+    if isinstance(err, botocore.exceptions.ReadTimeoutError):
+        return NetworkError(f"{doing}: the endpoint did not answer in time",
+                            "check the network and proxy (anywhere-agent preflight)")
+    if isinstance(err, botocore.exceptions.NoCredentialsError):
+        return CloudError(f"{doing}: no AWS credentials found",
+                          "configure credentials (AWS_PROFILE, ~/.aws/credentials or a role)")
+    if isinstance(err, botocore.exceptions.BotoCoreError):
+        return CloudError(f"{doing}: {err}", "see the error above")
+    raise err
+
+
+@contextmanager
+def aws_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as err:
+        raise translate(err, doing) from None
+
+
+def error_code(err: BaseException) -> str:
+    if isinstance(err, botocore.exceptions.ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return ""

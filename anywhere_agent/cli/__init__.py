@@ -1,0 +1,1 @@
+"""Command-line interface: wiring only; each noun has its own module."""

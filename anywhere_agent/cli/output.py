@@ -1,0 +1,66 @@
+"""One place that renders results (table, JSON, plain) and turns errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+from anywhere_agent.errors import AgentError, ExitCode
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_tty(stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Plain aligned table; `columns` picks and orders the keys of each row."""
+    cells = [[str(c) for c in columns]]
+    for row in rows:
+        cells.append(["" if row.get(c) is None else str(row.get(c)) for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells
+    )
+
+
+def fail(err: AgentError, as_json: bool) -> NoReturn:
+    """Print one line (or a JSON object) for a user-caused error and exit with its code."""
+    if as_json:
+        print(to_json(err.to_dict()))
+    else:
+        print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(int(err.exit_code))
+
+
+@contextmanager
+def errors_to_exit(as_json: bool = False) -> Iterator[None]:
+    """Map AgentError to its exit code with no traceback; anything else is a bug (exit 1)."""
+    try:
+        yield
+    except AgentError as err:
+        fail(err, as_json)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def run(fn: Callable[[], T], as_json: bool = False) -> T:
+    with errors_to_exit(as_json):
+        return fn()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def exit_code_rows() -> list[dict[str, Any]]:
+    return [{"code": int(c), "name": c.name.lower()} for c in ExitCode]

@@ -1,0 +1,355 @@
+"""The host gateway: every side effect on a node (commands, files, services, packages) goes here.
+
+Built with a `root` path and a command runner, so unit tests run against a temp directory with a
+scripted runner, and the lab and real hosts run against `/` with real processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from anywhere_agent.errors import HostIOError, PackageError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def last_line(self) -> str:
+        lines = [ln for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else f"exit {self.returncode}"
+
+
+class Runner(Protocol):
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Result: ...
+
+
+def subprocess_runner(
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> Result:
+    """Run argv (never a shell string); a missing program is exit 127 like a shell would say."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("LC_ALL", "C")
+    try:
+        proc = subprocess.run(
+            list(argv), input=input, env=full_env, timeout=timeout, capture_output=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return Result(tuple(argv), 124, "", f"{argv[0]}: timed out after {timeout}s")
+    return Result(
+        tuple(argv), proc.returncode,
+        proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+def _io_error(path: Path, err: OSError, doing: str) -> HostIOError:
+    fixes = {
+        errno.EROFS: "the filesystem is read-only; remount it read-write",
+        errno.EACCES: "run as root (sudo anywhere-agent ...)",
+        errno.EPERM: "run as root and check for immutable attributes (lsattr)",
+        errno.ENOSPC: "free disk space on that filesystem",
+        errno.EDQUOT: "raise the disk quota or free space",
+    }
+    fix = fixes.get(err.errno or 0, "check the path and its permissions")
+    return HostIOError(f"cannot {doing} {path}: {err.strerror}", fix)
+
+
+class Host:
+    """A node seen through its root path. Paths given to methods are absolute node paths."""
+
+    def __init__(self, root: Path | str = "/", runner: Runner = subprocess_runner) -> None:
+        self.root = Path(root)
+        self._runner = runner
+        self.services = Services(self)
+
+    # -- commands --------------------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = 300.0,
+    ) -> Result:
+        LOG.debug("run %s", argv[0])
+        return self._runner(argv, input=input, env=env, timeout=timeout)
+
+    # -- files -----------------------------------------------------------------------------
+    def path(self, node_path: str) -> Path:
+        return self.root / node_path.lstrip("/")
+
+    def exists(self, node_path: str) -> bool:
+        return self.path(node_path).exists()
+
+    def read_bytes(self, node_path: str) -> bytes | None:
+        try:
+            return self.path(node_path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as err:
+            raise _io_error(self.path(node_path), err, "read") from None
+
+    def read_text(self, node_path: str) -> str | None:
+        data = self.read_bytes(node_path)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def mode(self, node_path: str) -> int | None:
+        try:
+            return self.path(node_path).stat().st_mode & 0o7777
+        except FileNotFoundError:
+            return None
+
+    def mtime(self, node_path: str) -> float | None:
+        try:
+            return self.path(node_path).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def would_change(self, node_path: str, content: bytes | str, mode: int = 0o644) -> bool:
+        data = content.encode() if isinstance(content, str) else content
+        return self.read_bytes(node_path) != data or self.mode(node_path) != mode
+
+    def write_atomic(self, node_path: str, content: bytes | str, mode: int = 0o644) -> bool:
+        """Write via a temp file + rename in the same directory; returns whether anything changed.
+
+        The temp file is created with `mode` from the start, so a secret is never readable by
+        others even for an instant.
+        """
+        data = content.encode() if isinstance(content, str) else content
+        if not self.would_change(node_path, data, mode):
+            return False
+        target = self.path(node_path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        except OSError as err:
+            raise _io_error(target, err, "write") from None
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise _io_error(target, err, "write") from None
+        return True
+
+    def remove(self, node_path: str) -> bool:
+        try:
+            self.path(node_path).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise _io_error(self.path(node_path), err, "remove") from None
+
+    def remove_tree(self, node_path: str) -> bool:
+        """Remove a directory we own (state, config); never follows symlinks out of it."""
+        import shutil
+
+        target = self.path(node_path)
+        if not target.exists() and not target.is_symlink():
+            return False
+        try:
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            else:
+                shutil.rmtree(target)
+        except OSError as err:
+            raise _io_error(target, err, "remove") from None
+        return True
+
+    def listdir(self, node_path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(node_path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def check_writable(self, node_dir: str) -> None:
+        """Prove we can create a file in `node_dir` (or its nearest existing parent)."""
+        target = self.path(node_dir)
+        probe_dir = target
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
+            probe_dir = probe_dir.parent
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".anywhere-agent-probe.", dir=probe_dir)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as err:
+            raise _io_error(probe_dir, err, "write to") from None
+
+
+@dataclass(frozen=True)
+class UnitState:
+    name: str
+    load_state: str = "not-found"
+    active_state: str = "inactive"
+    sub_state: str = "dead"
+    unit_file_state: str = ""
+    main_pid: int = 0
+    n_restarts: int = 0
+    active_enter_timestamp: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return self.load_state not in ("not-found", "")
+
+    @property
+    def active(self) -> bool:
+        return self.active_state in ("active", "reloading", "activating")
+
+    @property
+    def enabled(self) -> bool:
+        return self.unit_file_state in ("enabled", "enabled-runtime", "static", "alias")
+
+
+class Services:
+    """systemd through `systemctl`; all methods take unit names like `ecs` or `ecs.service`."""
+
+    _PROPS = ("LoadState", "ActiveState", "SubState", "UnitFileState", "MainPID", "NRestarts",
+              "ActiveEnterTimestamp")
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def state(self, unit: str) -> UnitState:
+        res = self._host.run(["systemctl", "show", unit, "--property=" + ",".join(self._PROPS)],
+                             timeout=30)
+        if not res.ok:
+            return UnitState(unit)
+        props = dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+
+        def num(key: str) -> int:
+            value = props.get(key, "0")
+            return int(value) if value.isdigit() else 0
+
+        return UnitState(
+            name=unit,
+            load_state=props.get("LoadState", "not-found"),
+            active_state=props.get("ActiveState", "inactive"),
+            sub_state=props.get("SubState", "dead"),
+            unit_file_state=props.get("UnitFileState", ""),
+            main_pid=num("MainPID"),
+            n_restarts=num("NRestarts"),
+            active_enter_timestamp=props.get("ActiveEnterTimestamp", ""),
+        )
+
+    def _ctl(self, *args: str, timeout: float = 120.0) -> None:
+        res = self._host.run(["systemctl", *args], timeout=timeout)
+        if not res.ok:
+            raise HostIOError(
+                f"systemctl {' '.join(args)} failed: {res.last_line()}",
+                f"see `journalctl -u {args[-1]}` for why",
+            )
+
+    def daemon_reload(self) -> None:
+        self._ctl("daemon-reload")
+
+    def enable(self, unit: str, now: bool = False) -> None:
+        self._ctl("enable", *(["--now"] if now else []), unit)
+
+    def disable(self, unit: str, now: bool = False) -> None:
+        self._ctl("disable", *(["--now"] if now else []), unit)
+
+    def start(self, unit: str) -> None:
+        self._ctl("start", unit)
+
+    def stop(self, unit: str) -> None:
+        self._ctl("stop", unit)
+
+    def restart(self, unit: str) -> None:
+        self._ctl("restart", unit)
+
+    def reset_failed(self, unit: str) -> None:
+        self._host.run(["systemctl", "reset-failed", unit], timeout=30)
+
+
+class PackageManager:
+    """Install/query/remove packages with the distro's tool; chosen by `host.platform`."""
+
+    def __init__(self, host: Host, kind: str, env: Mapping[str, str] | None = None) -> None:
+        if kind not in ("apt", "dnf", "yum", "zypper"):
+            raise PackageError(f"unsupported package manager {kind!r}",
+                               "use a Debian, Ubuntu, RHEL-family, Amazon Linux or SUSE host")
+        self.kind = kind
+        self._host = host
+        self._env = dict(env or {})  # proxy variables, DEBIAN_FRONTEND
+
+    def installed_version(self, name: str) -> str | None:
+        if self.kind == "apt":
+            res = self._host.run(
+                ["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=60)
+            status, _, version = res.stdout.partition(" ")
+            return version.strip() if res.ok and status == "installed" else None
+        res = self._host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
+        return res.stdout.strip() if res.ok else None
+
+    def _install_argv(self, what: Sequence[str]) -> list[str]:
+        if self.kind == "apt":
+            return ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                    "-o", "Dpkg::Options::=--force-confold", *what]
+        if self.kind == "zypper":
+            return ["zypper", "--non-interactive", "install", "--allow-unsigned-rpm", *what]
+        return [self.kind, "install", "-y", *what]
+
+    def _run(self, argv: list[str], doing: str) -> None:
+        env = {"DEBIAN_FRONTEND": "noninteractive", **self._env}
+        res = self._host.run(argv, env=env, timeout=900)
+        if not res.ok:
+            raise PackageError(f"{doing} failed: {res.last_line()}",
+                               "check the package source and proxy (anywhere-agent preflight)")
+
+    def refresh(self) -> None:
+        if self.kind == "apt":
+            self._run(["apt-get", "update", "-q"], "apt-get update")
+
+    def install(self, names: Sequence[str]) -> None:
+        self._run(self._install_argv(names), f"installing {', '.join(names)}")
+
+    def install_files(self, paths: Sequence[str]) -> None:
+        """Install local package files (apt resolves their dependencies from the repos)."""
+        what = [p if p.startswith("/") else "./" + p for p in paths]
+        self._run(self._install_argv(what), f"installing {', '.join(Path(p).name for p in paths)}")
+
+    def remove(self, names: Sequence[str]) -> None:
+        if self.kind == "apt":
+            argv = ["apt-get", "remove", "-y", "-q", *names]
+        elif self.kind == "zypper":
+            argv = ["zypper", "--non-interactive", "remove", *names]
+        else:
+            argv = [self.kind, "remove", "-y", *names]
+        self._run(argv, f"removing {', '.join(names)}")
