@@ -106,7 +106,7 @@ class Config:
     supervise: SuperviseConfig = field(default_factory=SuperviseConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     reporting: ReportingConfig = field(default_factory=ReportingConfig)
-    source_path: str = ""  # the agent.toml that was read, if any
+    source_path: str = field(default="", compare=False)  # the agent.toml that was read
 
     def endpoint(self, service: str) -> str:
         """Endpoint override for `service`, or "" to use the public regional endpoint."""
@@ -396,3 +396,37 @@ def load_config(
             flat[key] = value
             where[key] = layer_name
     return _build(flat, where, str(config_path) if doc else "")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_toml(cfg: Config) -> str:
+    """agent.toml holding every value that differs from the defaults (install writes it back so
+    later `status`, `uninstall` and the supervisor see what install was told)."""
+    default = Config()
+    lines = ["# Written by `anywhere-agent install` (effective configuration; edit freely,",
+             "# install re-reads it and flags/environment override it).", ""]
+    for key in sorted(_TOP_KEYS):
+        value = getattr(cfg, key)
+        if key in ("ecs_attributes", "ecs_tags") or value == getattr(default, key):
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    for section in ("proxy", "supervise", "health", "reporting"):
+        obj, base = getattr(cfg, section), getattr(default, section)
+        items = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                 if getattr(obj, f.name) != getattr(base, f.name)]
+        if items:
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in items]
+    for title, mapping in (("ecs.attributes", cfg.ecs_attributes), ("ecs.tags", cfg.ecs_tags),
+                           ("endpoints", cfg.endpoints)):
+        if mapping:
+            lines += ["", f"[{title}]"] + [f'"{k}" = {_toml_value(v)}'
+                                           for k, v in sorted(mapping.items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""The `anywhere-agent` command: wiring only; each noun lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from anywhere_agent import __version__
+from anywhere_agent.cli import logs, node, output
+
+app = typer.Typer(
+    name="anywhere-agent",
+    help="Put on-prem servers into Amazon ECS clusters with ECS Anywhere, and keep them there.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging to stderr."),
+    version: bool = typer.Option(False, "--version", help="Print versions and exit."),
+) -> None:
+    logs.configure(verbose)
+    if version:
+        print(f"anywhere-agent {__version__}")
+        raise typer.Exit(0)
+
+
+app.command("preflight")(node.preflight)
+app.command("install")(node.install)
+app.command("status")(node.status)
+app.command("uninstall")(node.uninstall)
+
+
+@app.command("exit-codes")
+def exit_codes(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the exit codes every command uses (health uses Nagios 0-3)."""
+    rows = output.exit_code_rows()
+    print(output.to_json(rows) if as_json else output.table(rows, ["code", "name"]))
+
+
+@app.command("health", context_settings={"allow_extra_args": True,
+                                         "ignore_unknown_options": True})
+def health(ctx: typer.Context) -> None:
+    """Health for monitoring: --format nagios|json|prometheus (Nagios exit codes 0-3)."""
+    from anywhere_agent.cli.health import main as health_main
+
+    raise typer.Exit(health_main(list(ctx.args)))
+
+
+def _mount() -> None:
+    from anywhere_agent.cli import lab, registrar
+
+    app.add_typer(registrar.app, name="registrar",
+                  help="Central side: IAM role, cluster, activations, fleet, prune, wait.")
+    app.add_typer(lab.app, name="lab", help="The local lab: control plane and systemd hosts.")
+
+
+_mount()

@@ -1,0 +1,1 @@
+"""Node install: plan (pure) then apply (a short loop), every step idempotent and journaled."""

@@ -1,0 +1,129 @@
+"""The state journal (/var/lib/anywhere-agent/state.json) and the install lock.
+
+The journal holds no secrets: identities, step results, pending restarts. A step is recorded
+only after it finished, and a restart is recorded as pending *before* the file that causes it
+is written, so a run killed at any point is finished correctly by the next one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from anywhere_agent.errors import HostIOError, LockedError
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.install import layout
+
+SCHEMA = 1
+
+
+class Journal:
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self.data: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        text = self._host.read_text(layout.STATE_FILE)
+        if not text:
+            return {"schema": SCHEMA}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            # A torn or hand-edited journal must not block a repair run: start afresh.
+            return {"schema": SCHEMA, "note": "previous state.json was unreadable"}
+        return data if isinstance(data, dict) else {"schema": SCHEMA}
+
+    def save(self) -> None:
+        self._host.write_atomic(layout.STATE_FILE,
+                                json.dumps(self.data, indent=2, sort_keys=True) + "\n", 0o644)
+
+    # identity ----------------------------------------------------------------------------
+    @property
+    def identity(self) -> dict[str, Any]:
+        ident = self.data.get("identity")
+        return ident if isinstance(ident, dict) else {}
+
+    def set_identity(self, **fields: Any) -> None:
+        self.data["identity"] = {**self.identity, **fields}
+        self.save()
+
+    def retire_identity(self, reason: str) -> dict[str, Any]:
+        """Move the current identity to `previous_identities` (reported, never silently kept)."""
+        old = dict(self.identity)
+        if old:
+            old["retired_reason"] = reason
+            old["retired_at"] = _now()
+            self.data.setdefault("previous_identities", []).append(old)
+        self.data["identity"] = {}
+        self.save()
+        return old
+
+    # pending restarts --------------------------------------------------------------------
+    def pending_restarts(self) -> set[str]:
+        return set(self.data.get("pending_restarts", []))
+
+    def add_pending_restart(self, unit: str) -> None:
+        pending = self.pending_restarts()
+        if unit not in pending:
+            self.data["pending_restarts"] = sorted(pending | {unit})
+            self.save()
+
+    def clear_pending_restart(self, unit: str) -> None:
+        pending = self.pending_restarts()
+        if unit in pending:
+            self.data["pending_restarts"] = sorted(pending - {unit})
+            self.save()
+
+    # runs --------------------------------------------------------------------------------
+    def begin_run(self, kind: str) -> None:
+        self.data["last_run"] = {"kind": kind, "started_at": _now(), "result": "running",
+                                 "steps": []}
+        self.save()
+
+    def record_step(self, name: str, changed: list[str]) -> None:
+        run = self.data.setdefault("last_run", {"steps": []})
+        run.setdefault("steps", []).append({"step": name, "changed": changed, "at": _now()})
+        self.save()
+
+    def end_run(self, result: str, detail: str = "") -> None:
+        run = self.data.setdefault("last_run", {})
+        run.update(result=result, finished_at=_now())
+        if detail:
+            run["detail"] = detail
+        self.save()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextmanager
+def install_lock(host: Host) -> Iterator[None]:
+    """An exclusive flock: two runs of install/uninstall never interleave."""
+    path = host.path(layout.LOCK_FILE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise HostIOError(f"cannot create the lock {layout.LOCK_FILE}: {err.strerror}",
+                          "run as root on a writable /var/lib") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise LockedError(
+                    "another anywhere-agent install or uninstall is running",
+                    "wait for it to finish (see `anywhere-agent status`)") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,42 @@
+"""Where things live on an ECS Anywhere node (AWS's paths and ours), in one place."""
+
+from __future__ import annotations
+
+# SSM agent (AWS's layout).
+SSM_UNIT = "amazon-ssm-agent"
+SSM_BINARY = "/usr/bin/amazon-ssm-agent"
+SSM_PACKAGE = "amazon-ssm-agent"
+SSM_CONFIG = "/etc/amazon/ssm/amazon-ssm-agent.json"
+SSM_REGISTRATION = "/var/lib/amazon/ssm/registration"
+SSM_REGISTRATION_KEY = "/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
+SSM_STATE_DIR = "/var/lib/amazon/ssm"
+HOST_CREDENTIALS = "/root/.aws/credentials"
+
+# ECS agent (AWS's layout).
+ECS_UNIT = "ecs"
+ECS_PACKAGE = "amazon-ecs-init"
+ECS_CONFIG = "/etc/ecs/ecs.config"
+ECS_VAR_CONFIG = "/var/lib/ecs/ecs.config"
+ECS_AGENT_DB = "/var/lib/ecs/data/agent.db"
+ECS_DATA_DIR = "/var/lib/ecs/data"
+
+DOCKER_UNIT = "docker"
+
+# Ours.
+AGENT_UNIT = "anywhere-agent"
+AGENT_UNIT_PATH = "/etc/systemd/system/anywhere-agent.service"
+STATE_DIR = "/var/lib/anywhere-agent"
+STATE_FILE = STATE_DIR + "/state.json"
+LOCK_FILE = STATE_DIR + "/install.lock"
+PACKAGE_CACHE = "/var/cache/anywhere-agent/packages"
+CONFIG_DIR = "/etc/anywhere-agent"
+APT_PROXY_CONF = "/etc/apt/apt.conf.d/90anywhere-agent-proxy"
+MACHINE_ID = "/etc/machine-id"
+
+
+def dropin(unit: str, name: str) -> str:
+    return f"/etc/systemd/system/{unit}.service.d/{name}"
+
+
+PROXY_DROPIN = "http-proxy.conf"  # AWS's documented name for the proxy drop-in
+RESTART_DROPIN = "10-anywhere-agent.conf"

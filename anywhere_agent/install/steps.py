@@ -1,0 +1,618 @@
+"""Install steps: each answers "already satisfied?" (a Delta or None) and knows how to apply.
+
+`check` only reads (files, package database, unit states, one read-only cloud call), so the plan
+and `--dry-run` come from the same code that decides what apply does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from anywhere_agent.errors import ActivationError, CloudError, NotJoinedError, PreflightError
+from anywhere_agent.install import keyvalue, layout
+from anywhere_agent.install.context import (
+    Context,
+    machine_id,
+    read_host_credentials,
+    read_registration,
+    registration_key_complete,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class FileChange:
+    path: str
+    old: str | None
+    new: str | None
+    mode: int = 0o644
+
+    def diff(self) -> str:
+        old = (self.old or "").splitlines(keepends=True)
+        new = (self.new or "").splitlines(keepends=True)
+        label_old = self.path if self.old is not None else "/dev/null"
+        label_new = self.path if self.new is not None else "/dev/null"
+        return "".join(difflib.unified_diff(old, new, label_old, label_new))
+
+
+@dataclass
+class Delta:
+    """What a step would change; empty lists mean that kind of change is not involved."""
+
+    summary: str
+    files: list[FileChange] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    cloud: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "files": [{"path": f.path, "action": "remove" if f.new is None else
+                       ("create" if f.old is None else "update"), "diff": f.diff()}
+                      for f in self.files],
+            "packages": self.packages,
+            "services": self.services,
+            "cloud": self.cloud,
+        }
+
+
+class Step:
+    name = "step"
+    title = ""
+
+    def applies(self, ctx: Context) -> bool:
+        return True
+
+    def check(self, ctx: Context) -> Delta | None:
+        raise NotImplementedError
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        raise NotImplementedError
+
+
+# -- files ---------------------------------------------------------------------------------
+
+class FileStep(Step):
+    """Keeps one file at rendered content (None = absent); notes which units read it."""
+
+    def __init__(self, name: str, title: str, path: str,
+                 render: Callable[[Context, str | None], str | None], mode: int = 0o644,
+                 readers: tuple[str, ...] = (), unit_file: bool = False,
+                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+        self.name, self.title, self.path, self._render = name, title, path, render
+        self.mode, self.readers, self.unit_file, self._when = mode, readers, unit_file, when
+
+    def applies(self, ctx: Context) -> bool:
+        return self._when(ctx)
+
+    def check(self, ctx: Context) -> Delta | None:
+        old = ctx.host.read_text(self.path)
+        new = self._render(ctx, old)
+        if new is None:
+            if old is None:
+                return None
+            return Delta(f"remove {self.path}", files=[FileChange(self.path, old, None)],
+                         services=[f"restart {u}" for u in self.readers])
+        if old == new and ctx.host.mode(self.path) == self.mode:
+            return None
+        return Delta(f"{'update' if old is not None else 'create'} {self.path}",
+                     files=[FileChange(self.path, old, new, self.mode)],
+                     services=[f"restart {u}" for u in self.readers])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        # Record consequences first: a run killed after the write still restarts the readers.
+        for unit in self.readers:
+            ctx.journal.add_pending_restart(unit)
+        if self.unit_file:
+            ctx.journal.add_pending_restart("daemon-reload")
+        change = delta.files[0]
+        if change.new is None:
+            ctx.host.remove(self.path)
+        else:
+            ctx.host.write_atomic(self.path, change.new, self.mode)
+        return [self.path]
+
+
+def _proxy_dropin(ctx: Context, old: str | None) -> str | None:
+    env = ctx.cfg.proxy.environment()
+    if not env:
+        return None
+    no_proxy = ctx.cfg.proxy.no_proxy
+    lines = ["# Written by anywhere-agent from agent.toml [proxy]; edits are overwritten.",
+             "[Service]"]
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        if key in env:
+            lines.append(f'Environment="{key}={env[key]}"')
+    if no_proxy:
+        lines.append(f'Environment="NO_PROXY={no_proxy}"')
+        lines.append(f'Environment="no_proxy={no_proxy}"')
+    return "\n".join(lines) + "\n"
+
+
+def _ecs_proxy_dropin(ctx: Context, old: str | None) -> str | None:
+    text = _proxy_dropin(ctx, old)
+    if text is None:
+        return None
+    return text.replace(f"NO_PROXY={ctx.cfg.proxy.no_proxy}", f"NO_PROXY={_ecs_no_proxy(ctx)}") \
+        .replace(f"no_proxy={ctx.cfg.proxy.no_proxy}", f"no_proxy={_ecs_no_proxy(ctx)}")
+
+
+def _ecs_no_proxy(ctx: Context) -> str:
+    # The ECS agent must reach IMDS-style local endpoints and the Docker socket directly.
+    base = ["169.254.169.254", "169.254.170.2", "/var/run/docker.sock"]
+    extra = [p.strip() for p in ctx.cfg.proxy.no_proxy.split(",") if p.strip()]
+    return ",".join(dict.fromkeys(base + extra))
+
+
+def _apt_proxy(ctx: Context, old: str | None) -> str | None:
+    if not ctx.cfg.proxy.enabled:
+        return None
+    lines = ["// Written by anywhere-agent from agent.toml [proxy]."]
+    if ctx.cfg.proxy.http:
+        lines.append(f'Acquire::http::Proxy "{ctx.cfg.proxy.http}";')
+    if ctx.cfg.proxy.https or ctx.cfg.proxy.http:
+        lines.append(f'Acquire::https::Proxy "{ctx.cfg.proxy.https or ctx.cfg.proxy.http}";')
+    return "\n".join(lines) + "\n"
+
+
+def _ssm_config(ctx: Context, old: str | None) -> str | None:
+    ssm = ctx.cfg.endpoint("ssm")
+    updates: dict[tuple[str, ...], Any] = {("Ssm", "Endpoint"): ssm or None}
+    mds = ctx.cfg.endpoint("ec2messages")
+    updates[("Mds", "Endpoint")] = mds or None
+    mgs = ctx.cfg.endpoint("ssmmessages")
+    updates[("Mgs", "Endpoint")] = mgs or None
+    if old is None and not any(v is not None for v in updates.values()):
+        return None  # nothing to say: keep the package's defaults, write no file
+    return keyvalue.set_json_keys(old or "", updates)
+
+
+def _agent_toml(ctx: Context, old: str | None) -> str | None:
+    from anywhere_agent.config import load_config, render_toml
+
+    new = render_toml(ctx.cfg)
+    if old is not None:
+        # Keep the operator's file (and its comments) when it already says the same thing.
+        try:
+            if load_config(ctx.host.root, {}, {}) == ctx.cfg:
+                return old
+        except Exception as err:  # noqa: BLE001 - an unreadable file is simply rewritten
+            LOG.debug("rewriting agent.toml: %s", err)
+    return new
+
+
+def _json_map(values: Any) -> str | None:
+    return json.dumps(dict(values), separators=(",", ":"), sort_keys=True) if values else None
+
+
+def _ecs_config(ctx: Context, old: str | None) -> str:
+    cfg = ctx.cfg
+    proxy = cfg.proxy.https or cfg.proxy.http
+    updates: dict[str, str | None] = {
+        "ECS_CLUSTER": cfg.cluster,
+        "ECS_LOGLEVEL": cfg.ecs_loglevel,
+        "ECS_INSTANCE_ATTRIBUTES": _json_map(cfg.ecs_attributes),
+        "ECS_CONTAINER_INSTANCE_TAGS": _json_map(cfg.ecs_tags),
+        "HTTP_PROXY": proxy or None,
+        "NO_PROXY": _ecs_no_proxy(ctx) if proxy else None,
+    }
+    return keyvalue.set_env_keys(old or "", updates)
+
+
+def _ecs_var_config(ctx: Context, old: str | None) -> str:
+    cfg = ctx.cfg
+    backend = cfg.endpoint("ecs")
+    updates: dict[str, str | None] = {
+        "AWS_DEFAULT_REGION": cfg.region,
+        "ECS_EXTERNAL": "true",
+        "ECS_ENABLE_GPU_SUPPORT": "true" if cfg.enable_gpu else None,
+        "ECS_BACKEND_HOST": backend or None,
+    }
+    return keyvalue.set_env_keys(old or "", updates)
+
+
+def _unit(name: str) -> Callable[[Context, str | None], str | None]:
+    def render(ctx: Context, old: str | None) -> str | None:
+        from anywhere_agent.install.units import unit_text
+
+        return unit_text(name)
+
+    return render
+
+
+def _docker_managed(ctx: Context) -> bool:
+    return ctx.cfg.docker_source != "none"
+
+
+def _is_deb(ctx: Context) -> bool:
+    return ctx.platform.family == "deb"
+
+
+# -- packages ------------------------------------------------------------------------------
+
+class PackageStep(Step):
+    def __init__(self, name: str, package: str, unit: str,
+                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+        self.name, self.package, self.unit, self._when = name, package, unit, when
+        self.title = f"install {package}"
+
+    def applies(self, ctx: Context) -> bool:
+        return self._when(ctx)
+
+    def check(self, ctx: Context) -> Delta | None:
+        if ctx.source.pm.installed_version(self.package):
+            return None
+        return Delta(f"install {ctx.source.describe(self.package)}", packages=[self.package])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        ctx.source.install(self.package)
+        installed = set(ctx.journal.data.get("installed_packages", []))
+        ctx.journal.data["installed_packages"] = sorted(installed | {self.package})
+        ctx.journal.save()
+        return [f"package {self.package}"]
+
+
+class DockerStep(Step):
+    name, title = "docker-package", "install Docker"
+
+    def _package(self, ctx: Context) -> str:
+        if ctx.cfg.docker_source == "docker":
+            return "docker-ce"
+        return {"deb": "docker.io", "suse": "docker"}.get(ctx.platform.family,
+                                                          "moby-engine" if ctx.platform.distro
+                                                          == "fedora" else "docker")
+
+    def applies(self, ctx: Context) -> bool:
+        return _docker_managed(ctx)
+
+    def check(self, ctx: Context) -> Delta | None:
+        for candidate in ("docker-ce", "docker.io", "docker", "moby-engine"):
+            if ctx.source.pm.installed_version(candidate):
+                return None
+        return Delta(f"install {self._package(ctx)} ({ctx.cfg.docker_source} source)",
+                     packages=[self._package(ctx)])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        if ctx.cfg.docker_source == "docker" and _is_deb(ctx):
+            raise PreflightError("docker_source = docker needs Docker's apt repository configured",
+                                 "add download.docker.com to the host's sources, or use distro")
+        ctx.source.pm.refresh()
+        ctx.source.pm.install([self._package(ctx)])
+        installed = set(ctx.journal.data.get("installed_packages", []))
+        ctx.journal.data["installed_packages"] = sorted(installed | {self._package(ctx)})
+        ctx.journal.save()
+        return [f"package {self._package(ctx)}"]
+
+
+# -- services ------------------------------------------------------------------------------
+
+class ServiceStep(Step):
+    """Unit enabled and active; restarted only when a file it reads changed (pending)."""
+
+    def __init__(self, name: str, unit: str,
+                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+        self.name, self.unit, self._when = name, unit, when
+        self.title = f"run {unit}"
+
+    def applies(self, ctx: Context) -> bool:
+        return self._when(ctx)
+
+    def check(self, ctx: Context) -> Delta | None:
+        actions = []
+        if "daemon-reload" in ctx.journal.pending_restarts():
+            actions.append("daemon-reload")
+        state = ctx.host.services.state(self.unit)
+        if not state.enabled:
+            actions.append(f"enable {self.unit}")
+        if not state.active:
+            actions.append(f"start {self.unit}")
+        elif self.unit in ctx.journal.pending_restarts():
+            actions.append(f"restart {self.unit}")
+        if not actions:
+            return None
+        return Delta(", ".join(actions), services=actions)
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        svc = ctx.host.services
+        if "daemon-reload" in delta.services:
+            svc.daemon_reload()
+            ctx.journal.clear_pending_restart("daemon-reload")
+        if f"enable {self.unit}" in delta.services:
+            svc.enable(self.unit)
+        if f"start {self.unit}" in delta.services:
+            svc.reset_failed(self.unit)
+            svc.start(self.unit)
+        elif f"restart {self.unit}" in delta.services:
+            svc.restart(self.unit)
+        ctx.journal.clear_pending_restart(self.unit)
+        return [a for a in delta.services if a != "daemon-reload"]
+
+
+# -- SSM registration -----------------------------------------------------------------------
+
+def central_registration(ctx: Context, instance_id: str) -> str:
+    """"present", "absent" or "unknown" for `instance_id`, asked with the host's credentials."""
+    clients = ctx.host_clients()
+    if clients is None:
+        return "unknown"
+    try:
+        resp = clients.client("ssm").describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])
+    except Exception as err:  # noqa: BLE001 - any failure here means "could not verify"
+        from anywhere_agent.aws.clients import error_code
+
+        if error_code(err) == "InvalidInstanceId":
+            return "absent"
+        LOG.info("could not check registration centrally: %s", type(err).__name__)
+        return "unknown"
+    infos = resp.get("InstanceInformationList", [])
+    return "present" if any(i.get("InstanceId") == instance_id for i in infos) else "absent"
+
+
+class RegistrationStep(Step):
+    name, title = "ssm-registration", "register with SSM"
+
+    def check(self, ctx: Context) -> Delta | None:
+        reg = read_registration(ctx.host)
+        ident = ctx.journal.identity
+        reason = ""
+        if not reg or not registration_key_complete(ctx.host):
+            reason = "not registered" if not reg else "an earlier registration was interrupted"
+        elif reg["Region"] and reg["Region"] != ctx.cfg.region:
+            reason = f"registered in {reg['Region']}, configured for {ctx.cfg.region}"
+        elif ident.get("machine_id") and ident.get("machine_id") != machine_id(ctx.host):
+            reason = "machine-id changed since registration (cloned host)"
+        elif ctx.force_reregister:
+            reason = "re-registration requested (--reregister)"
+        else:
+            where = central_registration(ctx, reg["ManagedInstanceID"])
+            if where == "absent":
+                reason = "the registration no longer exists in SSM (deregistered centrally)"
+            else:
+                if where == "unknown":
+                    ctx.report["registration_verified"] = False
+                return None
+        cloud = ["AmazonSSM.RegisterManagedInstance (by amazon-ssm-agent -register)"]
+        delta = Delta(f"register: {reason}", cloud=cloud,
+                      services=[f"restart {layout.SSM_UNIT}"],
+                      data={"reason": reason, "old": reg})
+        return delta
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        act = ctx.activation
+        if act is None or not act.code or not act.activation_id:
+            raise ActivationError(f"this host needs a registration ({delta.data['reason']}) "
+                                  "but no activation was given",
+                                  "pass --activation-id and the code via --activation-code-file, "
+                                  "ANYWHERE_AGENT_ACTIVATION_CODE or standard input")
+        old = delta.data.get("old") or {}
+        reason = str(delta.data["reason"])
+        if old:
+            retired = ctx.journal.retire_identity(reason) or {
+                "managed_instance_id": old.get("ManagedInstanceID"), "retired_reason": reason}
+            ctx.report["previous_identity"] = retired
+            ctx.note(f"replacing identity {old.get('ManagedInstanceID')}: {reason}")
+        svc = ctx.host.services
+        if svc.state(layout.SSM_UNIT).active:
+            svc.stop(layout.SSM_UNIT)
+        # The agent takes the code only on its argv: keep that exposure to this one short child.
+        res = ctx.host.run([layout.SSM_BINARY, "-register", "-code", act.code.reveal(),
+                            "-id", act.activation_id, "-region", ctx.cfg.region, "-y"],
+                           env=ctx.cfg.proxy.environment(), timeout=120)
+        if not res.ok:
+            detail = res.last_line().replace(act.code.reveal(), "***")
+            raise ActivationError(f"SSM registration failed: {detail}", _activation_fix(detail,
+                                                                                        ctx))
+        reg = read_registration(ctx.host)
+        if not reg:
+            raise ActivationError("SSM registration reported success but wrote no registration",
+                                  "check /var/log/amazon/ssm/amazon-ssm-agent.log")
+        ctx.journal.set_identity(managed_instance_id=reg["ManagedInstanceID"],
+                                 region=ctx.cfg.region, machine_id=machine_id(ctx.host),
+                                 activation_id=act.activation_id,
+                                 registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        # A new identity needs a new container instance: the old agent state belongs to the
+        # old identity (and, for a clone, to the original host, which keeps using it).
+        ctx.journal.add_pending_restart(layout.SSM_UNIT)
+        if ctx.host.exists(layout.ECS_AGENT_DB):
+            ctx.journal.add_pending_restart(layout.ECS_UNIT)
+            if ctx.host.services.state(layout.ECS_UNIT).active:
+                ctx.host.services.stop(layout.ECS_UNIT)
+            ctx.host.remove(layout.ECS_AGENT_DB)
+        ctx.report["managed_instance_id"] = reg["ManagedInstanceID"]
+        return [f"registered {reg['ManagedInstanceID']}"]
+
+
+def _activation_fix(detail: str, ctx: Context) -> str:
+    low = detail.lower()
+    if "expired" in low:
+        return "create a new activation (`anywhere-agent registrar activate`)"
+    if "limit" in low or "exhausted" in low or "exceeded" in low:
+        return "the activation has no registrations left; create a new one"
+    return (f"check the activation ID/code and that it was created in region {ctx.cfg.region}")
+
+
+class CredentialsStep(Step):
+    """The SSM agent has fetched role credentials; then the cluster is checked with them."""
+
+    name, title = "ssm-credentials", "wait for SSM role credentials"
+
+    def check(self, ctx: Context) -> Delta | None:
+        if read_host_credentials(ctx.host) is not None and ctx.journal.data.get("cluster_checked") \
+                == ctx.cfg.cluster:
+            return None
+        return Delta(f"wait for {layout.HOST_CREDENTIALS}, then check cluster {ctx.cfg.cluster}",
+                     cloud=[f"ecs:DescribeClusters {ctx.cfg.cluster}"])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        deadline = ctx.clock() + 60
+        while read_host_credentials(ctx.host) is None:
+            if ctx.clock() > deadline:
+                raise CloudError("the SSM agent did not fetch role credentials within 60 s",
+                                 "check the ssm endpoint/proxy and "
+                                 "/var/log/amazon/ssm/amazon-ssm-agent.log")
+            ctx.sleep(0.25)
+        clients = ctx.host_clients()
+        if clients is not None:
+            try:
+                resp = clients.client("ecs").describe_clusters(clusters=[ctx.cfg.cluster])
+                found = [c for c in resp.get("clusters", []) if c.get("status") == "ACTIVE"]
+            except Exception as err:  # noqa: BLE001 - permission or network: cannot verify
+                LOG.info("cluster check skipped: %s", type(err).__name__)
+                ctx.report["cluster_verified"] = False
+            else:
+                if not found:
+                    raise CloudError(f"ECS cluster {ctx.cfg.cluster!r} does not exist in "
+                                     f"{ctx.cfg.region}",
+                                     "create it (`anywhere-agent registrar ensure --cluster "
+                                     f"{ctx.cfg.cluster}`) or fix cluster/region")
+        ctx.journal.data["cluster_checked"] = ctx.cfg.cluster
+        ctx.journal.save()
+        return []
+
+
+class ClusterMoveStep(Step):
+    """Moving to another cluster needs the agent's old state removed (AWS's procedure)."""
+
+    name, title = "ecs-cluster-move", "move to the configured cluster"
+
+    def check(self, ctx: Context) -> Delta | None:
+        current = keyvalue.parse_env(ctx.host.read_text(layout.ECS_CONFIG) or "")
+        old = current.get("ECS_CLUSTER")
+        if old and old != ctx.cfg.cluster and ctx.host.exists(layout.ECS_AGENT_DB):
+            return Delta(f"move from cluster {old} to {ctx.cfg.cluster}: stop ecs, remove "
+                         f"{layout.ECS_AGENT_DB}", services=[f"stop {layout.ECS_UNIT}"])
+        return None
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        ctx.journal.add_pending_restart(layout.ECS_UNIT)
+        if ctx.host.services.state(layout.ECS_UNIT).active:
+            ctx.host.services.stop(layout.ECS_UNIT)
+        ctx.host.remove(layout.ECS_AGENT_DB)
+        return [f"removed {layout.ECS_AGENT_DB}"]
+
+
+# -- proving the join ---------------------------------------------------------------------
+
+class VerifyJoinStep(Step):
+    """Introspection shows a ContainerInstanceArn; the cloud says ACTIVE and connected."""
+
+    name, title = "verify-join", "prove the host joined its cluster"
+
+    def check(self, ctx: Context) -> Delta | None:
+        # Always runs: proving the join is the point of install, and costs ~1 call when joined.
+        return Delta("poll ECS introspection, then DescribeContainerInstances",
+                     cloud=["ecs:DescribeContainerInstances (host credentials)"])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        deadline = ctx.clock() + ctx.cfg.join_timeout_seconds
+        url = ctx.cfg.supervise.introspection_url.rstrip("/") + "/v1/metadata"
+        arn = ""
+        meta: dict[str, Any] = {}
+        while True:
+            status, body = ctx.http_get(url, 2.0)
+            if status == 200:
+                try:
+                    meta = json.loads(body)
+                except ValueError:
+                    meta = {}
+                arn = str(meta.get("ContainerInstanceArn") or "")
+                if arn:
+                    break
+            if ctx.clock() > deadline:
+                ecs = ctx.host.services.state(layout.ECS_UNIT)
+                raise NotJoinedError(
+                    f"no ContainerInstanceArn from ECS introspection within "
+                    f"{ctx.cfg.join_timeout_seconds:.0f} s (ecs is {ecs.active_state})",
+                    "see /var/log/ecs/ecs-agent.log; check cluster, region and credentials")
+            ctx.sleep(0.25)
+        if meta.get("Cluster") and meta["Cluster"] not in (ctx.cfg.cluster,) and \
+                not str(meta["Cluster"]).endswith("/" + ctx.cfg.cluster):
+            raise NotJoinedError(f"the ECS agent joined cluster {meta['Cluster']}, "
+                                 f"not {ctx.cfg.cluster}",
+                                 "re-run install: it moves the host to the configured cluster")
+        ctx.report["container_instance_arn"] = arn
+        ctx.report["ecs_agent_version"] = meta.get("Version", "")
+        ctx.journal.set_identity(container_instance_arn=arn, cluster=ctx.cfg.cluster)
+        ctx.report["cloud_verified"] = self._cloud(ctx, arn, deadline)
+        return []
+
+    def _cloud(self, ctx: Context, arn: str, deadline: float) -> bool:
+        clients = ctx.host_clients()
+        if clients is None:
+            ctx.note("could not verify ACTIVE/agentConnected: no host credentials")
+            return False
+        while True:
+            try:
+                resp = clients.client("ecs").describe_container_instances(
+                    cluster=ctx.cfg.cluster, containerInstances=[arn])
+            except Exception as err:  # noqa: BLE001 - the role may not allow Describe*
+                ctx.note(f"could not verify ACTIVE/agentConnected ({type(err).__name__}); "
+                         "introspection shows the container instance ARN")
+                return False
+            inst = (resp.get("containerInstances") or [{}])[0]
+            status, connected = inst.get("status"), inst.get("agentConnected")
+            ctx.report["container_instance_status"] = status
+            ctx.report["agent_connected"] = connected
+            if status == "ACTIVE" and connected:
+                return True
+            if ctx.clock() > deadline:
+                raise NotJoinedError(f"container instance is {status}, agentConnected="
+                                     f"{connected} after {ctx.cfg.join_timeout_seconds:.0f} s",
+                                     "see /var/log/ecs/ecs-agent.log and the ecs endpoint/proxy")
+            ctx.sleep(0.5)
+
+
+# -- the ordered list ---------------------------------------------------------------------
+
+def all_steps() -> list[Step]:
+    """Every step in order; `applies` drops those the config does not need."""
+    ssm, ecs, docker, agent = layout.SSM_UNIT, layout.ECS_UNIT, layout.DOCKER_UNIT, \
+        layout.AGENT_UNIT
+    return [
+        FileStep("agent-config", "effective agent.toml", "/etc/anywhere-agent/agent.toml",
+                 _agent_toml, mode=0o600, readers=(agent,)),
+        FileStep("apt-proxy", "proxy for apt", layout.APT_PROXY_CONF, _apt_proxy, when=_is_deb),
+        PackageStep("ssm-agent-package", layout.SSM_PACKAGE, ssm),
+        FileStep("ssm-agent-config", "SSM agent endpoints", layout.SSM_CONFIG, _ssm_config,
+                 readers=(ssm,)),
+        FileStep("ssm-agent-proxy", "proxy for the SSM agent",
+                 layout.dropin(ssm, layout.PROXY_DROPIN), _proxy_dropin, mode=0o600,
+                 readers=(ssm,), unit_file=True),
+        FileStep("ssm-agent-restart-policy", "restart policy for the SSM agent",
+                 layout.dropin(ssm, layout.RESTART_DROPIN),
+                 _unit(f"{ssm}.service.d/{layout.RESTART_DROPIN}"), readers=(ssm,), unit_file=True),
+        RegistrationStep(),
+        ServiceStep("ssm-agent-service", ssm),
+        CredentialsStep(),
+        DockerStep(),
+        FileStep("docker-proxy", "proxy for Docker", layout.dropin(docker, layout.PROXY_DROPIN),
+                 _proxy_dropin, mode=0o600, readers=(docker,), unit_file=True,
+                 when=_docker_managed),
+        ServiceStep("docker-service", docker, when=_docker_managed),
+        PackageStep("ecs-init-package", layout.ECS_PACKAGE, ecs),
+        ClusterMoveStep(),
+        FileStep("ecs-config", "ECS agent config", layout.ECS_CONFIG, _ecs_config,
+                 readers=(ecs,)),
+        FileStep("ecs-var-config", "ECS external-instance config", layout.ECS_VAR_CONFIG,
+                 _ecs_var_config, readers=(ecs,)),
+        FileStep("ecs-proxy", "proxy for the ECS agent", layout.dropin(ecs, layout.PROXY_DROPIN),
+                 _ecs_proxy_dropin, mode=0o600, readers=(ecs,), unit_file=True),
+        FileStep("ecs-restart-policy", "restart policy for the ECS agent",
+                 layout.dropin(ecs, layout.RESTART_DROPIN),
+                 _unit(f"{ecs}.service.d/{layout.RESTART_DROPIN}"), readers=(ecs,), unit_file=True),
+        FileStep("supervisor-unit", "anywhere-agent supervisor unit", layout.AGENT_UNIT_PATH,
+                 _unit("anywhere-agent.service"), readers=(agent,), unit_file=True),
+        ServiceStep("ecs-service", ecs),
+        ServiceStep("supervisor-service", agent),
+        VerifyJoinStep(),
+    ]

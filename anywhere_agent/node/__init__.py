@@ -1,0 +1,1 @@
+"""Node-side reports and teardown: status and uninstall."""

@@ -1,0 +1,97 @@
+"""`anywhere-agent status`: what this node is, as one dict (rendered as text or JSON)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from anywhere_agent.config import Config
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.install import layout
+from anywhere_agent.install.context import HttpGet, read_registration, urllib_get
+from anywhere_agent.install.journal import Journal
+
+
+def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str, Any]:
+    journal = Journal(host)
+    reg = read_registration(host)
+    status, body = http_get(cfg.supervise.introspection_url.rstrip("/") + "/v1/metadata", 2.0)
+    meta: dict[str, Any] = {}
+    if status == 200:
+        try:
+            meta = json.loads(body)
+        except ValueError:
+            meta = {}
+    pm_kind = "apt" if host.exists("/usr/bin/dpkg-query") else "rpm"
+    services = {}
+    for unit in (layout.SSM_UNIT, layout.ECS_UNIT, layout.DOCKER_UNIT, layout.AGENT_UNIT):
+        st = host.services.state(unit)
+        services[unit] = {"active": st.active_state, "sub": st.sub_state,
+                          "enabled": st.unit_file_state or "not-found",
+                          "restarts": st.n_restarts}
+    creds_mtime = host.mtime(layout.HOST_CREDENTIALS)
+    last = journal.data.get("last_run", {})
+    return {
+        "managed_instance_id": reg.get("ManagedInstanceID"),
+        "region": reg.get("Region") or cfg.region or None,
+        "cluster": meta.get("Cluster") or cfg.cluster,
+        "container_instance_arn": meta.get("ContainerInstanceArn")
+        or journal.identity.get("container_instance_arn"),
+        "introspection": "answering" if status == 200 else "not answering",
+        "versions": {
+            "anywhere_agent": _own_version(),
+            "ssm_agent": _pkg_version(host, pm_kind, layout.SSM_PACKAGE),
+            "ecs_init": _pkg_version(host, pm_kind, layout.ECS_PACKAGE),
+            "ecs_agent": meta.get("Version"),
+        },
+        "services": services,
+        "credentials": {
+            "file": layout.HOST_CREDENTIALS,
+            "present": creds_mtime is not None,
+            # The SSM agent refreshes at half life (about every 30 min); the file's age is the
+            # portable signal, since the file itself carries no expiry.
+            "age_seconds": None if creds_mtime is None else round(time.time() - creds_mtime),
+        },
+        "identity": journal.identity,
+        "previous_identities": journal.data.get("previous_identities", []),
+        "last_install": {k: last.get(k) for k in ("kind", "result", "started_at", "finished_at",
+                                                  "detail") if k in last},
+    }
+
+
+def _own_version() -> str:
+    from anywhere_agent import __version__
+
+    return __version__
+
+
+def _pkg_version(host: Host, kind: str, name: str) -> str | None:
+    if kind == "apt":
+        res = host.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=30)
+        state, _, version = res.stdout.partition(" ")
+        return version.strip() if res.ok and state == "installed" else None
+    res = host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=30)
+    return res.stdout.strip() if res.ok else None
+
+
+def render_text(st: dict[str, Any]) -> str:
+    lines = [
+        f"managed instance   {st['managed_instance_id'] or '-'} ({st['region'] or '-'})",
+        f"cluster            {st['cluster']}",
+        f"container instance {st['container_instance_arn'] or '-'}",
+        f"introspection      {st['introspection']}",
+        "versions           " + ", ".join(f"{k}={v or '-'}" for k, v in st["versions"].items()),
+    ]
+    for unit, s in st["services"].items():
+        lines.append(f"service {unit:<11}{s['active']} ({s['enabled']}, {s['restarts']} restarts)")
+    creds = st["credentials"]
+    lines.append("credentials        " + (f"refreshed {creds['age_seconds']} s ago"
+                                         if creds["present"] else "absent"))
+    last = st["last_install"]
+    lines.append(f"last install       {last.get('result', 'never')} {last.get('finished_at', '')}"
+                 + (f" - {last['detail']}" if last.get("detail") else ""))
+    for old in st["previous_identities"]:
+        lines.append(f"previous identity  {old.get('managed_instance_id')} "
+                     f"({old.get('retired_reason', '')})")
+    return "\n".join(lines)

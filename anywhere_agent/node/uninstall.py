@@ -1,0 +1,132 @@
+"""`anywhere-agent uninstall`: drain check, deregister both sides, stop, remove what we made.
+
+Independent actions all run; their errors are collected and reported together. Nothing outside
+what the install wrote is deleted: container volumes, images and /var/lib/docker stay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from anywhere_agent.errors import AgentError, PartialFailure, RefusedError
+from anywhere_agent.install import layout
+from anywhere_agent.install.context import Context, read_registration
+from anywhere_agent.install.journal import install_lock
+
+LOG = logging.getLogger(__name__)
+
+# Files and directories the install writes (and the agents' own state for our identity).
+OWNED_PATHS = (
+    layout.ECS_CONFIG, layout.ECS_VAR_CONFIG, layout.ECS_AGENT_DB, layout.APT_PROXY_CONF,
+    layout.AGENT_UNIT_PATH,
+    layout.dropin(layout.ECS_UNIT, layout.PROXY_DROPIN),
+    layout.dropin(layout.ECS_UNIT, layout.RESTART_DROPIN),
+    layout.dropin(layout.SSM_UNIT, layout.PROXY_DROPIN),
+    layout.dropin(layout.SSM_UNIT, layout.RESTART_DROPIN),
+    layout.dropin(layout.DOCKER_UNIT, layout.PROXY_DROPIN),
+    layout.SSM_REGISTRATION, layout.SSM_REGISTRATION_KEY, layout.HOST_CREDENTIALS,
+)
+OWNED_DIRS = ("/var/lib/amazon/ssm/Vault", "/var/lib/amazon/ssm/runtimeconfig",
+              layout.PACKAGE_CACHE, layout.CONFIG_DIR)
+
+
+@dataclass
+class UninstallResult:
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    left_in_cloud: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "errors": self.errors, "left_in_cloud": self.left_in_cloud}
+
+
+def running_tasks(ctx: Context) -> int | None:
+    """Tasks the local agent runs (introspection), or None when it does not answer."""
+    status, body = ctx.http_get(ctx.cfg.supervise.introspection_url.rstrip("/") + "/v1/tasks",
+                                2.0)
+    if status != 200:
+        return None
+    try:
+        tasks = json.loads(body).get("Tasks") or []
+    except (ValueError, AttributeError):
+        return None
+    return sum(1 for t in tasks if t.get("KnownStatus") not in ("STOPPED",))
+
+
+def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
+              force_local: bool = False) -> UninstallResult:
+    result = UninstallResult()
+
+    def attempt(what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+            result.done.append(what)
+        except AgentError as err:
+            result.errors.append(f"{what}: {err}")
+        except Exception as err:  # noqa: BLE001 - collect every failure, report together
+            result.errors.append(f"{what}: {type(err).__name__}: {err}")
+
+    tasks = running_tasks(ctx)
+    if tasks and not force:
+        raise RefusedError(f"{tasks} task(s) still run on this host",
+                           "drain it first (registrar / UpdateContainerInstancesState DRAINING) "
+                           "or pass --force")
+    with install_lock(ctx.host):
+        ident = ctx.journal.identity
+        reg = read_registration(ctx.host)
+        mi = reg.get("ManagedInstanceID") or ident.get("managed_instance_id", "")
+        arn = ident.get("container_instance_arn", "")
+        clients = None if force_local else ctx.host_clients()
+        if force_local:
+            result.left_in_cloud += [x for x in (mi, arn) if x]
+        elif clients is None and (mi or arn):
+            result.errors.append("no host credentials to deregister with; re-run with "
+                                 "--force-local and prune centrally (`registrar prune`)")
+            result.left_in_cloud += [x for x in (mi, arn) if x]
+        elif clients is not None:
+            ecs, ssm = clients.client("ecs"), clients.client("ssm")
+            cluster = ident.get("cluster") or ctx.cfg.cluster
+            if arn:
+                attempt(f"deregister container instance {arn}",
+                        lambda: ecs.deregister_container_instance(
+                            cluster=cluster, containerInstance=arn, force=force))
+            if mi:
+                attempt(f"deregister managed instance {mi}",
+                        lambda: ssm.deregister_managed_instance(InstanceId=mi))
+            if any(e.startswith(("deregister managed", "deregister container"))
+                   for e in result.errors):
+                result.left_in_cloud += [x for x in (mi, arn)
+                                         if any(x in e for e in result.errors)]
+        svc = ctx.host.services
+        for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):
+            if svc.state(unit).exists:
+                attempt(f"stop and disable {unit}", partial(svc.disable, unit, now=True))
+        if not keep_packages:
+            installed = ctx.journal.data.get("installed_packages", [])
+            for pkg in (layout.ECS_PACKAGE, layout.SSM_PACKAGE):
+                if ctx.source.pm.installed_version(pkg):
+                    attempt(f"remove package {pkg}", partial(ctx.source.pm.remove, [pkg]))
+            for pkg in installed:
+                # Docker only if we installed it; `remove` keeps /var/lib/docker (volumes).
+                if pkg not in (layout.ECS_PACKAGE, layout.SSM_PACKAGE) and \
+                        ctx.source.pm.installed_version(pkg):
+                    attempt(f"remove package {pkg} (data kept)",
+                            partial(ctx.source.pm.remove, [pkg]))
+        for path in OWNED_PATHS:
+            if ctx.host.exists(path):
+                attempt(f"remove {path}", partial(ctx.host.remove, path))
+        for directory in OWNED_DIRS:
+            if ctx.host.exists(directory):
+                attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))
+        attempt("systemctl daemon-reload", svc.daemon_reload)
+    # The state dir goes last, after the lock (which lives in it) is released.
+    attempt(f"remove {layout.STATE_DIR}", lambda: ctx.host.remove_tree(layout.STATE_DIR))
+    if result.errors:
+        raise PartialFailure("uninstall finished with errors", result.errors,
+                             "fix each item and re-run `anywhere-agent uninstall`")
+    return result

@@ -1,0 +1,197 @@
+"""A scripted node for install tests: a temp root plus a runner that plays dpkg, apt, systemctl
+and amazon-ssm-agent the way they behave, and records every argv it was given."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anywhere_agent.config import load_config
+from anywhere_agent.host.gateway import Host, PackageManager, Result
+from anywhere_agent.host.platform import detect
+from anywhere_agent.install.context import Context
+from anywhere_agent.install.journal import Journal
+from anywhere_agent.install.sources import PackageSource
+from anywhere_agent.secret import Secret
+
+DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+ACTIVATION_ID = "0c9a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"
+CODE = "Sup3rSecretActivationCode"
+
+
+@dataclass
+class Unit:
+    enabled: bool = False
+    active: bool = False
+    restarts: int = 0  # how many times we (re)started it
+
+
+@dataclass
+class FakeSystem:
+    root: Path
+    packages: dict[str, str] = field(default_factory=dict)
+    units: dict[str, Unit] = field(default_factory=dict)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    register_error: str = ""
+    next_instance: int = 1
+    reloads: int = 0
+    registered: set[str] = field(default_factory=set)  # what SSM knows centrally
+
+    def __call__(self, argv: Sequence[str], *, input: bytes | None = None,
+                 env: Mapping[str, str] | None = None, timeout: float | None = None) -> Result:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        prog = argv[0]
+        if prog == "dpkg-query":
+            name = argv[-1]
+            if name in self.packages:
+                return Result(argv, 0, f"installed {self.packages[name]}")
+            return Result(argv, 1, "", f"dpkg-query: no packages found matching {name}")
+        if prog == "apt-get":
+            if argv[1] == "install":
+                for name in argv[2:]:
+                    if not name.startswith("-") and "::" not in name:
+                        base = Path(name).name.split("_")[0]
+                        self.packages[base] = "1.0"
+                        if base == "amazon-ssm-agent":
+                            # The real package enables and starts its service.
+                            self.units["amazon-ssm-agent"] = Unit(True, True)
+                        if base == "amazon-ecs-init":
+                            self.units.setdefault("ecs", Unit())
+                return Result(argv, 0)
+            if argv[1] == "remove":
+                for name in argv[2:]:
+                    self.packages.pop(name, None)
+                    if name == "amazon-ssm-agent":
+                        self.units.pop("amazon-ssm-agent", None)
+                return Result(argv, 0)
+            return Result(argv, 0)
+        if prog == "systemctl":
+            return self._systemctl(argv)
+        if prog == "/usr/bin/amazon-ssm-agent":
+            return self._register(argv)
+        return Result(argv, 127, "", f"{prog}: command not found")
+
+    def _systemctl(self, argv: tuple[str, ...]) -> Result:
+        verb, unit = argv[1], argv[-1]
+        if verb == "show":
+            unit = argv[2]
+            u = self.units.get(unit)
+            if u is None:
+                return Result(argv, 0, "LoadState=not-found\nActiveState=inactive\n")
+            return Result(argv, 0, (
+                f"LoadState=loaded\nActiveState={'active' if u.active else 'inactive'}\n"
+                f"SubState={'running' if u.active else 'dead'}\n"
+                f"UnitFileState={'enabled' if u.enabled else 'disabled'}\nMainPID=0\n"
+                f"NRestarts=0\n"))
+        if verb == "daemon-reload":
+            self.reloads += 1
+            return Result(argv, 0)
+        u = self.units.setdefault(unit, Unit())
+        if verb == "enable":
+            u.enabled = True
+        elif verb in ("start", "restart"):
+            u.active = True
+            u.restarts += 1
+        elif verb == "stop":
+            u.active = False
+        elif verb == "disable":
+            u.enabled = False
+            if "--now" in argv:
+                u.active = False
+        return Result(argv, 0)
+
+    def _register(self, argv: tuple[str, ...]) -> Result:
+        if "-clear" in argv:
+            return Result(argv, 0)
+        if self.register_error:
+            return Result(argv, 1, "", self.register_error)
+        region = argv[argv.index("-region") + 1]
+        mi = f"mi-{self.next_instance:017x}"
+        self.next_instance += 1
+        self.registered.add(mi)
+        base = self.root / "var/lib/amazon/ssm"
+        (base / "Vault/Store").mkdir(parents=True, exist_ok=True)
+        (base / "registration").write_text(json.dumps({"ManagedInstanceID": mi,
+                                                       "Region": region}))
+        (base / "Vault/Store/RegistrationKey").write_text(json.dumps({"instanceID": mi,
+                                                                      "region": region}))
+        creds = self.root / "root/.aws/credentials"
+        creds.parent.mkdir(parents=True, exist_ok=True)
+        creds.write_text("[default]\naws_access_key_id = AKIALAB\n"
+                         "aws_secret_access_key = s3cr3t\naws_session_token = tok\n")
+        return Result(argv, 0, "Instance registered")
+
+
+class FakeEcs:
+    def __init__(self) -> None:
+        self.clusters = {"prod"}
+        self.instances: dict[str, dict[str, Any]] = {}
+        self.ssm_known: set[str] = set()
+
+    def describe_clusters(self, clusters: list[str]) -> dict[str, Any]:
+        return {"clusters": [{"clusterName": c, "status": "ACTIVE"} for c in clusters
+                             if c in self.clusters]}
+
+    def describe_container_instances(self, cluster: str,
+                                     containerInstances: list[str]) -> dict[str, Any]:
+        return {"containerInstances": [{"containerInstanceArn": a, "status": "ACTIVE",
+                                        "agentConnected": True} for a in containerInstances]}
+
+    def describe_instance_information(self, Filters: list[dict[str, Any]]) -> dict[str, Any]:
+        wanted = Filters[0]["Values"]
+        return {"InstanceInformationList": [{"InstanceId": i} for i in wanted
+                                            if i in self.ssm_known]}
+
+
+class FakeClients:
+    def __init__(self, backend: FakeEcs) -> None:
+        self.backend = backend
+
+    def client(self, service: str) -> FakeEcs:
+        return self.backend
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Any:
+    """Build (system, make_ctx) for a fresh Debian node under tmp_path."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "var/lib").mkdir(parents=True)
+    (root / "etc/os-release").write_text(DEBIAN)
+    (root / "etc/machine-id").write_text("a" * 32 + "\n")
+    system = FakeSystem(root)
+    backend = FakeEcs()
+    backend.ssm_known = system.registered
+    introspection = {"arn": "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/abc"}
+
+    def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+        if not system.units.get("ecs", Unit()).active:
+            return 0, b""
+        if url.endswith("/v1/tasks"):
+            return 200, json.dumps({"Tasks": []}).encode()
+        return 200, json.dumps({"Cluster": "prod", "ContainerInstanceArn": introspection["arn"],
+                                "Version": "Amazon ECS Agent - v1.105.1"}).encode()
+
+    def make_ctx(with_code: bool = True, **flags: Any) -> Context:
+        base = {"region": "us-east-1", "cluster": "prod", "package_source": "repo",
+                "docker_source": "none", "activation_id": ACTIVATION_ID}
+        base.update(flags)
+        cfg = load_config(root, {}, base)
+        host = Host(root, runner=system)
+        platform = detect(DEBIAN, "x86_64")
+        pm = PackageManager(host, "apt")
+        from anywhere_agent.install.context import Activation
+
+        return Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+                       source=PackageSource(cfg, host, platform, pm),
+                       activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
+                       http_get=http_get, sleep=lambda s: None,
+                       clients_factory=lambda creds: FakeClients(backend))
+
+    return system, make_ctx, backend
