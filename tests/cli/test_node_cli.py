@@ -12,7 +12,8 @@ from anywhere_agent.errors import ExitCode
 CODE = "Sup3rSecretActivationCode"
 
 
-def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def cli(*args: str, env: dict[str, str] | None = None,
+        stdin: str = "") -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANYWHERE_"))}
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "anywhere_agent", *args], input=stdin,
