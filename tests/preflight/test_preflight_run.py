@@ -1,0 +1,66 @@
+"""run_preflight end to end on a temp root: the table order, names, and the verdict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.preflight import CHECKS, PreflightReport
+
+Run = Callable[..., PreflightReport]
+
+NAMES = [
+    "root", "systemd", "platform", "disk", "memory", "time_sync", "cgroup",
+    "writable_etc", "writable_var_lib", "writable_etc_systemd_system",
+    "credentials_env", "credentials_file", "instance_role", "registration",
+    "endpoint_ssm", "endpoint_ec2messages", "endpoint_ssmmessages", "endpoint_ecs",
+    "package_ssm_agent", "package_ecs_init",
+]
+
+
+def test_a_healthy_host_passes_every_check_and_the_report_is_ok(
+        preflight: Run, reachable: Any) -> None:
+    report = preflight()
+    assert [(c.name, c.status) for c in report.checks] == [(n, "pass") for n in NAMES]
+    assert report.ok
+    assert all(c.fix == "" for c in report.checks)
+
+
+def test_checks_come_in_table_order_with_stable_names_even_when_skipped(preflight: Run) -> None:
+    report = preflight(network=False)
+    assert [c.name for c in report.checks] == NAMES
+    assert [name for name, _ in CHECKS][:7] == NAMES[:7]
+
+
+def test_one_failed_check_makes_the_report_not_ok_and_the_json_says_so(
+        preflight: Run, reachable: Any) -> None:
+    report = preflight(euid=1000)
+    assert not report.ok
+    doc = json.loads(json.dumps(report.to_dict()))
+    assert doc["ok"] is False and doc["counts"]["fail"] == 1
+    assert [c["name"] for c in doc["checks"] if c["status"] == "fail"] == ["root"]
+
+
+def test_warnings_alone_leave_the_report_ok(preflight: Run, reachable: Any, runner: Any) -> None:
+    runner.ntp = "no"
+    report = preflight(memory_total=lambda: 512 * 1024**2)
+    assert report.ok and report.counts()["warn"] == 2
+
+
+def test_the_text_report_has_one_line_per_check_and_the_fix_of_each_failure(
+        preflight: Run, node: Any) -> None:
+    node.remove("/run/systemd/system")
+    report = preflight(network=False, euid=1000)
+    lines = report.render_text().splitlines()
+    assert len(lines) == len(report.checks)
+    failed = [line for line in lines if line.startswith("FAIL")]
+    assert len(failed) == 2 and all(" -- fix: " in line for line in failed)
+
+
+def test_the_documented_exit_code_for_a_failed_preflight_is_4() -> None:
+    import anywhere_agent.preflight as preflight_pkg
+
+    assert int(ExitCode.PREFLIGHT) == 4
+    assert "ExitCode.PREFLIGHT (4)" in (preflight_pkg.__doc__ or "")
