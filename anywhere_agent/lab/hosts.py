@@ -1,0 +1,527 @@
+"""Lab hosts: an overlay root per host, booted with systemd-nspawn in its own netns; exec, ssh."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anywhere_agent.errors import LabError
+from anywhere_agent.lab import system
+from anywhere_agent.lab.system import ProcessRef
+
+LOG = logging.getLogger(__name__)
+
+BOOT_TIMEOUT = 90.0  # 10 hosts booting at once on 2 cores take a few seconds each
+SSH_PORT = 22
+LAB_APT_LIST = "etc/apt/sources.list.d/anywhere-lab.list"
+FAULT_DIR = "/run/anywhere-lab/faults"
+HOST_FAULTS = ("ecs-hang", "ecs-crash", "ssm-stale")
+CGROUP_PARENT = "anywhere-lab"
+
+
+def ssh_options(key: Path, connect_timeout: int = 5) -> list[str]:
+    """ssh options for lab hosts: they are rebuilt often, so host keys are never remembered."""
+    return [
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={connect_timeout}",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+
+
+@dataclass(frozen=True)
+class Host:
+    """One lab host as the state file records it."""
+
+    lab: str
+    name: str
+    ip: str
+    netns: str
+    dir: Path
+    key: Path
+    nspawn: ProcessRef | None = None
+    leader: ProcessRef | None = None
+
+    @property
+    def machine(self) -> str:
+        return f"{self.lab}-{self.name}"
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "console.log"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ip": self.ip,
+            "netns": self.netns,
+            "machine": self.machine,
+            "dir": str(self.dir),
+            "nspawn": self.nspawn.to_dict() if self.nspawn else None,
+            "leader": self.leader.to_dict() if self.leader else None,
+        }
+
+    @classmethod
+    def from_dict(cls, lab: str, key: Path, data: Mapping[str, Any]) -> Host:
+        return cls(
+            lab=lab,
+            name=str(data["name"]),
+            ip=str(data["ip"]),
+            netns=str(data["netns"]),
+            dir=Path(str(data["dir"])),
+            key=key,
+            nspawn=ProcessRef.from_dict(data["nspawn"]) if data.get("nspawn") else None,
+            leader=ProcessRef.from_dict(data["leader"]) if data.get("leader") else None,
+        )
+
+
+# -- preparing the root ------------------------------------------------------------------
+
+
+def render_files(host: Host, gateway: str, pubkey: str) -> dict[str, tuple[str, int]]:
+    """Per-host files relative to the root: {path: (content, mode)}; pure."""
+    hostname = host.machine
+    return {
+        "etc/hostname": (hostname + "\n", 0o644),
+        "etc/hosts": (
+            "127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"{host.ip}\t{hostname} {host.name}\n"
+            f"{gateway}\tlab-gateway\n",
+            0o644,
+        ),
+        "etc/machine-id": (uuid.uuid4().hex + "\n", 0o444),
+        "root/.ssh/authorized_keys": (pubkey.strip() + "\n", 0o600),
+        LAB_APT_LIST: (f"deb [trusted=yes] http://{gateway}:8080/apt ./\n", 0o644),
+    }
+
+
+def mount_root(host: Host, lowerdirs: str) -> None:
+    for d in (host.upper, host.work, host.merged):
+        d.mkdir(parents=True, exist_ok=True)
+    if system.mounts_under(host.merged):
+        return
+    system.run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lowerdirs},upperdir={host.upper},workdir={host.work}",
+            str(host.merged),
+        ],
+        what=f"overlay mount for {host.name}",
+    )
+
+
+def write_files(host: Host, gateway: str, pubkey: str) -> None:
+    root = host.merged
+    for rel, (content, mode) in render_files(host, gateway, pubkey).items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
+        tmp = path.with_name(path.name + ".lab-tmp")
+        tmp.write_text(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    os.chmod(root / "root/.ssh", 0o700)
+    for extra in (root / "etc/apt/sources.list.d").iterdir():
+        if extra.name != "anywhere-lab.list":
+            extra.unlink()  # the lab repo is the only apt source
+    hostkey = root / "etc/ssh/ssh_host_ed25519_key"
+    if not hostkey.exists():
+        system.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"root@{host.machine}",
+                "-f",
+                str(hostkey),
+            ],
+            what="ssh host key",
+        )
+
+
+# -- booting -----------------------------------------------------------------------------
+
+
+def nspawn_argv(host: Host) -> list[str]:
+    return [
+        "systemd-nspawn",
+        "--quiet",
+        "-D",
+        str(host.merged),
+        "--boot",
+        f"--machine={host.machine}",
+        # PID 1 of the build machine is not systemd: no machined, no scope units.
+        "--register=no",
+        "--keep-unit",
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=passive",
+    ]
+
+
+def cgroup_dirs(machine: str) -> list[Path]:
+    """Per-host cgroups in the hierarchies systemd uses (name=systemd v1, and cgroup2).
+
+    With --keep-unit nspawn stays in its caller's cgroup, so hosts started by one process
+    would share one tree and their systemds would create and remove each other's unit
+    cgroups ("Failed to attach to cgroup ... No such file or directory"). Each host gets a
+    child of the caller's cgroup of its own.
+    """
+    roots: dict[str, Path] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        fields, tail = pre.split(), post.split()
+        if len(fields) < 5 or not tail:
+            continue
+        if tail[0] == "cgroup2":
+            roots.setdefault("", Path(fields[4]))
+        elif tail[0] == "cgroup" and "name=systemd" in tail[-1].split(","):
+            roots.setdefault("name=systemd", Path(fields[4]))
+    out: list[Path] = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        root = roots.get(controllers)
+        if root is not None:
+            out.append(root / path.lstrip("/") / CGROUP_PARENT / machine)
+    return out
+
+
+def remove_cgroups(dirs: Sequence[Path]) -> list[str]:
+    """rmdir each host cgroup bottom-up (the host's systemd made sub-cgroups); returns failures."""
+    failed: list[str] = []
+    for top in dirs:
+        if not top.is_dir():
+            continue
+        for root, subdirs, _files in os.walk(top, topdown=False):
+            for sub in subdirs:
+                _rmdir(Path(root) / sub, failed)
+        _rmdir(top, failed)
+        parent = top.parent
+        if parent.name == CGROUP_PARENT:
+            try:
+                parent.rmdir()  # shared by labs: removed by whichever goes last
+            except OSError:
+                pass
+    return failed
+
+
+def _rmdir(path: Path, failed: list[str]) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        failed.append(f"{path}: {exc.strerror}")
+
+
+def boot(host: Host, cgroups: Sequence[Path] = ()) -> ProcessRef:
+    """Start nspawn in the background, in its own session and cgroups, output to the host log."""
+    argv = nspawn_argv(host)
+    if cgroups:
+        # A launcher joins the cgroups first: nspawn forks at once, so moving it after
+        # Popen would leave its children behind.
+        argv = [sys.executable, "-m", "anywhere_agent.lab.hosts", *map(str, cgroups), "--", *argv]
+    with open(host.log, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**system.HOST_ENV, "SYSTEMD_LOG_LEVEL": "warning"},
+        )
+    return ProcessRef.of(proc.pid)
+
+
+def _launch(args: list[str]) -> int:
+    """`python -m anywhere_agent.lab.hosts CGROUP... -- ARGV`: join the cgroups, exec ARGV."""
+    split = args.index("--")
+    for cg in args[:split]:
+        try:
+            os.makedirs(cg, exist_ok=True)
+            with open(os.path.join(cg, "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+        except OSError as exc:
+            # Booting in the shared cgroup still works, only with the race described above.
+            print(f"anywhere-lab: cannot join cgroup {cg}: {exc}", file=sys.stderr, flush=True)
+    argv = args[split + 1 :]
+    os.execvp(argv[0], argv)  # noqa: S606 - argv list from our own caller, no shell
+    return 127  # pragma: no cover - execvp does not return
+
+
+def find_nspawn(machine: str) -> list[ProcessRef]:
+    """nspawn processes booting this machine name, found from their command lines."""
+    found: list[ProcessRef] = []
+    flag = f"--machine={machine}"
+    for pid in system.iter_pids():
+        argv = system.cmdline(pid)
+        if argv and os.path.basename(argv[0]) == "systemd-nspawn" and flag in argv:
+            st = system.start_time(pid)
+            if st is not None:
+                found.append(ProcessRef(pid, st))
+    return found
+
+
+def find_leader(nspawn: ProcessRef) -> ProcessRef | None:
+    """The container's PID 1: PID 1 of a child pid namespace, descended from this nspawn.
+
+    Looked up rather than assumed (nspawn forks before exec'ing init); /proc/PID/root cannot
+    confirm it, since after pivot_root it reads "/" from outside the container's mount ns.
+    """
+    for pid in system.iter_pids():
+        status = system.proc_status(pid)
+        nspid = status.get("NSpid", "").split()
+        if len(nspid) < 2 or nspid[-1] != "1":
+            continue
+        if not _descends_from(pid, nspawn.pid):
+            continue
+        st = system.start_time(pid)
+        if st is not None:
+            return ProcessRef(pid, st)
+    return None
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(16):
+        ppid = int(system.proc_status(pid).get("PPid", "0") or 0)
+        if ppid == ancestor:
+            return True
+        if ppid <= 1:
+            return False
+        pid = ppid
+    return False
+
+
+def wait_leader(host: Host, timeout: float = 20.0) -> ProcessRef:
+    assert host.nspawn is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader = find_leader(host.nspawn)
+        if leader is not None:
+            return leader
+        if not host.nspawn.alive():
+            raise LabError(
+                f"systemd-nspawn for {host.name} exited: {_tail(host.log)}", f"read {host.log}"
+            )
+        time.sleep(0.05)
+    raise LabError(f"{host.name}: no container init after {timeout:.0f}s", f"read {host.log}")
+
+
+def wait_ready(host: Host, timeout: float = BOOT_TIMEOUT) -> str:
+    """Wait until systemd says running/degraded and sshd sends its banner; returns the state."""
+    deadline = time.monotonic() + timeout
+    state = "unknown"
+    while time.monotonic() < deadline:
+        if host.nspawn is not None and not host.nspawn.alive():
+            raise LabError(
+                f"{host.name} stopped while booting: {_tail(host.log)}", f"read {host.log}"
+            )
+        proc = exec(host, ["systemctl", "is-system-running"], check=False, timeout=10)
+        state = proc.stdout.decode().strip() or state
+        if state in ("running", "degraded") and sshd_answers(host.ip):
+            return state
+        time.sleep(0.2)
+    raise LabError(
+        f"{host.name} not ready after {timeout:.0f}s (systemd: {state})",
+        f"read {host.log}; `anywhere-agent lab down` then retry",
+    )
+
+
+def sshd_answers(ip: str, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((ip, SSH_PORT), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:200] if lines else "empty log"
+
+
+# -- talking to a host -------------------------------------------------------------------
+
+
+def exec(
+    host: Host,
+    argv: Sequence[str],
+    input: bytes | None = None,
+    *,
+    check: bool = True,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv inside the host with nsenter into all namespaces of its init."""
+    if host.leader is None or not host.leader.alive():
+        raise LabError(f"lab host {host.name} is not running", "anywhere-agent lab up")
+    return system.run(
+        ["nsenter", "-t", str(host.leader.pid), "-a", "--", *argv],
+        input=input,
+        check=check,
+        timeout=timeout,
+        env=system.HOST_ENV,
+        what=f"{argv[0]} on {host.name}",
+    )
+
+
+def ssh(
+    host: Host,
+    argv: Sequence[str],
+    input: bytes | None = None,
+    *,
+    check: bool = True,
+    timeout: float = 300.0,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv on the host over ssh as root with the lab key, as an operator would."""
+    # ssh hands the remote shell one string; quoting each argument keeps argv semantics.
+    return system.run(
+        ["ssh", *ssh_options(host.key), f"root@{host.ip}", "--", shlex.join(argv)],
+        input=input,
+        check=check,
+        timeout=timeout,
+        what=f"ssh {argv[0]} on {host.name}",
+    )
+
+
+def copy_in(host: Host, local: Path, remote: str, mode: int | None = None) -> None:
+    """Copy a local file into the running host (through its namespaces, so /run and /tmp work)."""
+    data = Path(local).read_bytes()
+    parent = os.path.dirname(remote) or "/"
+    exec(host, ["mkdir", "-p", parent])
+    exec(host, ["dd", f"of={remote}", "status=none"], input=data)
+    if mode is not None:
+        exec(host, ["chmod", f"{mode:o}", remote])
+
+
+def set_fault(host: Host, name: str, on: bool) -> None:
+    if name not in HOST_FAULTS:
+        raise LabError(f"unknown host fault {name!r}", f"use one of: {', '.join(HOST_FAULTS)}")
+    path = f"{FAULT_DIR}/{name}"
+    if on:
+        exec(host, ["mkdir", "-p", FAULT_DIR])
+        exec(host, ["touch", path])
+    else:
+        exec(host, ["rm", "-f", path])
+
+
+def faults(host: Host) -> list[str]:
+    proc = exec(host, ["ls", "-1", FAULT_DIR], check=False)
+    return sorted(proc.stdout.decode().split()) if proc.returncode == 0 else []
+
+
+# -- observing ---------------------------------------------------------------------------
+
+
+def container_pids(leader: ProcessRef) -> list[int]:
+    """All processes in the host's pid namespace (the leader's)."""
+    try:
+        want = os.readlink(f"/proc/{leader.pid}/ns/pid")
+    except OSError:
+        return []
+    pids = []
+    for pid in system.iter_pids():
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == want:
+                pids.append(pid)
+        except OSError:
+            continue
+    return pids
+
+
+def memory(host: Host) -> dict[str, int]:
+    """PSS and RSS (KiB) summed over the host's processes; PSS shares the common pages fairly."""
+    if host.leader is None or not host.leader.alive():
+        return {"processes": 0, "pss_kib": 0, "rss_kib": 0}
+    pss = rss = 0
+    pids = container_pids(host.leader)
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss += int(line.split()[1])
+    return {"processes": len(pids), "pss_kib": pss, "rss_kib": rss}
+
+
+def system_state(host: Host) -> str:
+    if host.leader is None or not host.leader.alive():
+        return "stopped"
+    proc = exec(host, ["systemctl", "is-system-running"], check=False, timeout=10)
+    return proc.stdout.decode().strip() or "unknown"
+
+
+def stop(hosts: Sequence[Host], grace: float = 15.0) -> list[str]:
+    """SIGTERM each nspawn (it halts the container's systemd), SIGKILL after grace."""
+    refs: list[ProcessRef] = []
+    for host in hosts:
+        refs.extend(r for r in (host.nspawn, host.leader) if r is not None and r.alive())
+        refs.extend(r for r in find_nspawn(host.machine) if r not in refs)
+    # The leader is signalled only if nspawn is gone, so systemd gets the orderly halt first.
+    nspawns = [
+        r for r in refs if os.path.basename((system.cmdline(r.pid) or [""])[0]) == "systemd-nspawn"
+    ]
+    orphans = [r for r in refs if r not in nspawns]
+    left = system.stop_processes(nspawns, grace=grace)
+    # An init whose nspawn died gets systemd's poweroff signal, then SIGKILL (which ends
+    # every process of its pid namespace).
+    left += system.stop_processes(
+        [r for r in orphans if r.alive()], grace=5.0, first=signal.SIGRTMIN + 4
+    )
+    return [f"pid {r.pid}" for r in left]
+
+
+if __name__ == "__main__":
+    raise SystemExit(_launch(sys.argv[1:]))

@@ -1,0 +1,91 @@
+"""Static HTTP file server for the lab's package repos (apt under /apt, S3-style under /s3).
+
+Run as `python -m anywhere_agent.lab.pkgserver --host H --port P --root DIR [--pid-file F]`.
+Read-only, GET and HEAD only, no directory listings: lab hosts fetch files as from a mirror.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+
+LOG = logging.getLogger(__name__)
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server_version = "anywhere-lab-pkgserver/1"
+    sys_version = ""
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        self.send_error(404, "Not Found")
+        return None
+
+    def log_message(self, format: str, *args: object) -> None:
+        LOG.info("%s %s", self.address_string(), format % args)
+
+
+class PackageServer:
+    """In-process server (tests); `serve_forever` runs it in a thread until `stop`."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        handler = partial(_Handler, directory=str(root))
+        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> PackageServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anywhere_agent.lab.pkgserver")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--pid-file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if not args.root.is_dir():
+        print(f"error: {args.root} is not a directory", file=sys.stderr)
+        return 2
+    server = PackageServer(args.root, args.host, args.port)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        # shutdown() blocks until serve_forever returns, so it must not run on that thread.
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if args.pid_file:
+        args.pid_file.write_text(f"{os.getpid()}\n")
+    LOG.info("serving %s on %s", args.root, server.url)
+    server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Fixtures for lab host tests: skip without root or nspawn; one 3-host lab per test session."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from anywhere_agent.lab.orchestrator import Lab, LabInfo
+
+HOSTS_LAB = "hosttest"
+
+
+def lab_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "lab tests need root (network namespaces, overlay mounts, systemd-nspawn)"
+    for tool, pkg in (
+        ("systemd-nspawn", "systemd-container"),
+        ("debootstrap", "debootstrap"),
+        ("ip", "iproute2"),
+        ("ssh", "openssh-client"),
+    ):
+        if shutil.which(tool) is None:
+            return f"lab tests need {tool}: apt-get install {pkg}"
+    return None
+
+
+def services_available() -> tuple[bool, bool]:
+    """(control plane, agent-double packages) importable: other parts of the lab."""
+    cp = importlib.util.find_spec("anywhere_agent.lab.control_plane.server") is not None
+    try:
+        pkg = importlib.util.find_spec("anywhere_agent.lab.doubles.packaging") is not None
+    except ModuleNotFoundError:
+        pkg = False
+    return cp, pkg
+
+
+@pytest.fixture(scope="session")
+def lab_env() -> None:
+    reason = lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab_services() -> tuple[bool, bool]:
+    """Whether to start the control plane and the package server (other helpers' parts)."""
+    return services_available()
+
+
+@pytest.fixture(scope="session")
+def hosts_lab(lab_env: None, lab_services: tuple[bool, bool]) -> Iterator[tuple[Lab, LabInfo]]:
+    """A 3-host lab shared by the host tests; torn down (and checked) at the end."""
+    cp, pkg = lab_services
+    lab = Lab(HOSTS_LAB)
+    info = lab.up(3, control_plane=cp, packages=pkg)
+    try:
+        yield lab, info
+    finally:
+        lab.down()
