@@ -166,3 +166,46 @@ def fault(
         as_json,
     )
     typer.echo(to_json(result))
+
+
+@app.command("demo")
+def demo(
+    hosts: int = typer.Option(3, "--hosts", min=1, max=240, help="How many hosts to roll onto."),
+    name: str = NameOpt,
+    cluster: str = typer.Option("lab", "--cluster", help="ECS cluster the hosts join."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Bring a lab up, roll the node agent onto every host and show the fleet and its health."""
+    from anywhere_agent.errors import LabError
+    from anywhere_agent.lab import rollout
+
+    def go() -> dict[str, Any]:
+        lab = _lab(name)
+        current = lab.status()
+        if current.get("state") != "up" or len(current.get("hosts", [])) != hosts:
+            lab.up(hosts)  # cleans a crashed or differently sized lab of this name first
+        results = rollout.roll_out(lab, cluster)
+        failed = {h: r for h, r in results.items() if r["exit_code"] != 0}
+        if failed:
+            first = next(iter(failed.items()))
+            raise LabError(f"install failed on {', '.join(sorted(failed))}: "
+                           f"{first[1]['stderr_tail'].strip().splitlines()[-1:]}",
+                           f"ssh into {first[0]} and run `anywhere-agent status`")
+        health = {}
+        for host in sorted(results):
+            proc = lab.ssh(host, ["anywhere-agent", "health", "--format", "nagios"], check=False)
+            health[host] = proc.stdout.decode().strip().splitlines()[0] if proc.stdout else ""
+        return {"lab": name, "fleet": rollout.fleet_rows(lab, cluster), "health": health,
+                "installs": {h: r["result"] for h, r in results.items()}}
+
+    data = run(go, as_json)
+    if as_json:
+        typer.echo(to_json(data))
+        return
+    typer.echo(table(data["fleet"], ("name", "managed_instance", "ping", "ecs_status",
+                                     "connected")))
+    typer.echo("")
+    for host, line in data["health"].items():
+        typer.echo(f"{host}: {line}")
+    typer.echo(f"\nthe lab stays up: `anywhere-agent lab status --name {name}`, "
+               f"`anywhere-agent lab down --name {name}`")

@@ -1,0 +1,121 @@
+"""Roll the node agent onto lab hosts over SSH, the way an operator would (used by the demo).
+
+The activation code travels on ssh's standard input into `install --activation-code-file -`;
+it is never on any command line or in any file on the hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.config
+
+from anywhere_agent.lab.orchestrator import Lab
+from anywhere_agent.secret import Secret
+
+LOG = logging.getLogger(__name__)
+ROLE = "ecsAnywhereRole"
+TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                  "Principal": {"Service": "ssm.amazonaws.com"}}]}
+
+
+def lab_client(url: str, service: str, region: str) -> Any:
+    """A boto3 client for the lab control plane (moto accepts any credentials)."""
+    session: Any = boto3.session.Session(aws_access_key_id="lab",
+                                         aws_secret_access_key="lab",  # noqa: S106 - lab only
+                                         region_name=region)
+    return session.client(service, endpoint_url=url, config=botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": 5}))
+
+
+@dataclass(frozen=True)
+class LabActivation:
+    activation_id: str
+    code: Secret
+
+
+def node_config(url: str, region: str, cluster: str) -> str:
+    """agent.toml for a lab host: the lab's apt repo, no Docker, every endpoint on the lab."""
+    return (f'region = "{region}"\ncluster = "{cluster}"\npackage_source = "repo"\n'
+            f'docker_source = "none"\njoin_timeout_seconds = 60\n\n'
+            f'[endpoints]\nssm = "{url}"\nec2messages = "{url}"\nssmmessages = "{url}"\n'
+            f'ecs = "{url}"\nsts = "{url}"\n\n[supervise]\ninterval_seconds = 5\n')
+
+
+def prepare(url: str, region: str, cluster: str, count: int) -> LabActivation:
+    """Role, cluster and one activation for `count` hosts on the lab control plane."""
+    iam = lab_client(url, "iam", region)
+    try:
+        iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(TRUST))
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    lab_client(url, "ecs", region).create_cluster(clusterName=cluster)
+    resp = lab_client(url, "ssm", region).create_activation(
+        IamRole=ROLE, RegistrationLimit=max(1, count), DefaultInstanceName="lab")
+    return LabActivation(resp["ActivationId"], Secret(resp["ActivationCode"]))
+
+
+def write_config(lab: Lab, host: str, text: str) -> None:
+    lab.ssh(host, ["mkdir", "-p", "/etc/anywhere-agent"])
+    lab.ssh(host, ["dd", "of=/etc/anywhere-agent/agent.toml", "status=none"],
+            input=text.encode())
+
+
+def install(lab: Lab, host: str, activation: LabActivation | None, *,
+            extra: tuple[str, ...] = ()) -> tuple[int, dict[str, Any], str]:
+    """Run `anywhere-agent install --json` on `host`; returns (exit code, result, stderr)."""
+    argv = ["anywhere-agent", "install", "--json", *extra]
+    data = b""
+    if activation is not None:
+        argv += ["--activation-id", activation.activation_id, "--activation-code-file", "-"]
+        data = activation.code.reveal().encode()
+    proc = lab.ssh(host, argv, input=data, check=False)
+    try:
+        result = json.loads(proc.stdout.decode() or "{}")
+    except ValueError:
+        result = {"raw": proc.stdout.decode()}
+    return proc.returncode, result, proc.stderr.decode()
+
+
+def roll_out(lab: Lab, cluster: str = "lab", hosts: list[str] | None = None) -> dict[str, Any]:
+    """Install the product and join every host; returns per-host results."""
+    url = lab.control_plane_url()
+    names = hosts or [h.name for h in lab.hosts()]
+    activation = prepare(url, lab.region, cluster, len(names))
+    config = node_config(url, lab.region, cluster)
+
+    def one(name: str) -> tuple[str, dict[str, Any]]:
+        lab.install_product(name)
+        write_config(lab, name, config)
+        code, result, err = install(lab, name, activation)
+        return name, {"exit_code": code, "result": result, "stderr_tail": err[-400:]}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(one, names))
+
+
+def fleet_rows(lab: Lab, cluster: str = "lab") -> list[dict[str, Any]]:
+    """One row per managed instance joined with its container instance (demo's table)."""
+    url = lab.control_plane_url()
+    ssm = lab_client(url, "ssm", lab.region)
+    ecs = lab_client(url, "ecs", lab.region)
+    infos = ssm.describe_instance_information(MaxResults=50)["InstanceInformationList"]
+    arns = ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+    by_mi: dict[str, dict[str, Any]] = {}
+    if arns:
+        for ci in ecs.describe_container_instances(cluster=cluster,
+                                                   containerInstances=arns)["containerInstances"]:
+            by_mi[ci.get("ec2InstanceId", "")] = ci
+    rows = []
+    for info in infos:
+        ci = by_mi.get(info["InstanceId"], {})
+        rows.append({"name": info.get("ComputerName") or info.get("Name"),
+                     "managed_instance": info["InstanceId"], "ping": info.get("PingStatus"),
+                     "ecs_status": ci.get("status", "-"),
+                     "connected": ci.get("agentConnected", "-")})
+    return sorted(rows, key=lambda r: str(r["name"]))

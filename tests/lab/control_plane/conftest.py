@@ -1,0 +1,189 @@
+"""Fixtures: one control plane per test session, reset before every test, and an agent-like
+caller that makes AWS calls the way the real SSM and ECS agents make them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from anywhere_agent.lab.control_plane.admin import LabAdmin
+from anywhere_agent.lab.control_plane.server import ControlPlane
+
+REGION = "us-east-1"
+TRUST_SSM = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+})
+AGENT_ATTRIBUTES = [
+    {"name": "ecs.capability.external"},
+    {"name": "ecs.os-type", "value": "linux"},
+    {"name": "ecs.os-family", "value": "DEBIAN_12"},
+    {"name": "ecs.os-type-detailed", "value": "debian_12"},
+    {"name": "ecs.cpu-architecture", "value": "x86_64"},
+    {"name": "com.amazonaws.ecs.capability.docker-remote-api.1.44"},
+]
+TOTAL_RESOURCES = [
+    {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+    {"name": "MEMORY", "type": "INTEGER", "integerValue": 3904},
+    {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22", "51678", "51679"]},
+    {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []},
+]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def error(self) -> str:
+        return str(self.body.get("__type", ""))
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Calls made like the real agents: raw AWS JSON 1.1, anonymous or chunked where they are."""
+
+    plane: ControlPlane
+    attributes: tuple[dict[str, Any], ...] = tuple(AGENT_ATTRIBUTES)
+
+    def client(self, service: str, key: str = "AKIAOPERATOR", secret: str = "s",
+               token: Optional[str] = None, retries: int = 1) -> Any:
+        return boto3.client(
+            service, endpoint_url=self.plane.url, region_name=REGION, aws_access_key_id=key,
+            aws_secret_access_key=secret, aws_session_token=token,
+            config=Config(retries={"mode": "standard", "max_attempts": retries}),
+        )
+
+    def call(self, target: str, body: dict[str, Any], credential: Optional[str] = None,
+             chunked: bool = False) -> Answer:
+        url = urlsplit(self.plane.url)
+        headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
+        if credential is not None:
+            service = "ec2messages" if target.startswith("EC2Windows") else "ssm"
+            headers["Authorization"] = (
+                f"AWS4-HMAC-SHA256 Credential={credential}/20261126/{REGION}/{service}/"
+                "aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00")
+            headers["X-Amz-Date"] = "20261126T000000Z"
+        data = json.dumps(body).encode()
+        connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+        try:
+            if chunked:
+                # No Content-Length at all: http.client sends Transfer-Encoding: chunked.
+                connection.request("POST", "/", body=iter([data]), headers=headers,
+                                   encode_chunked=True)
+            else:
+                connection.request("POST", "/", body=data, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+            return Answer(response.status, json.loads(raw) if raw else {})
+        finally:
+            connection.close()
+
+    def create_activation(self, ssm: Any, role: str, limit: int = 1,
+                          **extra: Any) -> tuple[str, str]:
+        answer = ssm.create_activation(IamRole=role, RegistrationLimit=limit, **extra)
+        return answer["ActivationId"], answer["ActivationCode"]
+
+    def register(self, activation_id: str, code: str) -> Answer:
+        return self.call("AmazonSSM.RegisterManagedInstance", {
+            "ActivationCode": code, "ActivationId": activation_id,
+            "Fingerprint": str(uuid.uuid4()),
+            "PublicKey": "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=",
+            "PublicKeyType": "Rsa"})
+
+    def role_token(self, instance_id: str) -> Answer:
+        return self.call("AmazonSSM.RequestManagedInstanceRoleToken",
+                         {"Fingerprint": str(uuid.uuid4())}, credential=instance_id,
+                         chunked=True)
+
+    def heartbeat(self, instance_id: str, access_key: str) -> Answer:
+        return self.call("AmazonSSM.UpdateInstanceInformation", {
+            "InstanceId": instance_id, "AgentName": "amazon-ssm-agent",
+            "AgentVersion": "3.3.1611.0", "AgentStatus": "Active", "ComputerName": "n1",
+            "IPAddress": "10.213.7.11", "PlatformName": "Debian GNU/Linux",
+            "PlatformType": "Linux", "PlatformVersion": "12"}, credential=access_key)
+
+    def register_container_instance(self, agent_ecs: Any, cluster: str,
+                                    **extra: Any) -> dict[str, Any]:
+        """RegisterContainerInstance with the body the ECS agent sends for an external host."""
+        answer = agent_ecs.register_container_instance(
+            cluster=cluster, instanceIdentityDocument="", instanceIdentityDocumentSignature="",
+            attributes=AGENT_ATTRIBUTES, totalResources=TOTAL_RESOURCES, **extra)
+        return dict(answer["containerInstance"])
+
+
+@dataclass(frozen=True)
+class Host:
+    """A registered host holding role credentials."""
+
+    agent: Agent
+    instance_id: str
+    credentials: dict[str, Any]
+
+    def ecs(self) -> Any:
+        """An ECS client holding the role credentials, like the ECS agent on that host."""
+        return self.agent.client("ecs", key=self.credentials["AccessKeyId"],
+                                 secret=self.credentials["SecretAccessKey"],
+                                 token=self.credentials["SessionToken"])
+
+
+@pytest.fixture(scope="session")
+def _session_plane() -> Iterator[ControlPlane]:
+    with ControlPlane(region=REGION, ping_timeout=60, ecs_connect_timeout=60,
+                      credential_lifetime=1800) as plane:
+        yield plane
+
+
+@pytest.fixture
+def plane(_session_plane: ControlPlane) -> ControlPlane:
+    _session_plane.reset()
+    _session_plane.ssm.ping_timeout = 60
+    _session_plane.ecs.connect_timeout = 60
+    _session_plane.ssm.credential_lifetime = 1800
+    return _session_plane
+
+
+@pytest.fixture
+def agent(plane: ControlPlane) -> Agent:
+    return Agent(plane)
+
+
+@pytest.fixture
+def admin(plane: ControlPlane) -> LabAdmin:
+    return LabAdmin(plane.url)
+
+
+@pytest.fixture
+def ssm(agent: Agent) -> Any:
+    return agent.client("ssm")
+
+
+@pytest.fixture
+def ecs(agent: Agent) -> Any:
+    return agent.client("ecs")
+
+
+@pytest.fixture
+def role(agent: Agent) -> str:
+    agent.client("iam").create_role(RoleName="ecsAnywhereRole",
+                                    AssumeRolePolicyDocument=TRUST_SSM)
+    return "ecsAnywhereRole"
+
+
+@pytest.fixture
+def host(agent: Agent, ssm: Any, role: str) -> Host:
+    """A host that registered with an activation and fetched role credentials."""
+    activation_id, code = agent.create_activation(ssm, role)
+    instance_id = agent.register(activation_id, code).body["InstanceId"]
+    return Host(agent, instance_id, agent.role_token(instance_id).body)
