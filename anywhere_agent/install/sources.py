@@ -17,38 +17,43 @@ from anywhere_agent.install import layout
 
 LOG = logging.getLogger(__name__)
 
-# AWS's download layout, as used by the official ecs-anywhere-install.sh. {s} is the S3 host
-# suffix (amazonaws.com, or amazonaws.com.cn in cn-* regions).
-SSM_URLS = {
-    "deb": "https://amazon-ssm-{region}.s3.{region}.{s}/latest/debian_{arch}/amazon-ssm-agent.deb",
-    "rpm": "https://amazon-ssm-{region}.s3.{region}.{s}/latest/linux_{arch}/amazon-ssm-agent.rpm",
+# AWS's download layout as the official ecs-anywhere-install.sh uses it (path-style S3 URLs);
+# a mirror (package_base_url) keeps the same relative paths.
+S3_BASE = "https://s3.{region}.{suffix}"
+PATHS = {
+    ("amazon-ssm-agent", "deb"): "amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb",
+    ("amazon-ssm-agent", "rpm"): "amazon-ssm-{region}/latest/linux_{arch}/amazon-ssm-agent.rpm",
+    ("amazon-ecs-init", "deb"): "amazon-ecs-agent-{region}/amazon-ecs-init-latest.{arch}.deb",
+    ("amazon-ecs-init", "rpm"): "amazon-ecs-agent-{region}/amazon-ecs-init-latest.{alt}.rpm",
 }
-ECS_URLS = {
-    "deb": "https://amazon-ecs-agent-{region}.s3.{region}.{s}/amazon-ecs-init-latest.{arch}.deb",
-    "rpm": "https://amazon-ecs-agent-{region}.s3.{region}.{s}/amazon-ecs-init-latest.{alt}.rpm",
+# Detached signatures: AWS signs the SSM agent with `.sig`, ecs-init with `.asc`.
+SIGNATURE_SUFFIX = {"amazon-ssm-agent": ".sig", "amazon-ecs-init": ".asc"}
+# Public keys the official script fetches, and the fingerprints we pin them to. The SSM key
+# file carries a rotating series of subkeys that expire; a signature by any key whose primary
+# fingerprint is pinned is accepted, so a rotation never bricks installs (eks-hybrid#864).
+KEY_URLS = {
+    "amazon-ecs-init":
+        "https://raw.githubusercontent.com/aws/amazon-ecs-agent/master/scripts/amazon-ecs-agent.gpg",
+    "amazon-ssm-agent":
+        "https://raw.githubusercontent.com/aws/amazon-ecs-agent/master/scripts/amazon-ssm-agent.gpg",
 }
-# Where a mirror (package_base_url) keeps the same files: <base>/<relative path below>.
-MIRROR_PATHS = {
-    ("amazon-ssm-agent", "deb"): "amazon-ssm-agent/latest/debian_{arch}/amazon-ssm-agent.deb",
-    ("amazon-ssm-agent", "rpm"): "amazon-ssm-agent/latest/linux_{arch}/amazon-ssm-agent.rpm",
-    ("amazon-ecs-init", "deb"): "amazon-ecs-init/amazon-ecs-init-latest.{arch}.deb",
-    ("amazon-ecs-init", "rpm"): "amazon-ecs-init/amazon-ecs-init-latest.{alt}.rpm",
-}
+PINNED_FINGERPRINTS = frozenset({
+    "F34C3DDAE72926B079BEAEC6BCE9D9A42D51784F",  # Amazon ECS (no expiry)
+    "1C5B395CBE5E74E2F1CA21592784DBF388D19D46",  # SSM agent (current in its rotating series)
+})
+KEYS_DIR = "/etc/anywhere-agent/keys"  # operator- or bundle-provided *.asc / *.gpg keys
 BUNDLE_MANIFEST = "manifest.sha256"
 _ALT_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
-# Trusted signing keys shipped with the product (ASCII-armoured), looked up by file name.
-KEYS_DIR = Path(__file__).with_name("keys")
 
 
 def package_url(cfg: Config, platform: Platform, package: str) -> str:
     fmt = "deb" if platform.family == "deb" else "rpm"
-    arch, alt = platform.arch, _ALT_ARCH[platform.arch]
+    rel = PATHS[(package, fmt)].format(region=cfg.region, arch=platform.arch,
+                                       alt=_ALT_ARCH[platform.arch])
     if cfg.package_base_url:
-        rel = MIRROR_PATHS[(package, fmt)].format(arch=arch, alt=alt)
         return f"{cfg.package_base_url.rstrip('/')}/{rel}"
     suffix = "amazonaws.com.cn" if cfg.region.startswith("cn-") else "amazonaws.com"
-    table = SSM_URLS if package == layout.SSM_PACKAGE else ECS_URLS
-    return table[fmt].format(region=cfg.region, s=suffix, arch=arch, alt=alt)
+    return f"{S3_BASE.format(region=cfg.region, suffix=suffix)}/{rel}"
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,9 @@ class PackageSource:
         url = package_url(self.cfg, self.platform, package)
         proxies = {k: v for k, v in (("http", self.cfg.proxy.http),
                                      ("https", self.cfg.proxy.https)) if v}
+        sig_url = url + SIGNATURE_SUFFIX[package]
         pkg = self._fetch(url, proxies)
-        sig = self._fetch(url + ".asc", proxies)
+        sig = self._fetch(sig_url, proxies)
         for d in (pkg, sig):
             if d.status != 200:
                 raise PackageError(f"download of {d.url} returned HTTP {d.status}",
@@ -134,27 +140,40 @@ class PackageSource:
         cache = layout.PACKAGE_CACHE
         name = url.rsplit("/", 1)[1]
         self.host.write_atomic(f"{cache}/{name}", pkg.body, 0o644)
-        self.host.write_atomic(f"{cache}/{name}.asc", sig.body, 0o644)
-        self._verify_signature(f"{cache}/{name}", f"{cache}/{name}.asc")
+        sig_name = name + SIGNATURE_SUFFIX[package]
+        self.host.write_atomic(f"{cache}/{sig_name}", sig.body, 0o644)
+        self._verify_signature(package, f"{cache}/{name}", f"{cache}/{sig_name}", proxies)
         return str(self.host.path(f"{cache}/{name}"))
 
-    def trusted_keys(self) -> list[bytes]:
-        keys = [p.read_bytes() for p in sorted(KEYS_DIR.glob("*.asc"))]
+    def trusted_keys(self, package: str, proxies: dict[str, str]) -> tuple[list[bytes], bool]:
+        """Key material and whether it is pinned by fingerprint (AWS's) or by configuration.
+
+        Keys named by the operator (package_signing_key, /etc/anywhere-agent/keys) are trusted
+        as given; AWS's key, fetched like the official script does, must match a pinned
+        fingerprint.
+        """
+        explicit = [self.host.read_bytes(f"{KEYS_DIR}/{n}") or b""
+                    for n in self.host.listdir(KEYS_DIR) if n.endswith((".asc", ".gpg"))]
         if self.cfg.package_signing_key:
             data = self.host.read_bytes(self.cfg.package_signing_key)
             if data is None:
                 raise ConfigError(f"package_signing_key {self.cfg.package_signing_key} not found",
                                   "point package_signing_key at an ASCII-armoured public key")
-            keys.append(data)
-        return keys
+            explicit.append(data)
+        if explicit:
+            return [k for k in explicit if k], False
+        key = self._fetch(KEY_URLS[package], proxies)
+        if key.status != 200:
+            raise PackageError(f"cannot fetch AWS's signing key for {package} "
+                               f"(HTTP {key.status})",
+                               f"put the key in {KEYS_DIR}/ or set package_signing_key")
+        return [key.body], True
 
-    def _verify_signature(self, node_file: str, node_sig: str) -> None:
-        """gpg --verify against our trusted keys only; anything but a good signature fails."""
-        keys = self.trusted_keys()
-        if not keys:
-            raise PackageError("no trusted signing key to verify downloaded packages",
-                               "set package_signing_key, or use package_source = repo or bundle")
-        with tempfile.TemporaryDirectory(prefix="anywhere-agent-gpg.") as home:
+    def _verify_signature(self, package: str, node_file: str, node_sig: str,
+                          proxies: dict[str, str]) -> None:
+        """gpg --verify against trusted keys only; anything but a valid signature fails closed."""
+        keys, pinned = self.trusted_keys(package, proxies)
+        with tempfile.TemporaryDirectory(prefix="aa-gpg.") as home:
             keyring = Path(home) / "keys.asc"
             keyring.write_bytes(b"\n".join(keys))
             imp = self.host.run(["gpg", "--batch", "--homedir", home, "--import", str(keyring)],
@@ -165,7 +184,10 @@ class PackageSource:
             res = self.host.run(
                 ["gpg", "--batch", "--homedir", home, "--status-fd", "1", "--verify",
                  str(self.host.path(node_sig)), str(self.host.path(node_file))], timeout=60)
-        if not res.ok or "[GNUPG:] VALIDSIG" not in res.stdout:
+        primaries = {line.split()[-1] for line in res.stdout.splitlines()
+                     if line.startswith("[GNUPG:] VALIDSIG")}
+        ok = bool(primaries) and (not pinned or bool(primaries & PINNED_FINGERPRINTS))
+        if not ok:
             self.host.remove(node_file)
             raise PackageError(f"signature check failed for {Path(node_file).name}",
                                "the download may be tampered with; check the mirror/proxy")

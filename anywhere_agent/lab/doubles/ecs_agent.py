@@ -1,0 +1,811 @@
+#!/usr/bin/python3
+"""LAB DOUBLE of amazon-ecs-init + ECS agent: registers, heartbeats, serves introspection.
+
+THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab
+(lab hosts run no Docker). It honours ecs-init's actions and exit codes, the agent's config
+files, its RegisterContainerInstance call and its introspection API (see README.md next to
+this file); it runs no tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import platform
+import random
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+
+AGENT_VERSION = "1.105.1"
+LAB_LABEL = "lab double"
+VERSION_STRING = f"Amazon ECS Agent - v{AGENT_VERSION} ({LAB_LABEL})"
+TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+
+# Every path the double touches goes under this prefix, so tests run it on a temp dir.
+ROOT = Path(os.environ.get("ANYWHERE_LAB_DOUBLE_ROOT", "/"))
+
+INSTANCE_CONFIG = "/var/lib/ecs/ecs.config"
+USER_CONFIG = "/etc/ecs/ecs.config"
+LAB_CONFIG = "/etc/ecs/lab-double.json"
+STATE_FILE = "/var/lib/ecs/data/agent.db"
+AGENT_LOG = "/var/log/ecs/ecs-agent.log"
+INIT_LOG = "/var/log/ecs/ecs-init.log"
+FAULT_DIR = "/run/anywhere-lab/faults"
+
+EXIT_OK, EXIT_ERROR, EXIT_TERMINAL = 0, 1, 5
+LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "crit": 50}
+
+_stop = threading.Event()
+_log_level = LEVELS["info"]
+_log_lock = threading.Lock()
+
+
+def path(p: str) -> Path:
+    return ROOT / p.lstrip("/")
+
+
+def fault(name: str) -> bool:
+    return path(FAULT_DIR + "/" + name).exists()
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def log(level: str, msg: str, target: str = AGENT_LOG) -> None:
+    """logfmt lines (the agent's default ECS_LOG_OUTPUT_FORMAT) to the log file and stdout."""
+    if LEVELS.get(level, 20) < _log_level:
+        return
+    stamp = now_utc().strftime("%Y-%m-%dT%H:%M:%SZ")
+    module = "ecs-init" if target == INIT_LOG else "agent.go"
+    line = f"level={level} time={stamp} msg={json.dumps(msg)} module={module}\n"
+    with _log_lock:
+        try:
+            logf = path(target)
+            logf.parent.mkdir(parents=True, exist_ok=True)
+            with logf.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        except OSError:
+            pass
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+def init_log(level: str, msg: str) -> None:
+    log(level, msg, INIT_LOG)
+
+
+def read_json(p: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+def parse_env_file(p: Path) -> dict[str, str]:
+    """ecs-init's getEnvVars: KEY=VALUE per line, split at the first '=', values kept verbatim.
+
+    Quotes are NOT stripped (ecs-init hands the raw value to the agent), so ECS_CLUSTER="x"
+    names a cluster with quotes in it, as on a real host.
+    """
+    out: dict[str, str] = {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError:
+        return out
+    for line in text.strip().split("\n"):
+        parts = line.strip().split("=", 1)
+        if len(parts) == 2:
+            out[parts[0]] = parts[1]
+    return out
+
+
+class Config:
+    """Process env < /var/lib/ecs/ecs.config < /etc/ecs/ecs.config (ecs-init's LoadEnvVars)."""
+
+    def __init__(self, env: Optional[Mapping[str, str]] = None) -> None:
+        merged: dict[str, str] = dict(os.environ if env is None else env)
+        merged.update(parse_env_file(path(INSTANCE_CONFIG)))
+        merged.update(parse_env_file(path(USER_CONFIG)))
+        self.env = merged
+        self.cluster_configured = merged.get("ECS_CLUSTER", "")
+        self.cluster = self.cluster_configured or "default"
+        self.region = merged.get("AWS_DEFAULT_REGION", "") or merged.get("AWS_REGION", "")
+        self.external = merged.get("ECS_EXTERNAL", "").lower() == "true"
+        self.backend_host = merged.get("ECS_BACKEND_HOST", "")
+        self.log_level = merged.get("ECS_LOGLEVEL", "info").lower()
+        self.gpu = merged.get("ECS_ENABLE_GPU_SUPPORT", "").lower() == "true"
+        self.instance_attributes = self._json_map("ECS_INSTANCE_ATTRIBUTES")
+        self.instance_tags = self._json_map("ECS_CONTAINER_INSTANCE_TAGS")
+        try:
+            self.reserved_memory = int(merged.get("ECS_RESERVED_MEMORY", "0") or 0)
+        except ValueError:
+            self.reserved_memory = 0
+        lab = read_json(path(LAB_CONFIG))
+        self.heartbeat_seconds = _num(
+            merged, "ANYWHERE_LAB_ECS_HEARTBEAT_SECONDS", lab, "heartbeat_seconds", 5.0
+        )
+        self.creds_reread_seconds = _num(
+            merged, "ANYWHERE_LAB_ECS_CREDS_REREAD_SECONDS", lab, "credentials_reread_seconds", 5.0
+        )
+        self.http_timeout = _num(
+            merged, "ANYWHERE_LAB_ECS_HTTP_TIMEOUT", lab, "http_timeout_seconds", 10.0
+        )
+        self.introspection_port = int(
+            _num(merged, "ANYWHERE_LAB_ECS_INTROSPECTION_PORT", lab, "introspection_port", 51678.0)
+        )
+        self.retry_max_seconds = _num(
+            merged, "ANYWHERE_LAB_ECS_RETRY_MAX_SECONDS", lab, "retry_max_seconds", 15.0
+        )
+        tasks = lab.get("tasks")
+        self.lab_tasks: list[dict[str, Any]] = (
+            [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
+        )
+
+    def _json_map(self, key: str) -> dict[str, str]:
+        raw = self.env.get(key, "")
+        if not raw:
+            return {}
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            log("warn", f"Invalid format for {key}, expected a json object; ignoring it")
+            return {}
+        return {str(k): str(v) for k, v in doc.items()}
+
+    def endpoint(self) -> str:
+        if self.backend_host:
+            host = self.backend_host
+            return host if "://" in host else "https://" + host
+        suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+        return f"https://ecs.{self.region}.{suffix}"
+
+
+def _num(
+    env: Mapping[str, str], key: str, lab: dict[str, Any], lab_key: str, default: float
+) -> float:
+    raw: Any = env.get(key)
+    if raw is None:
+        raw = lab.get(lab_key)
+    try:
+        return float(raw) if raw is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+# ---------------------------------------------------------------------------------------------
+# Credentials: environment, then the rotating shared file the SSM agent writes
+
+
+class Credentials:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.cached: Optional[dict[str, str]] = None
+        self.read_at = 0.0
+
+    def get(self) -> Optional[dict[str, str]]:
+        env = self.cfg.env
+        if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+            return {
+                "key": env["AWS_ACCESS_KEY_ID"],
+                "secret": env["AWS_SECRET_ACCESS_KEY"],
+                "token": env.get("AWS_SESSION_TOKEN", ""),
+            }
+        if self.cached is None or time.monotonic() - self.read_at >= self.cfg.creds_reread_seconds:
+            self.cached = self._read_shared()
+            self.read_at = time.monotonic()
+        return self.cached
+
+    def _read_shared(self) -> Optional[dict[str, str]]:
+        profile = self.cfg.env.get("AWS_PROFILE", "") or "default"
+        file = self.cfg.env.get("AWS_SHARED_CREDENTIALS_FILE", "") or "/root/.aws/credentials"
+        try:
+            text = path(file).read_text(encoding="utf-8")
+        except OSError:
+            return None
+        section, found = "", {}
+        for line in text.splitlines():
+            s = line.strip()
+            if s.startswith("[") and s.endswith("]"):
+                section = s[1:-1].strip()
+            elif "=" in s and section == profile:
+                k, v = s.split("=", 1)
+                found[k.strip()] = v.strip()
+        if not found.get("aws_access_key_id"):
+            return None
+        return {
+            "key": found["aws_access_key_id"],
+            "secret": found.get("aws_secret_access_key", ""),
+            "token": found.get("aws_session_token", ""),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# SigV4-signed AWS JSON 1.1 calls
+
+
+class AwsError(Exception):
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        self.code = code
+        self.status = status
+        super().__init__(f"{code}: {message}" + (f" (status code: {status})" if status else ""))
+
+
+def sign(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    region: str,
+    service: str,
+    creds: dict[str, str],
+    when: dt.datetime,
+) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    canon = {k.lower(): " ".join(v.strip().split()) for k, v in headers.items()}
+    signed = ";".join(sorted(canon))
+    canonical = "\n".join(
+        [
+            method,
+            parsed.path or "/",
+            parsed.query,
+            "".join(f"{k}:{canon[k]}\n" for k in sorted(canon)),
+            signed,
+            hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    day = when.strftime("%Y%m%d")
+    scope = f"{day}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            when.strftime("%Y%m%dT%H%M%SZ"),
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = ("AWS4" + creds["secret"]).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    cred = f"{creds['key']}/{scope}"
+    return f"AWS4-HMAC-SHA256 Credential={cred}, SignedHeaders={signed}, Signature={sig}"
+
+
+def call(
+    cfg: Config, creds: Credentials, operation: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    values = creds.get()
+    if values is None:
+        raise AwsError("NoCredentialProviders", "no valid providers in chain")
+    url = cfg.endpoint().rstrip("/") + "/"
+    body = compact(payload).encode()
+    when = now_utc()
+    headers = {
+        "Host": urllib.parse.urlsplit(url).netloc,
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": TARGET_PREFIX + operation,
+        "X-Amz-Date": when.strftime("%Y%m%dT%H%M%SZ"),
+    }
+    if values.get("token"):
+        headers["X-Amz-Security-Token"] = values["token"]
+    headers["Authorization"] = sign("POST", url, headers, body, cfg.region, "ecs", values, when)
+    headers["User-Agent"] = (
+        f"aws-sdk-go-v2/1.30 os/linux lang/go md/agent/{AGENT_VERSION} ({LAB_LABEL})"
+    )
+    del headers["Host"]  # urllib sends the same Host itself
+    # The URL is built from ECS_BACKEND_HOST or the region, always http(s): see Config.endpoint.
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    # ProxyHandler() reads HTTP(S)_PROXY / NO_PROXY from os.environ; ecs.config values were
+    # merged into os.environ by main() so the agent honours the proxy keys written there.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler())
+    try:
+        with opener.open(req, timeout=cfg.http_timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as err:
+        try:
+            doc = json.loads(err.read() or b"{}")
+        except ValueError:
+            doc = {}
+        code = str(doc.get("__type", "") or f"HTTP{err.code}").rsplit("#", 1)[-1]
+        raise AwsError(
+            code, str(doc.get("message") or doc.get("Message") or err.reason), err.code
+        ) from None
+    except (urllib.error.URLError, OSError) as err:
+        raise AwsError(
+            "RequestError", f"send request failed: {getattr(err, 'reason', err)}"
+        ) from None
+    try:
+        doc = json.loads(raw or b"{}")
+    except ValueError:
+        raise AwsError("SerializationError", "failed decoding JSON response") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Host facts and the registration body
+
+
+def cpu_arch() -> str:
+    machine = platform.machine()
+    return {"amd64": "x86_64", "aarch64": "arm64", "i686": "i386", "i386": "i386"}.get(
+        machine, machine
+    )
+
+
+def os_family_detailed() -> str:
+    """ecs-init's GetLinuxOSFamily: "<ID>_<VERSION_ID>" from /etc/os-release, else "linux"."""
+    ident, version = "", ""
+    try:
+        text = path("/etc/os-release").read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("ID="):
+            ident = line[3:].strip().strip("\"'")
+        elif line.startswith("VERSION_ID="):
+            version = line[11:].strip().strip("\"'")
+    return f"{ident}_{version}" if ident and version else "linux"
+
+
+def memory_mib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1024
+
+
+DOCKER_API_VERSIONS = [f"1.{n}" for n in range(17, 45)]
+LOGGING_DRIVERS = ["json-file", "syslog", "journald", "gelf", "fluentd", "awslogs", "none"]
+NAME_ONLY_CAPABILITIES = [
+    "com.amazonaws.ecs.capability.privileged-container",
+    *(f"com.amazonaws.ecs.capability.docker-remote-api.{v}" for v in DOCKER_API_VERSIONS),
+    *(f"com.amazonaws.ecs.capability.logging-driver.{d}" for d in LOGGING_DRIVERS),
+    "ecs.capability.execution-role-awslogs",
+    "com.amazonaws.ecs.capability.ecr-auth",
+    "ecs.capability.execution-role-ecr-pull",
+    "ecs.capability.container-health-check",
+    "com.amazonaws.ecs.capability.task-iam-role",
+    "com.amazonaws.ecs.capability.task-iam-role-network-host",
+    "ecs.capability.task-cpu-mem-limit",
+    "ecs.capability.increased-task-cpu-limit",
+    "ecs.capability.docker-plugin.local",
+    "ecs.capability.secrets.asm.environment-variables",
+    "ecs.capability.secrets.asm.bootstrap.log-driver",
+    "ecs.capability.secrets.ssm.environment-variables",
+    "ecs.capability.secrets.ssm.bootstrap.log-driver",
+    "ecs.capability.container-ordering",
+    "ecs.capability.full-sync",
+    "ecs.capability.env-files.s3",
+    "ecs.capability.logging-driver.awsfirelens",
+    "ecs.capability.firelens.fluentbit",
+    "ecs.capability.firelens.options.config.file",
+    "ecs.capability.execute-command",
+    "ecs.capability.external",
+]
+
+
+def attributes(cfg: Config, first_registration: bool) -> list[dict[str, str]]:
+    attrs: list[dict[str, str]] = []
+    if first_registration:  # the real agent sends custom attributes only at first registration
+        attrs += [{"name": k, "value": v} for k, v in cfg.instance_attributes.items()]
+    attrs += [{"name": name} for name in NAME_ONLY_CAPABILITIES]
+    attrs += [
+        {"name": "ecs.os-type", "value": "linux"},
+        {"name": "ecs.os-family", "value": "LINUX"},
+        {"name": "ecs.os-type-detailed", "value": os_family_detailed()},
+        {"name": "ecs.cpu-architecture", "value": cpu_arch()},
+    ]
+    return attrs
+
+
+VALIDATED = ("ecs.os-type", "ecs.os-family", "ecs.os-type-detailed", "ecs.cpu-architecture")
+
+
+def registration_body(cfg: Config, arn: str) -> dict[str, Any]:
+    memory = memory_mib() - cfg.reserved_memory
+    body: dict[str, Any] = {
+        "attributes": attributes(cfg, first_registration=not arn),
+        "clientToken": str(uuid.uuid4()),
+        "cluster": cfg.cluster,
+        "instanceIdentityDocument": "",
+        "instanceIdentityDocumentSignature": "",
+        "totalResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": (os.cpu_count() or 1) * 1024},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
+            {
+                "name": "PORTS",
+                "type": "STRINGSET",
+                "stringSetValue": ["22", "2375", "2376", "51678", "51679"],
+            },
+            {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []},
+        ],
+    }
+    if arn:
+        body["containerInstanceArn"] = arn
+    if cfg.instance_tags:
+        body["tags"] = [{"key": k, "value": v} for k, v in cfg.instance_tags.items()]
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Introspection API (127.0.0.1:51678)
+
+
+class AgentState:
+    def __init__(self, cfg: Config) -> None:
+        self.lock = threading.Lock()
+        self.cluster = cfg.cluster
+        self.arn: Optional[str] = None
+        self.tasks: list[dict[str, Any]] = list(cfg.lab_tasks)
+
+
+class Handler(BaseHTTPRequestHandler):
+    state: AgentState
+    server_version = "lab-double"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log("debug", "introspection: " + (format % args))
+
+    def _json(self, status: int, doc: Any) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        deadline = time.monotonic() + 3600
+        while fault("ecs-hang") and time.monotonic() < deadline and not _stop.is_set():
+            time.sleep(0.2)  # hold the connection open without answering, like a wedged agent
+        parsed = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        with self.state.lock:
+            cluster, arn, tasks = self.state.cluster, self.state.arn, list(self.state.tasks)
+        if parsed.path == "/v1/metadata":
+            self._json(
+                200, {"Cluster": cluster, "ContainerInstanceArn": arn, "Version": VERSION_STRING}
+            )
+        elif parsed.path == "/v1/tasks":
+            self._tasks(query, tasks)
+        elif parsed.path == "/license":
+            data = b"Amazon ECS Agent (anywhere-agent lab double): no third-party licenses.\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        else:
+            data = b"404 page not found\n"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    def _tasks(self, query: dict[str, list[str]], tasks: list[dict[str, Any]]) -> None:
+        empty = {"Arn": "", "KnownStatus": "", "Family": "", "Version": "", "Containers": None}
+        if "dockerid" in query and "taskarn" in query:
+            self._json(400, empty)
+            return
+        if "taskarn" in query:
+            arn = query["taskarn"][0]
+            matches = [t for t in tasks if t.get("Arn") == arn]
+        elif "dockerid" in query:
+            did = query["dockerid"][0]
+
+            def has(task: dict[str, Any]) -> bool:
+                ids = [str(c.get("DockerId", "")) for c in task.get("Containers") or []]
+                # The real agent treats an ID of 12 characters or fewer as a short ID (prefix).
+                return any(i == did if len(did) > 12 else i[:12] == did for i in ids)
+
+            matches = [t for t in tasks if has(t)]
+        else:
+            self._json(200, {"Tasks": tasks})
+            return
+        if not matches:
+            self._json(404, empty)
+        elif len(matches) > 1:
+            self._json(400, empty)
+        else:
+            self._json(200, matches[0])
+
+
+def start_introspection(cfg: Config, state: AgentState) -> Optional[ThreadingHTTPServer]:
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", cfg.introspection_port), handler)
+    except OSError as exc:
+        log(
+            "error", f"Unable to start introspection server on port {cfg.introspection_port}: {exc}"
+        )
+        return None
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="introspection", daemon=True).start()
+    return server
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+
+
+def load_state() -> dict[str, Any]:
+    return read_json(path(STATE_FILE))
+
+
+def save_state(doc: dict[str, Any]) -> None:
+    p = path(STATE_FILE)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(compact(doc), encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, p)
+
+
+TRANSIENT = {"ThrottlingException", "ServerException", "LimitExceededException"}
+TERMINAL = {"InvalidParameterException", "ClientException"}
+
+
+def register(cfg: Config, creds: Credentials, state: AgentState, arn: str) -> int:
+    """Return 0 with state.arn set, or the agent's exit code (5 terminal, 1 restart)."""
+    delay = 0.25
+    deadline = time.monotonic() + 3600  # the real agent's rciMaxRetryTimeAllowed
+    created = False
+    body = registration_body(cfg, arn)
+    while not _stop.is_set():
+        log("info", "Restored from checkpoint file" if arn else "Registering Instance with ECS")
+        try:
+            answer = call(cfg, creds, "RegisterContainerInstance", body)
+        except AwsError as exc:
+            log("error", f"Unable to register as a container instance with ECS: {exc}")
+            if exc.code in TRANSIENT and time.monotonic() < deadline:
+                _stop.wait(delay)
+                delay = min(cfg.retry_max_seconds, delay * 2)
+                continue
+            if (
+                exc.code == "ClusterNotFoundException"
+                and not cfg.cluster_configured
+                and not created
+            ):
+                # No ECS_CLUSTER: like the real agent, create "default" once and register again.
+                try:
+                    call(cfg, creds, "CreateCluster", {"clusterName": cfg.cluster})
+                    created = True
+                    continue
+                except AwsError as cexc:
+                    log("crit", f"Could not create cluster: {cexc}")
+                    return EXIT_ERROR
+            if exc.code in TERMINAL:
+                log(
+                    "crit",
+                    f"Agent will terminally exit, unable to register container instance: {exc}",
+                )
+                return EXIT_TERMINAL
+            log("error", f"Error registering container instance: {exc}")
+            return EXIT_ERROR
+        instance = answer.get("containerInstance") or {}
+        got = {
+            str(a.get("name")): a.get("value")
+            for a in instance.get("attributes") or []
+            if isinstance(a, dict)
+        }
+        sent = {a["name"]: a.get("value") for a in body["attributes"]}
+        missing = [n for n in VALIDATED if got.get(n) != sent.get(n)]
+        if missing:
+            log(
+                "error",
+                "Error registering attributes: Attribute validation failed; "
+                f"missingAttributes={','.join(missing)}",
+            )
+            log(
+                "crit",
+                "Agent will terminally exit, unable to register container instance: "
+                "Attribute validation failed",
+            )
+            return EXIT_TERMINAL
+        new_arn = str(instance.get("containerInstanceArn") or arn)
+        with state.lock:
+            state.arn = new_arn
+            state.cluster = cfg.cluster
+        save_state(
+            {
+                "lab_double": True,
+                "Cluster": cfg.cluster,
+                "ContainerInstanceArn": new_arn,
+                "EC2InstanceID": str(instance.get("ec2InstanceId", "")),
+                "AgentVersion": AGENT_VERSION,
+            }
+        )
+        log(
+            "info",
+            "Instance registration completed successfully "
+            f"instanceArn={new_arn} cluster={cfg.cluster}",
+        )
+        return EXIT_OK
+    return EXIT_OK
+
+
+def run_agent(cfg: Config, state: AgentState) -> int:
+    global _log_level
+    _log_level = LEVELS.get(cfg.log_level, 20)
+    log("info", f"Amazon ECS agent Version: {AGENT_VERSION}, Commit: lab-double ({LAB_LABEL})")
+    if not cfg.region:
+        log("crit", "Error loading config: Invalid configuration: AWSRegion must be set")
+        return EXIT_TERMINAL
+    if cfg.gpu and not Path("/dev/nvidia0").exists():
+        log("warn", "No GPU devices found, ignoring the GPU support config")
+    saved = load_state()
+    arn = str(saved.get("ContainerInstanceArn") or "")
+    if arn and saved.get("Cluster") and saved.get("Cluster") != cfg.cluster:
+        log(
+            "crit",
+            f"Data mismatch; saved cluster '{saved.get('Cluster')}' does not match configured "
+            f"cluster '{cfg.cluster}'. Perhaps you want to delete the configured checkpoint file?",
+        )
+        return EXIT_TERMINAL
+    creds = Credentials(cfg)
+    if creds.get() is None:
+        log(
+            "error",
+            "Error getting valid credentials: NoCredentialProviders: no valid providers in chain",
+        )
+    code = register(cfg, creds, state, arn)
+    if code != EXIT_OK or _stop.is_set():
+        return code
+    hung_logged = False
+    while not _stop.is_set():
+        if fault("ecs-hang"):
+            if not hung_logged:
+                log("warn", "lab fault ecs-hang: heartbeats and introspection stopped")
+                hung_logged = True
+            _stop.wait(0.5)
+            continue
+        hung_logged = False
+        with state.lock:
+            arn = state.arn or ""
+        try:
+            call(
+                cfg,
+                creds,
+                "DiscoverPollEndpoint",
+                {"cluster": cfg.cluster, "containerInstance": arn},
+            )
+            log("debug", "DiscoverPollEndpoint succeeded")
+        except AwsError as exc:
+            log("error", f"Error connecting to ACS: {exc}")
+        _stop.wait(cfg.heartbeat_seconds)
+    return EXIT_OK
+
+
+def _on_term(signum: int, _frame: Any) -> None:
+    _stop.set()
+    init_log("info", f"Received {signal.Signals(signum).name}, stopping the agent")
+
+
+def action_start() -> int:
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    init_log("info", "start")
+    if fault("ecs-crash"):
+        init_log("error", "lab fault ecs-crash: exiting 1 after one second")
+        time.sleep(1)
+        return 1
+    cfg = Config()
+    # The agent container's environment is the two config files: proxies set there reach urllib.
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        if key in cfg.env:
+            os.environ[key] = cfg.env[key]
+    state = AgentState(cfg)
+    server = start_introspection(cfg, state)
+    delay = 0.5
+    try:
+        while True:
+            init_log("info", "Starting Amazon Elastic Container Service Agent")
+            code = run_agent(cfg, state)
+            init_log("info", f"Agent exited with code {code}")
+            if code == EXIT_TERMINAL:
+                init_log("error", "agent exited with terminal exit code")
+                return EXIT_TERMINAL
+            if code == EXIT_OK or _stop.is_set():
+                return EXIT_OK
+            wait = delay * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not crypto
+            init_log("warn", f"ECS Agent failed to start, retrying in {wait:.2f}s")
+            if _stop.wait(wait):
+                return EXIT_OK
+            delay = min(15.0, delay * 2)  # ecs-init: 500 ms doubling to 15 s, forever
+            cfg = Config()
+            with state.lock:
+                state.cluster = cfg.cluster
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def action_pre_start() -> int:
+    init_log("info", "pre-start")
+    for d in ("/var/log/ecs", "/var/lib/ecs/data", "/etc/ecs", "/var/cache/ecs"):
+        path(d).mkdir(parents=True, exist_ok=True)
+    return 0
+
+
+def action_noop(name: str) -> int:
+    # The real actions stop/clean the agent's Docker container; the double runs in-process and
+    # systemd's SIGTERM to the main process stops it.
+    init_log("info", name)
+    return 0
+
+
+ACTIONS = {
+    "pre-start": "Prepare the ECS Agent for starting",
+    "start": "Start the ECS Agent and wait for it to stop",
+    "pre-stop": "Stop the ECS Agent",
+    "stop": "Stop the ECS Agent",
+    "post-stop": "Cleanup procedure for the ECS Agent",
+    "reload-cache": "Reload the cached image of the ECS Agent into Docker",
+    "version": "Print the version (anywhere-agent lab double)",
+}
+
+
+def usage() -> None:
+    print(f"Usage: {sys.argv[0]} ACTION")
+    print("")
+    print(" Available actions:")
+    for name, text in ACTIONS.items():
+        print(f"  {name:<15}  {text}")
+    print("")
+    print(
+        " This is a LAB DOUBLE of amazon-ecs-init for the anywhere-agent lab, not the AWS program."
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if any(a in ("-h", "--help", "-help") for a in (sys.argv[1:] if argv is None else argv)):
+        usage()
+        return 0
+    if not args or args[0] not in ACTIONS:
+        usage()
+        return 1
+    action = args[0]
+    if action == "version":
+        print(f"ecs-init version {AGENT_VERSION} ({LAB_LABEL})")
+        return 0
+    if action == "start":
+        return action_start()
+    if action == "pre-start":
+        return action_pre_start()
+    return action_noop(action)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
