@@ -60,6 +60,9 @@ class SuperviseConfig:
     backoff_initial_seconds: float = 30.0
     backoff_max_seconds: float = 600.0
     introspection_url: str = "http://127.0.0.1:51678"
+    # The SSM agent rewrites its credentials at half life (~15 min of a ~30 min lifetime).
+    credentials_warn_age_seconds: float = 1800.0
+    credentials_crit_age_seconds: float = 3600.0
     disk_warn_percent: float = 85.0
     disk_crit_percent: float = 95.0
     memory_warn_percent: float = 90.0

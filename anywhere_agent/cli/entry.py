@@ -1,4 +1,8 @@
-"""Console-script entry: `health` takes a fast path that never imports typer or boto3."""
+"""Console-script entry: `health` and `supervise` take fast paths that skip typer and boto3.
+
+`health` is run by monitoring systems every few seconds (cold start budget) and `supervise` is a
+long-lived daemon (memory budget); both have small argparse front ends of their own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ def main() -> None:
         from anywhere_agent.cli.health import main as health_main
 
         raise SystemExit(health_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "supervise":
+        from anywhere_agent.cli.supervise import main as supervise_main
+
+        raise SystemExit(supervise_main(sys.argv[2:]))
     from anywhere_agent.cli.main import app
 
     app()

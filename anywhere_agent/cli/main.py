@@ -51,8 +51,9 @@ def health(ctx: typer.Context) -> None:
 
 
 def _mount() -> None:
-    from anywhere_agent.cli import lab, registrar
+    from anywhere_agent.cli import lab, registrar, supervise
 
+    app.command("supervise")(supervise.supervise_command)
     app.add_typer(registrar.app, name="registrar",
                   help="Central side: IAM role, cluster, activations, fleet, prune, wait.")
     app.add_typer(lab.app, name="lab", help="The local lab: control plane and systemd hosts.")

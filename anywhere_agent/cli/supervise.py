@@ -1,0 +1,106 @@
+"""`anywhere-agent supervise`: run the node supervisor (systemd's Type=notify service).
+
+Two doors to the same code: `main(argv)` (argparse) for entry.py's fast path, and the typer
+command `supervise_command` / `app`. Running any typer command imports pydantic (typer >=
+0.2x coerces values with it), which adds ~10 MiB to a daemon whose budget is 30 MiB, so the
+service should enter through `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Optional
+
+import typer
+
+from anywhere_agent.cli.logs import configure
+from anywhere_agent.cli.output import errors_to_exit, run, to_json
+
+LOG = logging.getLogger(__name__)
+
+app = typer.Typer(add_completion=False)
+
+
+def run_supervisor(config_path: Optional[str], once: bool = False, root: str = "/") -> int:
+    """Build everything once, loop until SIGTERM/SIGINT; `once`: one round, printed as JSON."""
+    from anywhere_agent.config import load_config
+    from anywhere_agent.host.gateway import Host
+    from anywhere_agent.supervise.daemon import Supervisor
+    from anywhere_agent.supervise.notify import Notifier
+
+    config = load_config(root=Path(root), env=os.environ, path=config_path)
+    host = Host(root)
+    supervisor = Supervisor(config, host, notifier=Notifier())
+    if once:
+        health = supervisor.step()
+        print(to_json(health.to_dict()))
+        return int(health.status)
+    metrics = None
+    if config.health.metrics_listen:
+        # Imported only when configured: http.server costs a few MiB of resident memory.
+        from anywhere_agent.supervise.metrics_http import MetricsServer
+
+        metrics = MetricsServer(config.health.metrics_listen, supervisor.prometheus_text)
+        metrics.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Optional[FrameType]) -> None:
+        LOG.info("signal %s: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        supervisor.run(stop)
+    finally:
+        if metrics is not None:
+            metrics.stop()
+    return 0
+
+
+def _configure_logging(verbose: bool) -> None:
+    configure(verbose=verbose)
+    if not verbose:
+        # The daemon's journal is its report channel: keep INFO (state changes, restarts).
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.INFO)
+
+
+def main(argv: list[str]) -> int:
+    """argparse door: `anywhere-agent supervise [--config PATH] [--once] [-v]`."""
+    parser = argparse.ArgumentParser(
+        prog="anywhere-agent supervise",
+        description="Supervise the ECS and SSM agents and publish the node's health "
+                    "(run by systemd as anywhere-agent.service).")
+    parser.add_argument("--config", metavar="PATH", default=None, help="agent.toml to read")
+    parser.add_argument("--once", action="store_true",
+                        help="run one probe round, print its health as JSON and exit with "
+                             "its Nagios code (0-3)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    with errors_to_exit():
+        return run_supervisor(args.config, once=args.once)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@app.command("supervise")
+def supervise_command(
+    config: Optional[str] = typer.Option(None, "--config", metavar="PATH",
+                                         help="agent.toml to read"),
+    once: bool = typer.Option(False, "--once",
+                              help="run one probe round, print its health as JSON and exit "
+                                   "with its Nagios code (0-3)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Supervise the ECS and SSM agents and publish the node's health (run by systemd)."""
+    _configure_logging(verbose)
+    code = run(lambda: run_supervisor(config, once=once))
+    if code:
+        raise typer.Exit(code)

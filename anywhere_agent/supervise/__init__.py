@@ -1,0 +1,1 @@
+"""The node supervisor: probes on their own schedules, bounded remediation, health publishing."""

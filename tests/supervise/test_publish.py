@@ -1,0 +1,178 @@
+"""Publishing health: state file, textfile, /metrics on loopback, optional AWS reporting."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from anywhere_agent.config import HealthConfig, ReportingConfig
+from anywhere_agent.errors import ConfigError
+from anywhere_agent.health.model import Check, HostHealth, Status
+from anywhere_agent.supervise.metrics_http import MetricsServer, parse_listen
+from anywhere_agent.supervise.reporting import (
+    AwsReporter,
+    NullReporter,
+    make_reporter,
+    reporting_policy,
+)
+
+if TYPE_CHECKING:
+    from conftest import Node
+
+
+def test_state_and_textfile_are_written_atomically_and_world_readable(node: Node) -> None:
+    cfg = dataclasses.replace(node.config, health=HealthConfig(
+        state_file="/var/lib/anywhere-agent/health.json",
+        textfile_path="/var/lib/node_exporter/anywhere_agent.prom"))
+    node.config = cfg
+    sup = node.supervisor()
+    sup.step()
+    state = node.host.path(cfg.health.state_file)
+    prom = node.host.path(cfg.health.textfile_path)
+    assert json.loads(state.read_text())["status"] == "OK"
+    assert prom.read_text().startswith("# HELP anywhere_agent_health_status")
+    assert state.stat().st_mode & 0o777 == 0o644 and prom.stat().st_mode & 0o777 == 0o644
+    leftovers = [p.name for p in state.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_metrics_endpoint_serves_the_exposition_on_loopback(node: Node) -> None:
+    sup = node.supervisor()
+    sup.step()
+    server = MetricsServer("127.0.0.1:0", sup.prometheus_text)
+    host, port = server.start()
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+            ctype = resp.headers["Content-Type"]
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://{host}:{port}/other", timeout=5)
+    finally:
+        server.stop()
+    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
+    assert "anywhere_agent_health_status 0" in body.splitlines()
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9799", "10.0.0.5:9799", "example.com:9799",
+                                    "127.0.0.1", "127.0.0.1:99999"])
+def test_metrics_listen_other_than_loopback_host_port_is_refused(listen: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_listen(listen)
+
+
+def test_metrics_listen_accepts_ipv4_and_ipv6_loopback() -> None:
+    assert parse_listen("127.0.0.1:9799") == ("127.0.0.1", 9799)
+    assert parse_listen("[::1]:9799") == ("::1", 9799)
+
+
+def test_the_default_supervisor_never_imports_boto3_botocore_or_typer(node: Node) -> None:
+    # Run a real round of the default probes in a fresh interpreter.
+    code = f"""
+import sys
+from pathlib import Path
+from anywhere_agent.config import Config, HealthConfig
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.supervise.daemon import Supervisor
+cfg = Config(cluster="lab", docker_source="none",
+             health=HealthConfig(state_file="/health.json"))
+Supervisor(cfg, Host({str(node.root)!r}, runner=lambda argv, **kw: __import__(
+    "anywhere_agent.host.gateway", fromlist=["Result"]).Result(tuple(argv), 1))).step()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "typer")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    assert json.loads((node.root / "health.json").read_text())["cluster"] == "lab"
+
+
+def test_reporting_is_off_by_default(node: Node) -> None:
+    assert isinstance(make_reporter(node.config, node.host), NullReporter)
+
+
+class FakeAws:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __call__(self, service: str) -> Any:
+        fake = self
+
+        class Client:
+            def put_metric_data(self, **kw: Any) -> None:
+                fake.calls.append((service, "put_metric_data", kw))
+
+            def put_attributes(self, **kw: Any) -> None:
+                fake.calls.append((service, "put_attributes", kw))
+
+        return Client()
+
+
+def test_aws_reporter_sends_one_metric_batch_per_period_and_the_attribute_on_change(
+        node: Node) -> None:
+    cfg = dataclasses.replace(node.config, reporting=ReportingConfig(
+        cloudwatch=True, attribute=True, attribute_name="anywhere-agent.health"))
+    aws = FakeAws()
+    reporter = AwsReporter(cfg, node.host, 15.0, client_factory=aws)
+    arn = "arn:aws:ecs:us-east-1:1:container-instance/lab/abc"
+
+    def health(status: Status) -> HostHealth:
+        return HostHealth.build([Check("x", status, "s")], 0.0, cluster="lab",
+                                instance_id="mi-0123456789abcdef0",
+                                container_instance_arn=arn)
+
+    for second in range(0, 120, 15):
+        reporter.report(health(Status.OK), float(second))
+    reporter.report(health(Status.CRITICAL), 120.0)
+    metrics = [c for c in aws.calls if c[1] == "put_metric_data"]
+    attrs = [c for c in aws.calls if c[1] == "put_attributes"]
+    assert len(metrics) == 3  # t=0, 60, 120: CloudWatch's one-minute resolution
+    batch = metrics[0][2]
+    assert batch["Namespace"] == "ECSAnywhere/Agent"
+    dims = batch["MetricData"][0]["Dimensions"]
+    assert dims == [{"Name": "ClusterName", "Value": "lab"},
+                    {"Name": "InstanceId", "Value": "mi-0123456789abcdef0"}]
+    assert [a[2]["attributes"][0]["value"] for a in attrs] == ["OK", "CRITICAL"]
+    assert attrs[0][2]["attributes"][0]["targetId"] == arn
+
+
+def test_aws_reporter_failures_never_stop_supervision(node: Node) -> None:
+    cfg = dataclasses.replace(node.config, reporting=ReportingConfig(cloudwatch=True))
+
+    def broken(service: str) -> Any:
+        raise OSError("no route to host")
+
+    reporter = AwsReporter(cfg, node.host, 15.0, client_factory=broken)
+    health = HostHealth.build([], 0.0, instance_id="mi-0123456789abcdef0")
+    reporter.report(health, 0.0)  # logs, does not raise
+
+
+def test_reporting_policy_grants_only_the_two_calls_narrowly() -> None:
+    policy = reporting_policy("ECSAnywhere/Agent", cluster="prod")
+    statements = policy["Statement"]
+    assert {s["Effect"] for s in statements} == {"Allow"}
+    actions = sorted(a for s in statements for a in
+                     ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    assert actions == ["cloudwatch:PutMetricData", "ecs:PutAttributes"]
+    assert not any("*" in a for a in actions)
+    by_action = {s["Action"]: s for s in statements}
+    metric = by_action["cloudwatch:PutMetricData"]
+    # PutMetricData has no resource-level permissions; the namespace condition narrows it.
+    assert metric["Condition"] == {"StringEquals": {"cloudwatch:namespace": "ECSAnywhere/Agent"}}
+    assert by_action["ecs:PutAttributes"]["Resource"] == \
+        "arn:aws:ecs:*:*:container-instance/prod/*"
+    assert not any(k in s for s in statements for k in ("NotAction", "NotResource"))
+
+
+def test_shipped_policy_file_is_valid_json_with_the_default_namespace() -> None:
+    from importlib import resources
+
+    text = resources.files("anywhere_agent.supervise").joinpath(
+        "reporting_policy.json").read_text()
+    policy = json.loads(text)
+    assert policy["Version"] == "2012-10-17"
+    assert reporting_policy() == policy
