@@ -11,6 +11,8 @@ SSM_REGISTRATION = "/var/lib/amazon/ssm/registration"
 SSM_REGISTRATION_KEY = "/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
 SSM_STATE_DIR = "/var/lib/amazon/ssm"
 HOST_CREDENTIALS = "/root/.aws/credentials"
+# Where the SSM agent records when those credentials expire (CredentialsExpiresAt, RFC 3339).
+SSM_IDENTITY_CONFIG = "/var/lib/amazon/ssm/runtimeconfig/identity_config.json"
 
 # ECS agent (AWS's layout).
 ECS_UNIT = "ecs"

@@ -31,6 +31,12 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str,
                           "enabled": st.unit_file_state or "not-found",
                           "restarts": st.n_restarts}
     creds_mtime = host.mtime(layout.HOST_CREDENTIALS)
+    try:
+        identity_config = json.loads(host.read_text(layout.SSM_IDENTITY_CONFIG) or "{}")
+    except ValueError:
+        identity_config = {}
+    expires = identity_config.get("CredentialsExpiresAt") if isinstance(identity_config,
+                                                                        dict) else None
     last = journal.data.get("last_run", {})
     return {
         "managed_instance_id": reg.get("ManagedInstanceID"),
@@ -49,9 +55,8 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str,
         "credentials": {
             "file": layout.HOST_CREDENTIALS,
             "present": creds_mtime is not None,
-            # The SSM agent refreshes at half life (about every 30 min); the file's age is the
-            # portable signal, since the file itself carries no expiry.
             "age_seconds": None if creds_mtime is None else round(time.time() - creds_mtime),
+            "expires_at": expires,
         },
         "identity": journal.identity,
         "previous_identities": journal.data.get("previous_identities", []),
@@ -86,7 +91,8 @@ def render_text(st: dict[str, Any]) -> str:
     for unit, s in st["services"].items():
         lines.append(f"service {unit:<11}{s['active']} ({s['enabled']}, {s['restarts']} restarts)")
     creds = st["credentials"]
-    lines.append("credentials        " + (f"refreshed {creds['age_seconds']} s ago"
+    lines.append("credentials        " + (f"refreshed {creds['age_seconds']} s ago, expire "
+                                         f"{creds['expires_at'] or 'unknown'}"
                                          if creds["present"] else "absent"))
     last = st["last_install"]
     lines.append(f"last install       {last.get('result', 'never')} {last.get('finished_at', '')}"

@@ -1,5 +1,6 @@
-"""A scripted node for install tests: a temp root plus a runner that plays dpkg, apt, systemctl
-and amazon-ssm-agent the way they behave, and records every argv it was given."""
+"""Shared fixtures. `node`: a scripted node for install/status/uninstall tests: a temp root
+plus a runner that plays dpkg, apt, systemctl and amazon-ssm-agent the way they behave, and
+records every argv it was given."""
 
 from __future__ import annotations
 
@@ -133,6 +134,7 @@ class FakeEcs:
         self.clusters = {"prod"}
         self.instances: dict[str, dict[str, Any]] = {}
         self.ssm_known: set[str] = set()
+        self.deregistered: list[str] = []
 
     def describe_clusters(self, clusters: list[str]) -> dict[str, Any]:
         return {"clusters": [{"clusterName": c, "status": "ACTIVE"} for c in clusters
@@ -142,6 +144,16 @@ class FakeEcs:
                                      containerInstances: list[str]) -> dict[str, Any]:
         return {"containerInstances": [{"containerInstanceArn": a, "status": "ACTIVE",
                                         "agentConnected": True} for a in containerInstances]}
+
+    def deregister_container_instance(self, cluster: str, containerInstance: str,
+                                      force: bool) -> dict[str, Any]:
+        self.deregistered.append(containerInstance)
+        return {}
+
+    def deregister_managed_instance(self, InstanceId: str) -> dict[str, Any]:
+        self.ssm_known.discard(InstanceId)
+        self.deregistered.append(InstanceId)
+        return {}
 
     def describe_instance_information(self, Filters: list[dict[str, Any]]) -> dict[str, Any]:
         wanted = Filters[0]["Values"]
@@ -168,13 +180,14 @@ def node(tmp_path: Path) -> Any:
     system = FakeSystem(root)
     backend = FakeEcs()
     backend.ssm_known = system.registered
-    introspection = {"arn": "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/abc"}
+    introspection: dict[str, Any] = {
+        "arn": "arn:aws:ecs:us-east-1:123456789012:container-instance/prod/abc", "tasks": []}
 
     def http_get(url: str, timeout: float) -> tuple[int, bytes]:
         if not system.units.get("ecs", Unit()).active:
             return 0, b""
         if url.endswith("/v1/tasks"):
-            return 200, json.dumps({"Tasks": []}).encode()
+            return 200, json.dumps({"Tasks": introspection["tasks"]}).encode()
         return 200, json.dumps({"Cluster": "prod", "ContainerInstanceArn": introspection["arn"],
                                 "Version": "Amazon ECS Agent - v1.105.1"}).encode()
 
@@ -194,4 +207,5 @@ def node(tmp_path: Path) -> Any:
                        http_get=http_get, sleep=lambda s: None,
                        clients_factory=lambda creds: FakeClients(backend))
 
+    system.introspection = introspection  # type: ignore[attr-defined]
     return system, make_ctx, backend
