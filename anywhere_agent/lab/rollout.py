@@ -67,14 +67,16 @@ def write_config(lab: Lab, host: str, text: str) -> None:
 
 
 def install(lab: Lab, host: str, activation: LabActivation | None, *,
-            extra: tuple[str, ...] = ()) -> tuple[int, dict[str, Any], str]:
-    """Run `anywhere-agent install --json` on `host`; returns (exit code, result, stderr)."""
+            extra: tuple[str, ...] = (), via: str = "ssh") -> tuple[int, dict[str, Any], str]:
+    """Run `anywhere-agent install --json` on `host` over ssh (or nsenter with via="exec");
+    returns (exit code, result, stderr)."""
     argv = ["anywhere-agent", "install", "--json", *extra]
     data = b""
     if activation is not None:
         argv += ["--activation-id", activation.activation_id, "--activation-code-file", "-"]
         data = activation.code.reveal().encode()
-    proc = lab.ssh(host, argv, input=data, check=False)
+    run = lab.ssh if via == "ssh" else lab.exec
+    proc = run(host, argv, input=data, check=False)
     try:
         result = json.loads(proc.stdout.decode() or "{}")
     except ValueError:

@@ -1,0 +1,228 @@
+"""`anywhere-agent registrar`: host role and cluster, activations, fleet view, prune, wait."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from anywhere_agent.aws.clients import AwsSettings, Clients
+from anywhere_agent.cli.output import is_tty, run, table, to_json
+from anywhere_agent.errors import RefusedError, UsageError
+from anywhere_agent.registrar import activations, ensure, fleet, inputs, prune, wait
+
+app = typer.Typer(help="Central side: IAM role and cluster, activations, fleet view, prune, wait.",
+                  no_args_is_help=True)
+
+# Central calls come in bursts (a rollout, a 5,000-host fleet read) against rate-based
+# throttling: adaptive mode slows the client down instead of burning its attempts, and 8
+# attempts ride out a bad minute while still bounding every call. botocore's own variables
+# (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS) override both, as they do for any AWS tool.
+RETRY_MODE = "adaptive"
+MAX_ATTEMPTS = 8
+
+
+def make_clients(region: Optional[str]) -> Clients:
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        import boto3
+
+        region = boto3.session.Session().region_name
+    if not region:
+        raise UsageError("no AWS region", "pass --region or set AWS_REGION")
+    mode = os.environ.get("AWS_RETRY_MODE") or RETRY_MODE
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS") or str(MAX_ATTEMPTS)
+    if mode not in ("standard", "adaptive", "legacy") or not attempts.isdigit() \
+            or int(attempts) < 1:
+        raise UsageError(f"AWS_RETRY_MODE={mode!r} / AWS_MAX_ATTEMPTS={attempts!r} invalid",
+                         "use standard or adaptive, and a positive number of attempts")
+    return Clients(AwsSettings(region=region, retry_mode=mode, max_attempts=int(attempts)))
+
+
+# Option types shared by several commands (typer reads the help from the annotation).
+Region = Annotated[Optional[str], typer.Option(
+    help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (stable snake_case keys).")]
+Clusters = Annotated[Optional[list[str]], typer.Option(
+    "--cluster", help="ECS cluster name or ARN; repeat for several (default: every cluster).")]
+Role = Annotated[str, typer.Option(help="IAM role the hosts assume through SSM.")]
+
+
+@app.command("ensure")
+def ensure_cmd(
+    role: Role = ensure.DEFAULT_ROLE,
+    cluster: Annotated[str, typer.Option(help="ECS cluster the hosts join.")] = (
+        ensure.DEFAULT_CLUSTER),
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create the hosts' IAM role and the ECS cluster if missing; fix them if wrong."""
+    def body() -> None:
+        result = ensure.ensure(make_clients(region), role=role, cluster=cluster)
+        if as_json:
+            print(to_json(result.to_dict()))
+            return
+        for res in (result.role, result.cluster):
+            what = "; ".join(res.changes) if res.changes else "unchanged"
+            print(f"{res.kind} {res.name}: {what}")
+    run(body, as_json)
+
+
+@app.command("activate")
+def activate_cmd(
+    count: Annotated[int, typer.Option(help="Hosts the rollout registers (split past 1,000).")],
+    output: Annotated[Optional[str], typer.Option(
+        help="Where the codes go: a new 0600 file, or - for JSON on standard output.")] = None,
+    expires: Annotated[str, typer.Option(help="Lifetime: 30m, 2h, 7d (at most 30d).")] = "2h",
+    name_prefix: Annotated[str, typer.Option(
+        help="Default instance name for registered hosts.")] = "",
+    tag: Annotated[Optional[list[str]], typer.Option(
+        help="Extra tag key=value; repeat for several.")] = None,
+    rollout: Annotated[str, typer.Option(help="Rollout ID to tag with (default: a new one).")] = "",
+    role: Role = ensure.DEFAULT_ROLE,
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create activations covering --count hosts; the codes go only to --output."""
+    def body() -> None:
+        n = inputs.parse_count(count)
+        lifetime = inputs.parse_expiry(expires)
+        tags = inputs.parse_tags(tag or [])
+        if not output:
+            raise UsageError("--output is required",
+                             "--output FILE (created 0600) or --output - (JSON on stdout)")
+        made = activations.create(make_clients(region), n, lifetime, output, sys.stdout,
+                                  role=role, name_prefix=name_prefix, tags=tags,
+                                  rollout=rollout)
+        if output == "-":
+            return  # standard output already carries the JSON with the codes
+        if as_json:
+            print(to_json({"output": output, "rollout": made[0].rollout,
+                           "activations": [a.to_dict() for a in made]}))
+        else:
+            print(table([a.to_dict() for a in made],
+                        ["activation_id", "registration_limit", "expires_at", "rollout"]))
+            print(f"codes written to {output} (mode 0600)")
+    run(body, as_json)
+
+
+@app.command("revoke")
+def revoke_cmd(
+    activation_id: Annotated[Optional[list[str]], typer.Option(
+        help="Activation ID; repeat for several.")] = None,
+    rollout: Annotated[str, typer.Option(
+        help="Delete every activation tagged with this rollout.")] = "",
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Delete activations by ID or by rollout (registered hosts stay registered)."""
+    def body() -> None:
+        result = activations.revoke(make_clients(region), activation_id or [], rollout)
+        if as_json:
+            print(to_json(result.to_dict()))
+        else:
+            print(f"deleted {len(result.deleted)} activations"
+                  + (f"; not found: {', '.join(result.not_found)}" if result.not_found else ""))
+    run(body, as_json)
+
+
+FLEET_COLUMNS = ("name", "instance_id", "ping_status", "ping_age_s", "agent_version",
+                 "ecs_agent_version", "cluster", "container_instance_status", "agent_connected",
+                 "running_tasks", "health", "flags")
+
+
+@app.command("fleet")
+def fleet_cmd(
+    cluster: Clusters = None,
+    offline_after: Annotated[str, typer.Option(
+        help="Flag hosts without a ping for this long.")] = "1h",
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """One row per host, joining SSM and ECS on the mi- ID, with flags and a summary."""
+    def body() -> None:
+        threshold = inputs.parse_duration(offline_after, "--offline-after")
+        view = fleet.collect(make_clients(region), cluster or [], threshold)
+        if as_json:
+            print(to_json(view.to_dict()))
+            return
+        rows = [{**h.to_dict(), "flags": ",".join(h.flags)} for h in view.hosts]
+        if rows:
+            print(table(rows, FLEET_COLUMNS))
+        print(view.summary_line())
+    run(body, as_json)
+
+
+@app.command("prune")
+def prune_cmd(
+    cluster: Clusters = None,
+    offline_for: Annotated[str, typer.Option(
+        help="Remove hosts without a ping for this long.")] = "7d",
+    duplicates: Annotated[bool, typer.Option(help="Also remove all but the best registration "
+                                                "of each computer name.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Deregister container instances even with running tasks.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only show what would be removed.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Remove without asking.")] = False,
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Deregister stale and duplicate identities on both sides; delete expired activations.
+
+    Without --yes it only shows the plan when standard input is not a terminal.
+    """
+    def body() -> None:
+        if dry_run and yes:
+            raise UsageError("--dry-run and --yes contradict each other", "give one of them")
+        age = inputs.parse_duration(offline_for, "--offline-for")
+        clients = make_clients(region)
+        plan = prune.make_plan(clients, cluster or [], age, duplicates, force)
+        only_show = dry_run or (not yes and not is_tty(sys.stdin))
+        if not only_show and not yes and plan.actions:
+            # Only reached on a terminal: ask, showing exactly what would go.
+            if as_json:
+                raise RefusedError("prune --json needs --yes to change anything",
+                                   "pass --yes, or --dry-run to see the plan")
+            print(table([a.__dict__ for a in plan.actions], ["kind", "target", "host", "reason"]))
+            if not typer.confirm(f"apply these {len(plan.actions)} actions?", default=False):
+                raise RefusedError("prune not confirmed", "answer y, or pass --yes")
+        result = prune.apply(clients, plan, only_show)
+        if as_json:
+            print(to_json(result.to_dict()))
+            return
+        if only_show:
+            if plan.actions:
+                print(table([a.__dict__ for a in plan.actions],
+                            ["kind", "target", "host", "reason"]))
+            print(f"dry run: {len(plan.actions)} actions planned, nothing changed "
+                  "(pass --yes to apply)")
+        else:
+            print(f"pruned: {len(result.done)} done, {len(result.already_gone)} already gone")
+        for s in plan.skipped:
+            print(f"skipped {s.host} ({s.instance_id}): {s.reason}")
+    run(body, as_json)
+
+
+@app.command("wait")
+def wait_cmd(
+    hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
+    timeout: Annotated[str, typer.Option(help="Give up after this long: 90s, 10m, 1h.")] = "10m",
+    cluster: Clusters = None,
+    interval: Annotated[str, typer.Option(help="Time between polls.")] = "5s",
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Return when every host is Online in SSM, ACTIVE in ECS and agentConnected."""
+    def body() -> None:
+        wanted = inputs.parse_hosts(hosts)
+        limit = inputs.parse_duration(timeout, "--timeout")
+        every = inputs.parse_duration(interval, "--interval").total_seconds()
+        states = wait.wait(make_clients(region), wanted, limit, cluster or [], every)
+        if as_json:
+            print(to_json({"ready": True, "hosts": [s.to_dict() for s in states]}))
+        else:
+            print(f"{len(states)} hosts ready: {', '.join(s.host for s in states)}")
+    run(body, as_json)

@@ -1,0 +1,97 @@
+"""A gate for rollouts: wait until named hosts are Online in SSM, ACTIVE in ECS and connected."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import tenacity
+
+from anywhere_agent.aws.clients import Clients
+from anywhere_agent.errors import WaitTimeoutError
+from anywhere_agent.registrar import fleet
+from anywhere_agent.registrar.fleet import Host
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostState:
+    host: str
+    ready: bool
+    reason: str
+    instance_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "ready": self.ready, "reason": self.reason,
+                "instance_id": self.instance_id or None}
+
+
+def _why_not(rows: Sequence[Host]) -> str:
+    """Why this host (its rows, best first) is not ready, or "" when it is."""
+    in_ssm = [h for h in rows if h.in_ssm]
+    if not in_ssm:
+        return "not in SSM"
+    online = [h for h in in_ssm if h.ping_status == "Online"]
+    if not online:
+        return f"SSM ping {in_ssm[0].ping_status or 'unknown'}"
+    in_ecs = [h for h in online if h.in_ecs]
+    if not in_ecs:
+        return "not in the cluster"
+    active = [h for h in in_ecs if h.container_instance_status == "ACTIVE"]
+    if not active:
+        return f"container instance {in_ecs[0].container_instance_status}"
+    if not any(h.agent_connected for h in active):
+        return "ECS agentConnected false"
+    return ""
+
+
+def check(view: fleet.Fleet, wanted: Sequence[str]) -> list[HostState]:
+    """Pure: the state of each wanted host (a name or an `mi-` ID) in one fleet view."""
+    by_key: dict[str, list[Host]] = {}
+    for h in view.hosts:
+        for key in {h.instance_id, h.name.lower(), h.computer_name.lower()} - {""}:
+            by_key.setdefault(key, []).append(h)
+    states = []
+    for want in wanted:
+        rows = by_key.get(want if want.startswith("mi-") else want.lower(), [])
+        reason = _why_not(rows)
+        ids = sorted({h.instance_id for h in rows})
+        states.append(HostState(want, not reason, reason or "ready", ",".join(ids)))
+    return states
+
+
+def wait(clients: Clients, hosts: Sequence[str], timeout: timedelta,
+         clusters: Sequence[str] = (), interval: float = 5.0,
+         sleep: Callable[[float], None] | None = None) -> list[HostState]:
+    """Poll the fleet until every host is ready; WaitTimeoutError naming the laggards if not."""
+    last: list[HostState] = []
+
+    def poll() -> bool:
+        nonlocal last
+        last = check(fleet.collect(clients, clusters), hosts)
+        waiting = [s.host for s in last if not s.ready]
+        if waiting:
+            LOG.info("waiting for %s of %s hosts: %s", len(waiting), len(hosts),
+                     ", ".join(waiting[:10]))
+        return not waiting
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(timeout.total_seconds()),
+        wait=tenacity.wait_fixed(interval),
+        retry=tenacity.retry_if_result(lambda ready: not ready),
+        retry_error_callback=lambda _state: False,
+        reraise=True,
+        sleep=sleep or tenacity.nap.sleep,
+    )
+    if retrying(poll):
+        return last
+    laggards = [s for s in last if not s.ready]
+    raise WaitTimeoutError(
+        f"{len(laggards)} of {len(hosts)} hosts not ready after "
+        f"{int(timeout.total_seconds())}s: "
+        + "; ".join(f"{s.host}: {s.reason}" for s in laggards),
+        "check those hosts with `anywhere-agent registrar fleet` and their agents' logs")
