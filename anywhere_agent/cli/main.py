@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from anywhere_agent import __version__
 from anywhere_agent.cli import logs, node, output
 
 app = typer.Typer(
@@ -17,14 +16,21 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging to stderr."),
     version: bool = typer.Option(False, "--version", help="Print versions and exit."),
 ) -> None:
     logs.configure(verbose)
     if version:
-        print(f"anywhere-agent {__version__}")
+        from anywhere_agent.bundle.versions import render, versions
+        from anywhere_agent.host.gateway import Host
+
+        print(render(versions(Host("/"))))
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
         raise typer.Exit(0)
 
 
@@ -51,9 +57,10 @@ def health(ctx: typer.Context) -> None:
 
 
 def _mount() -> None:
-    from anywhere_agent.cli import lab, registrar, supervise
+    from anywhere_agent.cli import bundle, lab, registrar, supervise
 
     app.command("supervise")(supervise.supervise_command)
+    app.command("bundle")(bundle.bundle)
     app.add_typer(registrar.app, name="registrar",
                   help="Central side: IAM role, cluster, activations, fleet, prune, wait.")
     app.add_typer(lab.app, name="lab", help="The local lab: control plane and systemd hosts.")

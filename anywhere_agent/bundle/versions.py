@@ -1,0 +1,64 @@
+"""The versions in use on a node: anywhere-agent, the SSM agent and ecs-init packages, and the
+ECS agent as its introspection API reports it (for `anywhere-agent --version`)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from anywhere_agent import __version__
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.install import layout
+
+HttpGet = Callable[[str, float], "tuple[int, bytes]"]
+INTROSPECTION_URL = "http://127.0.0.1:51678"
+
+
+def loopback_get(url: str, timeout: float) -> tuple[int, bytes]:
+    # Introspection is loopback: never through a proxy.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), b""
+    except (OSError, ValueError):
+        return 0, b""
+
+
+def package_version(host: Host, name: str) -> str | None:
+    """Installed version of a package by dpkg-query, else rpm; None when not installed."""
+    res = host.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=30)
+    status, _, version = res.stdout.partition(" ")
+    if res.ok and status == "installed" and version.strip():
+        return version.strip()
+    res = host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=30)
+    return res.stdout.strip() if res.ok and res.stdout.strip() else None
+
+
+def versions(host: Host, introspection_url: str = INTROSPECTION_URL,
+             http_get: HttpGet = loopback_get, timeout: float = 1.0) -> dict[str, str | None]:
+    """anywhere_agent, ssm_agent, ecs_init (package versions) and ecs_agent (None if silent)."""
+    status, body = http_get(introspection_url.rstrip("/") + "/v1/metadata", timeout)
+    ecs_agent: str | None = None
+    if status == 200:
+        try:
+            value = json.loads(body).get("Version")
+        except (ValueError, AttributeError):
+            value = None
+        ecs_agent = str(value) if value else None
+    return {
+        "anywhere_agent": __version__,
+        "ssm_agent": package_version(host, layout.SSM_PACKAGE),
+        "ecs_init": package_version(host, layout.ECS_PACKAGE),
+        "ecs_agent": ecs_agent,
+    }
+
+
+def render(found: dict[str, str | None]) -> str:
+    """The `--version` text: one `name version` line each; `-` for what is not installed."""
+    labels = (("anywhere_agent", "anywhere-agent"), ("ssm_agent", "amazon-ssm-agent"),
+              ("ecs_init", "amazon-ecs-init"), ("ecs_agent", "ecs-agent"))
+    return "\n".join(f"{label} {found.get(key) or '-'}" for key, label in labels)
