@@ -110,15 +110,17 @@ def overall(checks: Sequence[Check]) -> Status:
 
 
 def summarize(status: Status, checks: Sequence[Check]) -> str:
-    """One line: either 'all N checks OK' or the failing checks, worst first."""
+    """One line: 'all N checks OK' or the failing checks, worst first; then what was skipped,
+    so a check that could not run (Docker not managed, say) is never mistaken for a pass."""
     counted = [c for c in checks if not c.skipped]
     bad = sorted((c for c in counted if c.status is not Status.OK),
                  key=lambda c: -c.status.severity)
+    skipped = "".join(f"; skipped {c.name}: {c.summary}" for c in checks if c.skipped)
     if not counted:
-        return "no checks ran"
+        return "no checks ran" + skipped
     if not bad:
-        return f"all {len(counted)} checks OK"
-    return "; ".join(f"{c.name}: {c.summary}" for c in bad)
+        return f"all {len(counted)} checks OK" + skipped
+    return "; ".join(f"{c.name}: {c.summary}" for c in bad) + skipped
 
 
 @dataclass(frozen=True)
