@@ -209,3 +209,16 @@ def node(tmp_path: Path) -> Any:
 
     system.introspection = introspection  # type: ignore[attr-defined]
     return system, make_ctx, backend
+
+
+@pytest.fixture(scope="session")
+def shared_control_plane() -> Any:
+    """The one in-process lab control plane of a test session (moto's state is global, so a
+    process can run only one); suites reset it per test through their own fixtures."""
+    from anywhere_agent.lab.control_plane.server import ControlPlane
+
+    plane = ControlPlane(host="127.0.0.1", port=0, region="us-east-1", fault_seed=1234).start()
+    try:
+        yield plane
+    finally:
+        plane.stop()

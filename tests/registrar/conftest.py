@@ -52,12 +52,8 @@ class Lab:
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    plane = ControlPlane(host="127.0.0.1", port=0, region=REGION, fault_seed=1234).start()
-    try:
-        yield plane
-    finally:
-        plane.stop()
+def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    return shared_control_plane
 
 
 @pytest.fixture()

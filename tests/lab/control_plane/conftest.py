@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -139,10 +138,8 @@ class Host:
 
 
 @pytest.fixture(scope="session")
-def _session_plane() -> Iterator[ControlPlane]:
-    with ControlPlane(region=REGION, ping_timeout=60, ecs_connect_timeout=60,
-                      credential_lifetime=1800) as plane:
-        yield plane
+def _session_plane(shared_control_plane: ControlPlane) -> ControlPlane:
+    return shared_control_plane
 
 
 @pytest.fixture

@@ -89,6 +89,13 @@ def test_fresh_install_joins_and_rerun_changes_nothing(lab: Lab, activation: Any
     assert len(mis) == 1 and len(cis) == 1
 
 
+def our_argv_holding(lab: Lab, host: str, code: str) -> list[str]:
+    """Command lines on the host that hold `code`, other than AWS's own register child."""
+    out = lab.exec(host, ["ps", "-eo", "args="], check=False).stdout.decode()
+    return [line for line in out.splitlines()
+            if code in line and "amazon-ssm-agent -register" not in line]
+
+
 def test_kill_at_step_boundaries_converges_to_one_registration(lab: Lab,
                                                                activation: Any) -> None:
     for boundary in ("ssm-agent-package", "ssm-registration", "ssm-agent-service",
@@ -106,6 +113,7 @@ def test_kill_at_step_boundaries_converges_to_one_registration(lab: Lab,
         proc.stdin.write(activation.code.reveal().encode())
         proc.stdin.close()
         killed = False
+        assert our_argv_holding(lab, "n2", activation.code.reveal()) == []
         for line in proc.stderr:
             if line.startswith(f"step={boundary} ".encode()):
                 os.killpg(proc.pid, 9)
@@ -176,6 +184,12 @@ def test_bad_inputs_fail_with_their_exit_code_and_leave_the_host_untouched(
                                "amazon-ssm-agent", "amazon-ecs-init"], check=False).stdout
         assert b"installed" not in pkgs.replace(b"not-installed", b""), (extra, pkgs)
         assert act.code.reveal() not in json.dumps(result) + err
+    # Not root: preflight refuses before anything is touched.
+    proc = lab.exec(host, ["runuser", "-u", "nobody", "--", "/opt/anywhere-agent/venv/bin/"
+                           "anywhere-agent", "install", "--json", "--config",
+                           "/tmp/agent.toml", "--region", lab.region], check=False)
+    assert proc.returncode == ExitCode.PREFLIGHT, proc.stdout + proc.stderr
+    assert b"root" in proc.stdout
     # Unreachable endpoint: preflight refuses before anything is touched.
     rollout.write_config(lab, host, rollout.node_config("http://127.0.0.1:9", lab.region,
                                                         CLUSTER))
