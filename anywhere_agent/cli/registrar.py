@@ -11,7 +11,7 @@ import typer
 from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.cli.output import is_tty, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
-from anywhere_agent.registrar import activations, ensure, fleet, inputs, prune, wait
+from anywhere_agent.registrar import activations, drain, ensure, fleet, inputs, prune, wait
 
 app = typer.Typer(help="Central side: IAM role and cluster, activations, fleet view, prune, wait.",
                   no_args_is_help=True)
@@ -225,4 +225,45 @@ def wait_cmd(
             print(to_json({"ready": True, "hosts": [s.to_dict() for s in states]}))
         else:
             print(f"{len(states)} hosts ready: {', '.join(s.host for s in states)}")
+    run(body, as_json)
+
+
+@app.command("drain")
+def drain_cmd(
+    hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
+    timeout: Annotated[str, typer.Option(help="Wait this long for tasks to leave.")] = "10m",
+    cluster: Clusters = None,
+    interval: Annotated[str, typer.Option(help="Time between polls.")] = "5s",
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set hosts DRAINING and wait (bounded) until they run no tasks."""
+    def body() -> None:
+        wanted = inputs.parse_hosts(hosts)
+        limit = inputs.parse_duration(timeout, "--timeout")
+        every = inputs.parse_duration(interval, "--interval").total_seconds()
+        done = drain.drain(make_clients(region), wanted, limit, cluster or [], every)
+        if as_json:
+            print(to_json({"drained": True, "hosts": [t.to_dict() for t in done]}))
+        else:
+            print(f"{len(done)} container instances drained: "
+                  f"{', '.join(sorted({t.host for t in done}))}")
+    run(body, as_json)
+
+
+@app.command("undrain")
+def undrain_cmd(
+    hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
+    cluster: Clusters = None,
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set hosts' container instances ACTIVE again (after maintenance, or a failed upgrade)."""
+    def body() -> None:
+        done = drain.undrain(make_clients(region), inputs.parse_hosts(hosts), cluster or [])
+        if as_json:
+            print(to_json({"active": True, "hosts": [t.to_dict() for t in done]}))
+        else:
+            print(f"{len(done)} container instances ACTIVE: "
+                  f"{', '.join(sorted({t.host for t in done}))}")
     run(body, as_json)
