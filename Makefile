@@ -14,7 +14,7 @@ deps:  ## apt packages the lab, systemd-python and the tests need (Debian/Ubuntu
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,lab,systemd]'
+	$(BIN)/pip install -q -e '.[test,lab,systemd,ansible]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -4,28 +4,13 @@ ECS agent as its introspection API reports it (for `anywhere-agent --version`)."
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 
 from anywhere_agent import __version__
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.loopback import HttpGet, loopback_get
 from anywhere_agent.install import layout
 
-HttpGet = Callable[[str, float], "tuple[int, bytes]"]
 INTROSPECTION_URL = "http://127.0.0.1:51678"
-
-
-def loopback_get(url: str, timeout: float) -> tuple[int, bytes]:
-    # Introspection is loopback: never through a proxy.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as resp:
-            return int(resp.status), bytes(resp.read())
-    except urllib.error.HTTPError as err:
-        return int(err.code), b""
-    except (OSError, ValueError):
-        return 0, b""
 
 
 def package_version(host: Host, name: str) -> str | None:

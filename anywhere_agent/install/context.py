@@ -6,14 +6,13 @@ import configparser
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from anywhere_agent.config import Config
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.loopback import HttpGet, loopback_get
 from anywhere_agent.host.platform import Platform
 from anywhere_agent.install import layout
 from anywhere_agent.install.journal import Journal
@@ -22,21 +21,7 @@ from anywhere_agent.secret import Secret
 
 LOG = logging.getLogger(__name__)
 
-# (url, timeout) -> (HTTP status, body); status 0 means no answer.
-HttpGet = Callable[[str, float], "tuple[int, bytes]"]
 Sleep = Callable[[float], None]
-
-
-def urllib_get(url: str, timeout: float) -> tuple[int, bytes]:
-    # Introspection is loopback: never through a proxy.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as resp:
-            return int(resp.status), bytes(resp.read())
-    except urllib.error.HTTPError as err:
-        return int(err.code), b""
-    except (OSError, ValueError):
-        return 0, b""
 
 
 @dataclass(frozen=True)
@@ -107,7 +92,7 @@ class Context:
     source: PackageSource
     activation: Activation | None = None
     force_reregister: bool = False
-    http_get: HttpGet = urllib_get
+    http_get: HttpGet = loopback_get
     sleep: Sleep = time.sleep
     clock: Callable[[], float] = time.monotonic
     # Builds AWS clients from the host's SSM credentials; None when there are none. Injected

@@ -563,7 +563,8 @@ class VerifyJoinStep(Step):
             status, connected = inst.get("status"), inst.get("agentConnected")
             ctx.report["container_instance_status"] = status
             ctx.report["agent_connected"] = connected
-            if status == "ACTIVE" and connected:
+            # DRAINING is an operator's choice (maintenance), not a failed join.
+            if status in ("ACTIVE", "DRAINING") and connected:
                 return True
             if ctx.clock() > deadline:
                 raise NotJoinedError(f"container instance is {status}, agentConnected="

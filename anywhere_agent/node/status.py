@@ -6,14 +6,16 @@ import json
 import time
 from typing import Any
 
+from anywhere_agent.bundle.versions import versions
 from anywhere_agent.config import Config
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.loopback import HttpGet, loopback_get
 from anywhere_agent.install import layout
-from anywhere_agent.install.context import HttpGet, read_registration, urllib_get
+from anywhere_agent.install.context import read_registration
 from anywhere_agent.install.journal import Journal
 
 
-def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str, Any]:
+def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[str, Any]:
     journal = Journal(host)
     reg = read_registration(host)
     status, body = http_get(cfg.supervise.introspection_url.rstrip("/") + "/v1/metadata", 2.0)
@@ -23,7 +25,6 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str,
             meta = json.loads(body)
         except ValueError:
             meta = {}
-    pm_kind = "apt" if host.exists("/usr/bin/dpkg-query") else "rpm"
     services = {}
     for unit in (layout.SSM_UNIT, layout.ECS_UNIT, layout.DOCKER_UNIT, layout.AGENT_UNIT):
         st = host.services.state(unit)
@@ -45,12 +46,8 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str,
         "container_instance_arn": meta.get("ContainerInstanceArn")
         or journal.identity.get("container_instance_arn"),
         "introspection": "answering" if status == 200 else "not answering",
-        "versions": {
-            "anywhere_agent": _own_version(),
-            "ssm_agent": _pkg_version(host, pm_kind, layout.SSM_PACKAGE),
-            "ecs_init": _pkg_version(host, pm_kind, layout.ECS_PACKAGE),
-            "ecs_agent": meta.get("Version"),
-        },
+        "versions": {**versions(host, http_get=lambda url, timeout: (status, body)),
+                     "ecs_agent": meta.get("Version")},
         "services": services,
         "credentials": {
             "file": layout.HOST_CREDENTIALS,
@@ -63,21 +60,6 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = urllib_get) -> dict[str,
         "last_install": {k: last.get(k) for k in ("kind", "result", "started_at", "finished_at",
                                                   "detail") if k in last},
     }
-
-
-def _own_version() -> str:
-    from anywhere_agent import __version__
-
-    return __version__
-
-
-def _pkg_version(host: Host, kind: str, name: str) -> str | None:
-    if kind == "apt":
-        res = host.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=30)
-        state, _, version = res.stdout.partition(" ")
-        return version.strip() if res.ok and state == "installed" else None
-    res = host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=30)
-    return res.stdout.strip() if res.ok else None
 
 
 def render_text(st: dict[str, Any]) -> str:
