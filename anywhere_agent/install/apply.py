@@ -222,7 +222,9 @@ def apply(ctx: Context, progress: Progress | None = None,
             journal.end_run("failed", "interrupted")
             raise
         journal.end_run("ok")
-    outcome.report = dict(ctx.report)
+    ident = ctx.journal.identity
+    outcome.report = {"managed_instance_id": ident.get("managed_instance_id"),
+                      "cluster": ctx.cfg.cluster, "region": ctx.cfg.region, **ctx.report}
     outcome.notes = list(ctx.notes)
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -1,0 +1,127 @@
+"""Fixtures for the Ansible tests: the tools from the venv, a lab of our own, a runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ANSIBLE_DIR = Path(__file__).resolve().parents[2] / "ansible"
+BIN = Path(sys.executable).parent
+LAB_NAME = "aaans"
+CLUSTER = "aaans"
+HOSTS = 5
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
+                   r"\s+skipped=(\d+)\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
+
+
+def tool(name: str) -> Path:
+    path = BIN / name
+    if not path.exists():
+        pytest.skip(f"{name} is not in the venv: pip install -e '.[ansible]'")
+    return path
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP as {host: {ok, changed, unreachable, failed, ...}}."""
+        keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+        return {m.group(1): dict(zip(keys, map(int, m.groups()[1:])))
+                for m in RECAP.finditer(self.output)}
+
+
+def run_playbook(playbook: str, inventory: Path, extra: dict[str, Any], *args: str,
+                 env: dict[str, str] | None = None, timeout: float = 900) -> Run:
+    """ansible-playbook from ansible/ (so its ansible.cfg applies); stdout and stderr merged."""
+    argv = [str(tool("ansible-playbook")), "-i", str(inventory),
+            f"playbooks/{playbook}", "-e", json.dumps(extra), *args]
+    proc = subprocess.run(argv, cwd=ANSIBLE_DIR, capture_output=True, text=True,
+                          timeout=timeout,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+                               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+                               "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})})
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def lab_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "lab tests need root (network namespaces, overlay mounts, systemd-nspawn)"
+    for name in ("systemd-nspawn", "debootstrap", "ssh"):
+        if shutil.which(name) is None:
+            return f"lab tests need {name} (make deps)"
+    return None
+
+
+def lab_vars(url: str, region: str, wheel: Path, group: str) -> dict[str, Any]:
+    """Extra vars for a lab rollout: the lab's agent.toml (lab.rollout.node_config) as role
+    variables, the controller's registrar pointed at the lab control plane."""
+    endpoints = {svc: url for svc in ("ssm", "ec2messages", "ssmmessages", "ecs", "sts")}
+    return {
+        "rollout_hosts": group,
+        "ecs_anywhere_node_region": region,
+        "ecs_anywhere_node_cluster": CLUSTER,
+        "ecs_anywhere_node_package_source": "repo",
+        "ecs_anywhere_node_docker_source": "none",
+        "ecs_anywhere_node_join_timeout_seconds": 60,
+        "ecs_anywhere_node_endpoints": endpoints,
+        "ecs_anywhere_node_config_sections": {"supervise": {"interval_seconds": 5}},
+        "ecs_anywhere_node_wheel": str(wheel),
+        "ecs_anywhere_node_health_delay": 2,
+        "ecs_anywhere_node_wait_timeout": "3m",
+        "ecs_anywhere_node_controller_cli": str(BIN / "anywhere-agent"),
+        "ecs_anywhere_node_controller_environment": {
+            "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "lab",
+            "AWS_SECRET_ACCESS_KEY": "lab", "AWS_REGION": region},
+    }
+
+
+@dataclass
+class AnsibleLab:
+    lab: Any
+    inventory: Path
+    extra: dict[str, Any]
+    tmp: Path
+
+    def run(self, playbook: str, *args: str, extra: dict[str, Any] | None = None,
+            inventory: Path | None = None) -> Run:
+        return run_playbook(playbook, inventory or self.inventory, {**self.extra, **(extra or {})},
+                            *args, env={"TMPDIR": str(self.tmp)})
+
+    def client(self, service: str) -> Any:
+        from anywhere_agent.lab import rollout
+
+        return rollout.lab_client(self.lab.control_plane_url(), service, self.lab.region)
+
+
+@pytest.fixture(scope="module")
+def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
+    """A lab of our own (HOSTS fresh hosts), its inventory, and the vars a rollout needs."""
+    reason = lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    tool("ansible-playbook")
+    from anywhere_agent.lab.orchestrator import Lab
+
+    lab = Lab(LAB_NAME)
+    lab.up(HOSTS)
+    try:
+        tmp = tmp_path_factory.mktemp("ansible-lab")
+        inventory = tmp / "hosts.ini"
+        inventory.write_text(lab.inventory())
+        extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(), LAB_NAME)
+        yield AnsibleLab(lab, inventory, extra, tmp)
+    finally:
+        lab.down()
