@@ -346,7 +346,8 @@ def wait_leader(host: Host, timeout: float = 20.0) -> ProcessRef:
             return leader
         if not host.nspawn.alive():
             raise LabError(
-                f"systemd-nspawn for {host.name} exited: {_tail(host.log)}", f"read {host.log}"
+                f"systemd-nspawn for {host.name} exited: {system.log_tail(host.log)}",
+                f"read {host.log}",
             )
         time.sleep(0.05)
     raise LabError(f"{host.name}: no container init after {timeout:.0f}s", f"read {host.log}")
@@ -359,7 +360,8 @@ def wait_ready(host: Host, timeout: float = BOOT_TIMEOUT) -> str:
     while time.monotonic() < deadline:
         if host.nspawn is not None and not host.nspawn.alive():
             raise LabError(
-                f"{host.name} stopped while booting: {_tail(host.log)}", f"read {host.log}"
+                f"{host.name} stopped while booting: {system.log_tail(host.log)}",
+                f"read {host.log}",
             )
         proc = exec(host, ["systemctl", "is-system-running"], check=False, timeout=10)
         state = proc.stdout.decode().strip() or state
@@ -379,14 +381,6 @@ def sshd_answers(ip: str, timeout: float = 2.0) -> bool:
             return sock.recv(64).startswith(b"SSH-")
     except OSError:
         return False
-
-
-def _tail(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1][:200] if lines else "empty log"
 
 
 # -- talking to a host -------------------------------------------------------------------

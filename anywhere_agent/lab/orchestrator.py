@@ -435,7 +435,9 @@ class Lab:
         while time.monotonic() < deadline:
             if not ref.alive():
                 system.reap(ref.pid)
-                raise LabError(f"lab {name} exited at start: {_tail(log_path)}", f"read {log_path}")
+                raise LabError(
+                    f"lab {name} exited at start: {system.log_tail(log_path)}", f"read {log_path}"
+                )
             if _port_open(host, port):
                 return ref
             time.sleep(0.1)
@@ -967,11 +969,3 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _tail(path: Path) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1][:200] if lines else "empty log"

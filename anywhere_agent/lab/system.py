@@ -99,6 +99,15 @@ def _last_line(data: bytes) -> str:
 # -- processes ---------------------------------------------------------------------------
 
 
+def log_tail(path: Path) -> str:
+    """The last non-empty line of a log, for one-line errors about a process that died."""
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:200] if lines else "empty log"
+
+
 def start_time(pid: int) -> int | None:
     """Kernel start time of pid in clock ticks (field 22 of /proc/PID/stat), None if gone.
 
