@@ -231,5 +231,6 @@ def apply(ctx: Context, progress: Progress | None = None,
 
 
 # Steps before (and including) the cluster check: undone when the activation or cluster is bad.
-_UNDOABLE = {"agent-config", "apt-proxy", "ssm-agent-package", "ssm-agent-config",
-             "ssm-agent-proxy", "ssm-agent-restart-policy", "ssm-registration"}
+_UNDOABLE = {"agent-config", "apt-proxy", "rpm-proxy", "zypper-proxy", "ssm-agent-package",
+             "ssm-agent-config", "ssm-agent-proxy", "ssm-agent-restart-policy",
+             "ssm-registration"}

@@ -34,6 +34,26 @@ def set_env_keys(text: str, updates: Mapping[str, str | None]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
+def set_ini_keys(text: str, section: str, updates: Mapping[str, str | None]) -> str:
+    """Set keys inside one [section] of an INI file (dnf.conf, yum.conf); other lines kept."""
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == f"[{section}]"), None)
+    if start is None:
+        body = set_env_keys("", updates)
+        if not body:
+            return text
+        prefix = (text.rstrip("\n") + "\n\n") if text.strip() else ""
+        return f"{prefix}[{section}]\n{body}"
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].strip().startswith("[")), len(lines))
+    section_lines = lines[start + 1:end]
+    blanks = len(section_lines) - len("\n".join(section_lines).rstrip("\n").splitlines())
+    inner = set_env_keys("\n".join(section_lines[:len(section_lines) - blanks]),
+                         updates).splitlines()
+    merged = [*lines[:start + 1], *inner, *[""] * blanks, *lines[end:]]
+    return "\n".join(merged) + "\n"
+
+
 def parse_env(text: str) -> dict[str, str]:
     """KEY=VALUE lines; the last occurrence wins, like systemd's EnvironmentFile."""
     result: dict[str, str] = {}

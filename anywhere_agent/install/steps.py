@@ -164,6 +164,32 @@ def _apt_proxy(ctx: Context, old: str | None) -> str | None:
     return "\n".join(lines) + "\n"
 
 
+def _rpm_proxy(ctx: Context, old: str | None) -> str | None:
+    # dnf/yum read `proxy=` from [main]. We only ever set it: a proxy the operator put there
+    # before us is theirs to remove.
+    proxy = ctx.cfg.proxy.https or ctx.cfg.proxy.http
+    if not proxy:
+        return old
+    return keyvalue.set_ini_keys(old or "", "main", {"proxy": proxy})
+
+
+def _zypper_proxy(ctx: Context, old: str | None) -> str | None:
+    # SUSE's /etc/sysconfig/proxy (shell-style, quoted) is what zypper and YaST read.
+    p = ctx.cfg.proxy
+    if not p.enabled:
+        return old
+    return keyvalue.set_env_keys(old or "", {
+        "PROXY_ENABLED": '"yes"',
+        "HTTP_PROXY": f'"{p.http or p.https}"',
+        "HTTPS_PROXY": f'"{p.https or p.http}"',
+        "NO_PROXY": f'"{p.no_proxy}"' if p.no_proxy else None,
+    })
+
+
+def _rpm_conf(ctx: Context) -> str:
+    return "/etc/yum.conf" if ctx.platform.package_manager == "yum" else "/etc/dnf/dnf.conf"
+
+
 def _ssm_config(ctx: Context, old: str | None) -> str | None:
     ssm = ctx.cfg.endpoint("ssm")
     updates: dict[tuple[str, ...], Any] = {("Ssm", "Endpoint"): ssm or None}
@@ -235,6 +261,26 @@ def _docker_managed(ctx: Context) -> bool:
 
 def _is_deb(ctx: Context) -> bool:
     return ctx.platform.family == "deb"
+
+
+def _is_rpm(ctx: Context) -> bool:
+    return ctx.platform.family == "rpm"
+
+
+def _is_suse(ctx: Context) -> bool:
+    return ctx.platform.family == "suse"
+
+
+class RpmProxyStep(FileStep):
+    """dnf.conf or yum.conf, whichever the platform's package manager reads."""
+
+    def __init__(self) -> None:
+        super().__init__("rpm-proxy", "proxy for dnf/yum", "/etc/dnf/dnf.conf", _rpm_proxy,
+                         when=_is_rpm)
+
+    def check(self, ctx: Context) -> Delta | None:
+        self.path = _rpm_conf(ctx)
+        return super().check(ctx)
 
 
 # -- packages ------------------------------------------------------------------------------
@@ -583,6 +629,9 @@ def all_steps() -> list[Step]:
         FileStep("agent-config", "effective agent.toml", "/etc/anywhere-agent/agent.toml",
                  _agent_toml, mode=0o600, readers=(agent,)),
         FileStep("apt-proxy", "proxy for apt", layout.APT_PROXY_CONF, _apt_proxy, when=_is_deb),
+        RpmProxyStep(),
+        FileStep("zypper-proxy", "proxy for zypper", "/etc/sysconfig/proxy", _zypper_proxy,
+                 when=_is_suse),
         PackageStep("ssm-agent-package", layout.SSM_PACKAGE, ssm),
         FileStep("ssm-agent-config", "SSM agent endpoints", layout.SSM_CONFIG, _ssm_config,
                  readers=(ssm,)),
