@@ -130,6 +130,7 @@ Control-plane faults:
   throttle     throttling errors  at --rate for --service/--operation
   5xx          server errors (--status 500/502/503/504) at --rate
   latency      --latency-ms added at --rate
+  deny         AccessDenied(Exception) at --rate, as for a role without the action
   expire-activation   expire --activation-id now
   deregister   deregister --host centrally (SSM DeregisterManagedInstance)
 """

@@ -40,7 +40,7 @@ SERVICE_START_TIMEOUT = 60.0
 LAB_LOCK_TIMEOUT = 600.0
 STATE_VERSION = 1
 MAX_PARALLEL_BOOTS = 8
-API_FAULTS = ("throttle", "5xx", "latency")
+API_FAULTS = ("throttle", "5xx", "latency", "deny")
 CONTROL_PLANE_FAULTS = (*API_FAULTS, "expire-activation", "deregister")
 
 

@@ -1,4 +1,5 @@
-"""Fault injection for AWS calls: throttling, server errors and latency at a seeded rate."""
+"""Fault injection for AWS calls: throttling, server errors, latency and access denied at a
+seeded rate."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Any, Optional
 
 from anywhere_agent.lab.control_plane.wire import AwsError
 
-KINDS = ("throttle", "5xx", "latency")
+KINDS = ("throttle", "5xx", "latency", "deny")
 
 # The codes each protocol's real services use, so botocore classifies them as AWS would.
 _THROTTLE_CODES = {"iam": "Throttling", "sts": "Throttling"}
 _SERVER_CODES = {"ssm": "InternalServerError", "ecs": "ServerException", "iam": "ServiceFailure"}
+# A caller whose policy lacks the action: the query protocols (IAM, STS) say AccessDenied with
+# 403; the JSON ones (SSM, ECS, CloudWatch) AccessDeniedException with 400.
+_DENY_CODES = {"iam": ("AccessDenied", 403), "sts": ("AccessDenied", 403)}
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class FaultInjector:
 def _error(rule: FaultRule, service: str) -> AwsError:
     if rule.kind == "throttle":
         return AwsError(_THROTTLE_CODES.get(service, "ThrottlingException"), "Rate exceeded")
+    if rule.kind == "deny":
+        code, status = _DENY_CODES.get(service, ("AccessDeniedException", 400))
+        return AwsError(code, "User is not authorized to perform this operation (lab fault)",
+                        status)
     if rule.status == 503:
         return AwsError("ServiceUnavailable", "Service is unavailable (lab fault)", 503)
     code = _SERVER_CODES.get(service, "InternalFailure")

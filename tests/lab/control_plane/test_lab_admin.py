@@ -56,6 +56,21 @@ def test_throttling_answers_in_the_real_shape_and_server_errors_with_their_statu
     agent.client("ssm").describe_instance_information()  # another operation is untouched
 
 
+def test_deny_answers_access_denied_in_each_protocols_shape(
+    agent: Agent, admin: LabAdmin
+) -> None:
+    admin.set_faults([FaultRule(kind="deny", service="ecs", operation="DescribeClusters"),
+                      FaultRule(kind="deny", service="iam")])
+    with pytest.raises(botocore.exceptions.ClientError) as ecs_denied:
+        agent.client("ecs").describe_clusters(clusters=["x"])
+    assert ecs_denied.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(botocore.exceptions.ClientError) as iam_denied:
+        agent.client("iam").list_roles()
+    assert iam_denied.value.response["Error"]["Code"] == "AccessDenied"
+    assert iam_denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    agent.client("ecs").list_clusters()  # another operation is untouched
+
+
 def test_latency_faults_delay_calls_and_never_touch_the_admin_api(
     agent: Agent, admin: LabAdmin
 ) -> None:

@@ -201,8 +201,30 @@ def test_bad_inputs_fail_with_their_exit_code_and_leave_the_host_untouched(
     rollout.write_config(lab, host, rollout.node_config(url, lab.region, CLUSTER))
 
 
+def test_host_role_without_describe_rights_installs_and_says_what_it_could_not_verify(
+        lab: Lab, activation: Any) -> None:
+    # The two managed policies grant no Describe* calls: install must still converge, relying
+    # on introspection, and report what it could not verify instead of failing.
+    for op in ("DescribeClusters", "DescribeContainerInstances"):
+        lab.fault("deny", service="ecs", operation=op)
+    lab.fault("deny", service="ssm", operation="DescribeInstanceInformation")
+    try:
+        lab.ssh("n3", ["anywhere-agent", "uninstall", "--force"], check=False)
+        rollout.write_config(lab, "n3", rollout.node_config(lab.control_plane_url(), lab.region,
+                                                            CLUSTER))
+        code, result, err = rollout.install(lab, "n3", activation)
+        assert code == 0, err
+        assert result["cloud_verified"] is False
+        assert result["container_instance_arn"].startswith("arn:aws:ecs:")
+        assert any("could not verify" in n for n in result["notes"])
+    finally:
+        for op in ("DescribeClusters", "DescribeContainerInstances"):
+            lab.fault("deny", on=False, service="ecs", operation=op)
+        lab.fault("deny", on=False, service="ssm", operation="DescribeInstanceInformation")
+
+
 def test_uninstall_leaves_no_registration_on_either_side(lab: Lab, activation: Any) -> None:
-    code, _, err = rollout.install(lab, "n1", None)
+    code, _, err = rollout.install(lab, "n1", activation)
     assert code == 0, err
     mi = identity(lab, "n1")
     proc = lab.ssh("n1", ["anywhere-agent", "uninstall", "--json"], check=False)
