@@ -115,8 +115,8 @@ def download(dest: Path, arch: str, family: str, *, region: str, package_base_ur
                                fetch)
         for package in PACKAGES:
             url = source.describe(package)
-            # _from_aws is the node's own download + `gpg --verify` against trusted keys only.
-            local = Path(source._from_aws(package))
+            # The node's own download + `gpg --verify` against trusted keys only.
+            local = Path(source.download_verified(package))
             version = package_version(local, package, family, run)
             target = dest / bundle_name(package, version, arch, family)
             shutil.copyfile(local, target)

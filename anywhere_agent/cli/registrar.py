@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from typing import Annotated, Optional
 
 import typer
@@ -206,6 +207,12 @@ def prune_cmd(
     run(body, as_json)
 
 
+def _poll_args(hosts: str, timeout: str, interval: str) -> tuple[list[str], timedelta, float]:
+    """The hosts, the bound and the poll interval shared by wait and drain."""
+    return (inputs.parse_hosts(hosts), inputs.parse_duration(timeout, "--timeout"),
+            inputs.parse_duration(interval, "--interval").total_seconds())
+
+
 @app.command("wait")
 def wait_cmd(
     hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
@@ -217,9 +224,7 @@ def wait_cmd(
 ) -> None:
     """Return when every host is Online in SSM, ACTIVE in ECS and agentConnected."""
     def body() -> None:
-        wanted = inputs.parse_hosts(hosts)
-        limit = inputs.parse_duration(timeout, "--timeout")
-        every = inputs.parse_duration(interval, "--interval").total_seconds()
+        wanted, limit, every = _poll_args(hosts, timeout, interval)
         states = wait.wait(make_clients(region), wanted, limit, cluster or [], every)
         if as_json:
             print(to_json({"ready": True, "hosts": [s.to_dict() for s in states]}))
@@ -239,9 +244,7 @@ def drain_cmd(
 ) -> None:
     """Set hosts DRAINING and wait (bounded) until they run no tasks."""
     def body() -> None:
-        wanted = inputs.parse_hosts(hosts)
-        limit = inputs.parse_duration(timeout, "--timeout")
-        every = inputs.parse_duration(interval, "--interval").total_seconds()
+        wanted, limit, every = _poll_args(hosts, timeout, interval)
         done = drain.drain(make_clients(region), wanted, limit, cluster or [], every)
         if as_json:
             print(to_json({"drained": True, "hosts": [t.to_dict() for t in done]}))

@@ -14,6 +14,7 @@ from anywhere_agent.install import layout
 from anywhere_agent.install.context import Context, read_registration
 from anywhere_agent.install.journal import install_lock
 from anywhere_agent.install.steps import (
+    CredentialsStep,
     Delta,
     FileStep,
     PackageStep,
@@ -69,7 +70,7 @@ class Progress:
 
     def start(self, index: int, total: int, step: Step) -> None:
         if self.tty:
-            self.stream.write(f"\r\033[K[{index}/{total}] {step.name} ...")
+            self.stream.write(f"\r\033[K[{index}/{total}] {step.title or step.name} ...")
             self.stream.flush()
 
     def done(self, index: int, total: int, step: Step, result: str, seconds: float,
@@ -179,26 +180,31 @@ def apply(ctx: Context, progress: Progress | None = None,
         journal = ctx.journal
         journal.begin_run("install")
         undo = _Undo()
+        undoing = True  # until the cluster check passed: a bad activation/cluster is undone
         registered_now = ""
         try:
             for index, step in enumerate(chosen, 1):
                 progress.start(index, len(chosen), step)
                 t0 = time.monotonic()
+                if isinstance(step, CredentialsStep):
+                    undoing = False  # past the cluster check nothing is undone
                 delta = step.check(ctx)
                 if delta is None:
+                    if isinstance(step, CredentialsStep):
+                        undo.actions.clear()
                     progress.done(index, len(chosen), step, "ok", time.monotonic() - t0, [])
                     continue
                 if isinstance(step, RegistrationStep):
                     before = read_registration(ctx.host).get("ManagedInstanceID", "")
-                if step.name in _UNDOABLE:
+                if undoing:
                     undo.record(ctx, step, delta)  # before acting: a failed apply is undone too
                 changed = step.apply(ctx, delta)
                 if isinstance(step, RegistrationStep):
                     registered_now = read_registration(ctx.host).get("ManagedInstanceID", "")
                     if before and before != registered_now:
                         undo.actions.clear()  # an old identity is never restored by undo
-                if step.name == "ssm-credentials":
-                    undo.actions.clear()  # past the cluster check nothing is undone
+                if isinstance(step, CredentialsStep):
+                    undo.actions.clear()
                 journal.record_step(step.name, changed)
                 if changed:
                     outcome.changed[step.name] = changed
@@ -228,9 +234,3 @@ def apply(ctx: Context, progress: Progress | None = None,
     outcome.notes = list(ctx.notes)
     outcome.seconds = time.monotonic() - started
     return outcome
-
-
-# Steps before (and including) the cluster check: undone when the activation or cluster is bad.
-_UNDOABLE = {"agent-config", "apt-proxy", "rpm-proxy", "zypper-proxy", "ssm-agent-package",
-             "ssm-agent-config", "ssm-agent-proxy", "ssm-agent-restart-policy",
-             "ssm-registration"}

@@ -9,7 +9,6 @@ SSM_PACKAGE = "amazon-ssm-agent"
 SSM_CONFIG = "/etc/amazon/ssm/amazon-ssm-agent.json"
 SSM_REGISTRATION = "/var/lib/amazon/ssm/registration"
 SSM_REGISTRATION_KEY = "/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
-SSM_STATE_DIR = "/var/lib/amazon/ssm"
 HOST_CREDENTIALS = "/root/.aws/credentials"
 # Where the SSM agent records when those credentials expire (CredentialsExpiresAt, RFC 3339).
 SSM_IDENTITY_CONFIG = "/var/lib/amazon/ssm/runtimeconfig/identity_config.json"
@@ -20,7 +19,6 @@ ECS_PACKAGE = "amazon-ecs-init"
 ECS_CONFIG = "/etc/ecs/ecs.config"
 ECS_VAR_CONFIG = "/var/lib/ecs/ecs.config"
 ECS_AGENT_DB = "/var/lib/ecs/data/agent.db"
-ECS_DATA_DIR = "/var/lib/ecs/data"
 
 DOCKER_UNIT = "docker"
 

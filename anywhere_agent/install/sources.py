@@ -123,10 +123,11 @@ class PackageSource:
         elif source == "bundle":
             self.pm.install_files([self._from_bundle(package)])
         else:
-            self.pm.install_files([self._from_aws(package)])
+            self.pm.install_files([self.download_verified(package)])
 
     # -- aws ----------------------------------------------------------------------------------
-    def _from_aws(self, package: str) -> str:
+    def download_verified(self, package: str) -> str:
+        """Fetch `package` from AWS's layout (or the mirror), gpg-verified; its local path."""
         url = package_url(self.cfg, self.platform, package)
         proxies = {k: v for k, v in (("http", self.cfg.proxy.http),
                                      ("https", self.cfg.proxy.https)) if v}

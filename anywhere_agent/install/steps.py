@@ -84,7 +84,7 @@ class Step:
 class FileStep(Step):
     """Keeps one file at rendered content (None = absent); notes which units read it."""
 
-    def __init__(self, name: str, title: str, path: str,
+    def __init__(self, name: str, title: str, path: str | Callable[[Context], str],
                  render: Callable[[Context, str | None], str | None], mode: int = 0o644,
                  readers: tuple[str, ...] = (), unit_file: bool = False,
                  when: Callable[[Context], bool] = lambda ctx: True) -> None:
@@ -94,18 +94,22 @@ class FileStep(Step):
     def applies(self, ctx: Context) -> bool:
         return self._when(ctx)
 
+    def node_path(self, ctx: Context) -> str:
+        return self.path(ctx) if callable(self.path) else self.path
+
     def check(self, ctx: Context) -> Delta | None:
-        old = ctx.host.read_text(self.path)
+        path = self.node_path(ctx)
+        old = ctx.host.read_text(path)
         new = self._render(ctx, old)
         if new is None:
             if old is None:
                 return None
-            return Delta(f"remove {self.path}", files=[FileChange(self.path, old, None)],
+            return Delta(f"remove {path}", files=[FileChange(path, old, None)],
                          services=[f"restart {u}" for u in self.readers])
-        if old == new and ctx.host.mode(self.path) == self.mode:
+        if old == new and ctx.host.mode(path) == self.mode:
             return None
-        return Delta(f"{'update' if old is not None else 'create'} {self.path}",
-                     files=[FileChange(self.path, old, new, self.mode)],
+        return Delta(f"{'update' if old is not None else 'create'} {path}",
+                     files=[FileChange(path, old, new, self.mode)],
                      services=[f"restart {u}" for u in self.readers])
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
@@ -116,10 +120,10 @@ class FileStep(Step):
             ctx.journal.add_pending_restart("daemon-reload")
         change = delta.files[0]
         if change.new is None:
-            ctx.host.remove(self.path)
+            ctx.host.remove(change.path)
         else:
-            ctx.host.write_atomic(self.path, change.new, self.mode)
-        return [self.path]
+            ctx.host.write_atomic(change.path, change.new, self.mode)
+        return [change.path]
 
 
 def _proxy_dropin(ctx: Context, old: str | None) -> str | None:
@@ -271,24 +275,19 @@ def _is_suse(ctx: Context) -> bool:
     return ctx.platform.family == "suse"
 
 
-class RpmProxyStep(FileStep):
-    """dnf.conf or yum.conf, whichever the platform's package manager reads."""
-
-    def __init__(self) -> None:
-        super().__init__("rpm-proxy", "proxy for dnf/yum", "/etc/dnf/dnf.conf", _rpm_proxy,
-                         when=_is_rpm)
-
-    def check(self, ctx: Context) -> Delta | None:
-        self.path = _rpm_conf(ctx)
-        return super().check(ctx)
-
-
 # -- packages ------------------------------------------------------------------------------
 
+def _record_installed(ctx: Context, package: str) -> None:
+    """Uninstall removes only packages we installed (Docker included): remember them."""
+    installed = set(ctx.journal.data.get("installed_packages", []))
+    ctx.journal.data["installed_packages"] = sorted(installed | {package})
+    ctx.journal.save()
+
+
 class PackageStep(Step):
-    def __init__(self, name: str, package: str, unit: str,
+    def __init__(self, name: str, package: str,
                  when: Callable[[Context], bool] = lambda ctx: True) -> None:
-        self.name, self.package, self.unit, self._when = name, package, unit, when
+        self.name, self.package, self._when = name, package, when
         self.title = f"install {package}"
 
     def applies(self, ctx: Context) -> bool:
@@ -301,9 +300,7 @@ class PackageStep(Step):
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
         ctx.source.install(self.package)
-        installed = set(ctx.journal.data.get("installed_packages", []))
-        ctx.journal.data["installed_packages"] = sorted(installed | {self.package})
-        ctx.journal.save()
+        _record_installed(ctx, self.package)
         return [f"package {self.package}"]
 
 
@@ -333,9 +330,7 @@ class DockerStep(Step):
                                  "add download.docker.com to the host's sources, or use distro")
         ctx.source.pm.refresh()
         ctx.source.pm.install([self._package(ctx)])
-        installed = set(ctx.journal.data.get("installed_packages", []))
-        ctx.journal.data["installed_packages"] = sorted(installed | {self._package(ctx)})
-        ctx.journal.save()
+        _record_installed(ctx, self._package(ctx))
         return [f"package {self._package(ctx)}"]
 
 
@@ -629,10 +624,10 @@ def all_steps() -> list[Step]:
         FileStep("agent-config", "effective agent.toml", "/etc/anywhere-agent/agent.toml",
                  _agent_toml, mode=0o600, readers=(agent,)),
         FileStep("apt-proxy", "proxy for apt", layout.APT_PROXY_CONF, _apt_proxy, when=_is_deb),
-        RpmProxyStep(),
+        FileStep("rpm-proxy", "proxy for dnf/yum", _rpm_conf, _rpm_proxy, when=_is_rpm),
         FileStep("zypper-proxy", "proxy for zypper", "/etc/sysconfig/proxy", _zypper_proxy,
                  when=_is_suse),
-        PackageStep("ssm-agent-package", layout.SSM_PACKAGE, ssm),
+        PackageStep("ssm-agent-package", layout.SSM_PACKAGE),
         FileStep("ssm-agent-config", "SSM agent endpoints", layout.SSM_CONFIG, _ssm_config,
                  readers=(ssm,)),
         FileStep("ssm-agent-proxy", "proxy for the SSM agent",
@@ -649,7 +644,7 @@ def all_steps() -> list[Step]:
                  _proxy_dropin, mode=0o600, readers=(docker,), unit_file=True,
                  when=_docker_managed),
         ServiceStep("docker-service", docker, when=_docker_managed),
-        PackageStep("ecs-init-package", layout.ECS_PACKAGE, ecs),
+        PackageStep("ecs-init-package", layout.ECS_PACKAGE),
         ClusterMoveStep(),
         FileStep("ecs-config", "ECS agent config", layout.ECS_CONFIG, _ecs_config,
                  readers=(ecs,)),

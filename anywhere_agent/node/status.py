@@ -46,8 +46,8 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
         "container_instance_arn": meta.get("ContainerInstanceArn")
         or journal.identity.get("container_instance_arn"),
         "introspection": "answering" if status == 200 else "not answering",
-        "versions": {**versions(host, http_get=lambda url, timeout: (status, body)),
-                     "ecs_agent": meta.get("Version")},
+        # The metadata answer above serves versions() too: one introspection call.
+        "versions": versions(host, http_get=lambda url, timeout: (status, body)),
         "services": services,
         "credentials": {
             "file": layout.HOST_CREDENTIALS,

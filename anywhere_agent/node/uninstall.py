@@ -62,14 +62,16 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
               force_local: bool = False) -> UninstallResult:
     result = UninstallResult()
 
-    def attempt(what: str, action: Callable[[], object]) -> None:
+    def attempt(what: str, action: Callable[[], object]) -> bool:
         try:
             action()
             result.done.append(what)
+            return True
         except AgentError as err:
             result.errors.append(f"{what}: {err}")
         except Exception as err:  # noqa: BLE001 - collect every failure, report together
             result.errors.append(f"{what}: {type(err).__name__}: {err}")
+        return False
 
     tasks = running_tasks(ctx)
     if tasks and not force:
@@ -91,17 +93,13 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
         elif clients is not None:
             ecs, ssm = clients.client("ecs"), clients.client("ssm")
             cluster = ident.get("cluster") or ctx.cfg.cluster
-            if arn:
-                attempt(f"deregister container instance {arn}",
-                        lambda: ecs.deregister_container_instance(
-                            cluster=cluster, containerInstance=arn, force=force))
-            if mi:
-                attempt(f"deregister managed instance {mi}",
-                        lambda: ssm.deregister_managed_instance(InstanceId=mi))
-            if any(e.startswith(("deregister managed", "deregister container"))
-                   for e in result.errors):
-                result.left_in_cloud += [x for x in (mi, arn)
-                                         if any(x in e for e in result.errors)]
+            if arn and not attempt(f"deregister container instance {arn}",
+                                   lambda: ecs.deregister_container_instance(
+                                       cluster=cluster, containerInstance=arn, force=force)):
+                result.left_in_cloud.append(arn)
+            if mi and not attempt(f"deregister managed instance {mi}",
+                                  lambda: ssm.deregister_managed_instance(InstanceId=mi)):
+                result.left_in_cloud.append(mi)
         svc = ctx.host.services
         for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):
             if svc.state(unit).exists:
