@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 
 STATE_ROOT = Path("/var/lib/anywhere-agent-lab")
 DEFAULT_LAB = "aalab"
+LAB_SUFFIX_ENV = "ANYWHERE_LAB_SUFFIX"
 CONTROL_PLANE_PORT = 4566
 PACKAGE_PORT = 8080
 SERVICE_START_TIMEOUT = 60.0
@@ -218,7 +219,9 @@ class Lab:
         subnet_octet: int | None = None,
         mirror: str | None = None,
     ) -> None:
-        self.name = network.validate_lab_name(name)
+        # Several checkouts on one machine (helpers, CI beside a session) each set their own
+        # suffix, so their labs never share a name, a lock or a state directory.
+        self.name = network.validate_lab_name(name + os.environ.get(LAB_SUFFIX_ENV, ""))
         self.state_root = Path(state_root)
         self.cache_root = Path(cache_root)
         self.region = region

@@ -115,7 +115,7 @@ def test_a_second_lab_coexists_on_its_own_subnet(hosts_lab: tuple[Lab, LabInfo])
     try:
         peer = other.up(1, control_plane=False, packages=False)
         assert peer.subnet != info.subnet
-        assert other.ssh("n1", ["hostname"]).stdout.strip() == b"hostpeer-n1"
+        assert other.ssh("n1", ["hostname"]).stdout.strip() == f"{other.name}-n1".encode()
     finally:
         other.down()
     assert not any(other.leftovers().values())
