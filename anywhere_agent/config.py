@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ConfigError
+from anywhere_agent.secret import redact_userinfo
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -177,6 +178,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}",
                           "check the file's permissions (run as root)") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        # Windows editors save UTF-8 with a byte order mark; TOML forbids it, and tomllib's
+        # "Invalid statement (at line 1, column 1)" does not say why.
+        raise ConfigError(f"{path} starts with a UTF-8 byte order mark (BOM), which TOML "
+                          "does not allow",
+                          f"save it as UTF-8 without BOM, e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' "
+                          f"{path}`")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
@@ -370,7 +378,8 @@ def _validate(cfg: Config, w: Any) -> None:
                     "set docker_source = \"distro\", \"docker\" or \"none\"")
     for key, url in (("proxy.http", cfg.proxy.http), ("proxy.https", cfg.proxy.https)):
         if url and not _URL_RE.match(url):
-            raise _fail(w(key), key, f"must be a URL like http://proxy:3128 (got {url!r})",
+            raise _fail(w(key), key, "must be a URL like http://proxy:3128 "
+                        f"(got {redact_userinfo(url)!r})",
                         f"fix {key}")
     if cfg.ecs_loglevel not in ("debug", "info", "warn", "error", "crit"):
         raise _fail(w("ecs_loglevel"), "ecs_loglevel", "must be debug, info, warn, error or crit",
