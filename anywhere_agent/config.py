@@ -29,6 +29,7 @@ _REGION_RE = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov)-[a-z]+-\d{1,2}
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ACTIVATION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_FINGERPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{4} ?){10}$")
 _ATTR_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
 
 
@@ -99,6 +100,8 @@ class Config:
     bundle_dir: str = ""
     package_base_url: str = ""  # mirror of the official S3 layout (aws source)
     package_signing_key: str = ""  # extra trusted public key file for that mirror
+    # Comma-separated primary-key fingerprints trusted besides the built-in pins (a rotation).
+    package_signing_fingerprints: str = ""
     docker_source: str = "distro"
     enable_gpu: bool = False
     ecs_loglevel: str = "info"
@@ -372,6 +375,11 @@ def _validate(cfg: Config, w: Any) -> None:
     if cfg.package_base_url and not _URL_RE.match(cfg.package_base_url):
         raise _fail(w("package_base_url"), "package_base_url", "must be an http(s) URL",
                     "write it as https://mirror.example/path")
+    for fpr in filter(None, (f.strip() for f in cfg.package_signing_fingerprints.split(","))):
+        if not _FINGERPRINT_RE.match(fpr):
+            raise _fail(w("package_signing_fingerprints"), "package_signing_fingerprints",
+                        f"entry {fpr!r} is not a 40-hex-digit key fingerprint",
+                        "copy the fingerprint gpg prints (`gpg --show-keys KEYFILE`)")
     if cfg.docker_source not in DOCKER_SOURCES:
         raise _fail(w("docker_source"), "docker_source",
                     f"must be one of {', '.join(DOCKER_SOURCES)} (got {cfg.docker_source!r})",

@@ -329,10 +329,11 @@ class Services:
     def _ctl(self, *args: str, timeout: float = 120.0) -> None:
         res = self._host.run(["systemctl", *args], timeout=timeout)
         if not res.ok:
-            raise HostIOError(
-                f"systemctl {' '.join(args)} failed: {res.last_line()}",
-                f"see `journalctl -u {args[-1]}` for why",
-            )
+            # "Unit ecs.service is masked." has one fix, and it is not in the journal.
+            fix = (f"systemctl unmask {args[-1]}, then re-run" if "masked" in
+                   f"{res.stdout} {res.stderr}".lower() else f"see `journalctl -u {args[-1]}` "
+                   "for why")
+            raise HostIOError(f"systemctl {' '.join(args)} failed: {res.last_line()}", fix)
 
     def daemon_reload(self) -> None:
         self._ctl("daemon-reload")
