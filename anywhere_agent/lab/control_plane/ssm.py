@@ -22,10 +22,10 @@ from anywhere_agent.lab.control_plane.wire import (
 
 DAY = 86400.0
 # PingStatus turns ConnectionLost after this much lab time without UpdateInstanceInformation.
-# The real agent (agent/health/healthcheck.go) pings at start, schedules its 5-minute job
-# after a random 0-300 s and that job first runs 5 minutes later, so with the default
-# HealthFrequencyMinutes the longest gap is 600 s. 900 s = that gap plus half an interval,
-# so one slow or retried ping never flaps a healthy host (AWS publishes no figure).
+# The real agent (agent/health/healthcheck.go) pings at start, again after a random 0-300 s,
+# then every HealthFrequencyMinutes (default 5): its longest gap is 300 s. 900 s = three
+# intervals, so one or two lost or retried pings never flap a healthy host (AWS publishes no
+# figure). A host whose HealthFrequencyMinutes is raised above 15 would flap in the lab.
 PING_TIMEOUT = 900.0
 # ec2messages GetMessages holds an empty poll open this long (lab time). The agent's HTTP
 # timeout for it is Mds.StopTimeoutMillis = 20 s, so the service must answer before that.
@@ -371,7 +371,11 @@ class SsmAnywhere:
             "AccessKeyId": access_key,
             "SecretAccessKey": secrets.token_urlsafe(30)[:40],
             "SessionToken": secrets.token_urlsafe(192),
-            "TokenExpirationDate": int(expires),
+            # The agent schedules its rotation on its own (wall) clock: the same lifetime,
+            # lasting 1/scale as long in real time.
+            "TokenExpirationDate": int(
+                self.clock.wall() + self.clock.real_seconds(self.credential_lifetime)
+            ),
             "UpdateKeyPair": False,
         }
 

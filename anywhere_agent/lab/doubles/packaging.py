@@ -159,7 +159,6 @@ SSM_CONFIG_TEMPLATE = {
 }
 SSM_LAB_CONFIG = {
     "_comment": "anywhere-agent LAB DOUBLE settings; the real SSM agent has no such file",
-    "heartbeat_seconds": 5,
     "retry_max_seconds": 30,
     "http_timeout_seconds": 10,
 }
