@@ -16,6 +16,7 @@ from typing import Any
 
 import tenacity
 
+from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
 from anywhere_agent.errors import ActivationError, CloudError, NotJoinedError, PreflightError
 from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import (
@@ -578,6 +579,10 @@ class CredentialsStep(Step):
         deadline = ctx.clock() + 60
         while read_host_credentials(ctx.host) is None:
             if ctx.clock() > deadline:
+                skew = _clock_skew_logged(ctx)
+                if skew:
+                    raise CloudError("the SSM agent could not fetch role credentials: AWS "
+                                     f"refused its request's time ({skew})", CLOCK_FIX)
                 raise CloudError("the SSM agent did not fetch role credentials within 60 s",
                                  "check the ssm endpoint/proxy and "
                                  "/var/log/amazon/ssm/amazon-ssm-agent.log")
@@ -599,6 +604,23 @@ class CredentialsStep(Step):
         ctx.journal.data["cluster_checked"] = ctx.cfg.cluster
         ctx.journal.save()
         return []
+
+
+_SSM_AGENT_LOG = "/var/log/amazon/ssm/amazon-ssm-agent.log"
+
+
+def _clock_skew_logged(ctx: Context) -> str:
+    """The SSM agent's last logged AWS error, when it is a refusal of the request's time."""
+    text = ctx.host.read_text(_SSM_AGENT_LOG) or ""
+    for line in reversed(text.splitlines()[-200:]):
+        for code in ("InvalidSignatureException", "SignatureDoesNotMatch",
+                     "RequestTimeTooSkewed", "RequestExpired"):
+            at = line.find(code + ":")
+            if at >= 0:
+                message = line[at + len(code) + 1:].strip()
+                if is_clock_skew(code, message):
+                    return f"{code}: {message}"[:200]
+    return ""
 
 
 class ClusterMoveStep(Step):
