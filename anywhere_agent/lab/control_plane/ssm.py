@@ -21,6 +21,15 @@ from anywhere_agent.lab.control_plane.wire import (
 )
 
 DAY = 86400.0
+# PingStatus turns ConnectionLost after this much lab time without UpdateInstanceInformation.
+# The real agent (agent/health/healthcheck.go) pings at start, schedules its 5-minute job
+# after a random 0-300 s and that job first runs 5 minutes later, so with the default
+# HealthFrequencyMinutes the longest gap is 600 s. 900 s = that gap plus half an interval,
+# so one slow or retried ping never flaps a healthy host (AWS publishes no figure).
+PING_TIMEOUT = 900.0
+# ec2messages GetMessages holds an empty poll open this long (lab time). The agent's HTTP
+# timeout for it is Mds.StopTimeoutMillis = 20 s, so the service must answer before that.
+LONG_POLL_SECONDS = 15.0
 _CODE_ALPHABET = string.ascii_letters + string.digits + "+/"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _AGENT_OPS = frozenset(
@@ -114,8 +123,13 @@ class SsmAnywhere:
         self.activations: dict[str, Activation] = {}
         self.instances: dict[str, ManagedInstance] = {}
         self._keys: dict[str, RoleCredentials] = {}
+        self.long_poll_seconds = LONG_POLL_SECONDS
+        self._wake_polls = threading.Event()
 
     def reset(self) -> None:
+        # Wake held polls so a reset or stop never waits for them.
+        self._wake_polls.set()
+        self._wake_polls = threading.Event()
         with self._lock:
             self.activations.clear()
             self.instances.clear()
@@ -382,8 +396,9 @@ class SsmAnywhere:
         return {"Associations": []}
 
     def get_messages(self, params: Json) -> Json:
-        """ec2messages GetMessages: the lab never has commands to deliver."""
+        """ec2messages GetMessages: a long poll that ends empty (the lab sends no commands)."""
         destination = str(params.get("Destination", ""))
+        self._wake_polls.wait(self.clock.real_seconds(self.long_poll_seconds))
         return {
             "Destination": destination,
             "Messages": [],

@@ -165,7 +165,6 @@ SSM_LAB_CONFIG = {
 }
 ECS_LAB_CONFIG = {
     "_comment": "anywhere-agent LAB DOUBLE settings; the real ECS agent has no such file",
-    "heartbeat_seconds": 5,
     "credentials_reread_seconds": 5,
     "http_timeout_seconds": 10,
     "retry_max_seconds": 15,

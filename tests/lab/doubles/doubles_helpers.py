@@ -69,6 +69,11 @@ class FakePlane:
         with self.lock:
             return [s for s in self.seen if s.target.endswith("." + operation)]
 
+    def dials(self) -> list[Seen]:
+        """WebSocket upgrades (ACS/TCS) the fake saw; it refuses them all."""
+        with self.lock:
+            return [s for s in self.seen if s.path.startswith("/ws")]
+
     def wait_for(self, operation: str, count: int = 1, timeout: float = 15.0) -> list[Seen]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -150,6 +155,20 @@ def _make_handler(plane_ref: list[FakePlane]) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/x-amz-json-1.1")
             self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            plane = plane_ref[0]
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with plane.lock:
+                plane.seen.append(Seen(self.path, headers, b"", False))
+            data = json.dumps(
+                {"type": "ServerException", "message": {"message": "the fake has no ACS"}}
+            ).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
