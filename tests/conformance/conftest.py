@@ -75,6 +75,10 @@ def binaries(scratch: Path) -> Binaries:
 def node(binaries: Binaries, shared_control_plane: ControlPlane,
          scratch: Path) -> Iterator[RealNode]:
     """A fresh lab state and one namespace; everything started in it is killed by PID after."""
+    scale = getattr(shared_control_plane.clock, "scale", 1.0)
+    if scale != 1.0:
+        pytest.fail(f"the lab clock runs at time scale {scale}; the real agents keep real time, "
+                    "so the conformance tier needs scale 1", pytrace=False)
     shared_control_plane.reset()
     work = scratch / "node"
     work.mkdir()
