@@ -340,7 +340,8 @@ class SsmAnywhere:
         if self.clock.now() >= activation.expiration:
             raise AwsError("ActivationExpired", "Activation has expired")
         if activation.registrations >= activation.registration_limit:
-            raise AwsError("InvalidActivation", "Activation registration limit reached")
+            # The code SSM's API model lists for RegisterManagedInstance (botocore, aws-sdk-go).
+            raise AwsError("RegistrationLimitExceeded", "Activation registration limit reached")
         activation.registrations += 1
         instance = ManagedInstance(
             instance_id=_instance_id(),
