@@ -26,6 +26,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from anywhere_agent.lab.control_plane.ecs import EcsAnywhere, patch_moto
 from anywhere_agent.lab.control_plane.faults import FaultInjector
+from anywhere_agent.lab.control_plane.iam import Guard
 from anywhere_agent.lab.control_plane.lab_api import LabApi
 from anywhere_agent.lab.control_plane.ssm import SsmAnywhere
 from anywhere_agent.lab.control_plane.wire import (
@@ -100,6 +101,7 @@ class ControlPlane:
         self.faults = FaultInjector(fault_seed)
         self.ssm = SsmAnywhere(self.clock, ping_timeout, credential_lifetime, _role_trusts_ssm)
         self.ecs = EcsAnywhere(self.clock, ecs_connect_timeout, self._instance_for_key)
+        self.guard = Guard(self.ssm, self.clock)  # authentication and IAM (iam.py)
         self._lab_api = LabApi(self)
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Optional[BaseWSGIServer] = None
@@ -181,6 +183,9 @@ class ControlPlane:
             time.sleep(delay)
         if fault is not None:
             return _send(start_response, error_response(call, fault))
+        refusal = self.guard.check(call, environ, body)
+        if refusal is not None:
+            return _send(start_response, error_response(call, refusal))
         try:
             answer = self._extension(call, environ)
         except AwsError as error:
@@ -250,6 +255,7 @@ def _send(start_response: StartResponse, response: Response) -> list[bytes]:
     reason = {
         200: "OK",
         400: "Bad Request",
+        403: "Forbidden",
         404: "Not Found",
         405: "Method Not Allowed",
         500: "Internal Server Error",
