@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from anywhere_agent.lab.control_plane.admin import LabAdmin
 from anywhere_agent.lab.control_plane.server import ControlPlane
+from anywhere_agent.lab.operators import create_operator
 
 HOSTS = 5000
 RUNS = 3
@@ -29,7 +30,7 @@ def main(results_file: str) -> int:
         admin = LabAdmin(plane.url)
         admin.seed(HOSTS, cluster="bench")
         env = {**os.environ, "AWS_ENDPOINT_URL": plane.url, "AWS_REGION": plane.region,
-               "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+               **create_operator(plane.url, "registrar").environment(),
                "AWS_CONFIG_FILE": os.path.join(home, "config"),
                "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "credentials")}
         env.pop("AWS_PROFILE", None)

@@ -971,7 +971,7 @@ class Lab:
             "ssm",
             region_name=self.region,
             endpoint_url=self.control_plane_url(),
-            # The lab control plane accepts any signature; these are not secrets.
+            # The lab account's documented root key (control_plane/principals.py).
             aws_access_key_id="lab",
             aws_secret_access_key="lab",  # noqa: S106
         )

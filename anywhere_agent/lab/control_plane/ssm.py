@@ -88,6 +88,7 @@ class ManagedInstance:
     platform_version: str = ""
     fingerprint: str = ""
     deny_tokens: bool = False
+    public_key: str = field(default="", repr=False)  # verifies RequestManagedInstanceRoleToken
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ class RoleCredentials:
     instance_id: str
     access_key: str
     expires: float
+    # Kept so the control plane can verify signatures and act as the role (iam.py).
+    secret: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    iam_role: str = ""
 
 
 class SsmAnywhere:
@@ -352,6 +357,7 @@ class SsmAnywhere:
             name=activation.default_instance_name,
             tags=list(activation.tags),
             fingerprint=str(params["Fingerprint"]),
+            public_key=str(params["PublicKey"]),
         )
         self.instances[instance.instance_id] = instance
         return {"InstanceId": instance.instance_id}
@@ -367,11 +373,14 @@ class SsmAnywhere:
             )
         access_key = "ASIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
         expires = self.clock.now() + self.credential_lifetime
-        self._keys[access_key] = RoleCredentials(instance.instance_id, access_key, expires)
+        secret, token = secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(192)
+        self._keys[access_key] = RoleCredentials(
+            instance.instance_id, access_key, expires, secret, token, instance.iam_role
+        )
         return {
             "AccessKeyId": access_key,
-            "SecretAccessKey": secrets.token_urlsafe(30)[:40],
-            "SessionToken": secrets.token_urlsafe(192),
+            "SecretAccessKey": secret,
+            "SessionToken": token,
             # The agent schedules its rotation on its own (wall) clock: the same lifetime,
             # lasting 1/scale as long in real time.
             "TokenExpirationDate": int(
