@@ -165,7 +165,9 @@ class SsmAnywhere:
         with self._lock:
             self._instance(instance_id).deny_tokens = deny
 
-    def seed(self, region: str, count: int, online: bool, activation_id: str = "") -> list[str]:
+    def seed(
+        self, region: str, count: int, online: bool, activation_id: str = "", prefix: str = "seed"
+    ) -> list[str]:
         """Add registered, heartbeating instances directly (no API calls, no counters)."""
         now = self.clock.now()
         ids = []
@@ -177,11 +179,11 @@ class SsmAnywhere:
                     activation_id=activation_id,
                     iam_role="ecsAnywhereRole",
                     registered=now,
-                    name=f"seed-{index}",
+                    name=f"{prefix}-{index}",
                     last_ping=now if online else now - self.ping_timeout - 1,
                     agent_name="amazon-ssm-agent",
                     agent_version="3.3.1611.0",
-                    computer_name=f"seed-{index}",
+                    computer_name=f"{prefix}-{index}",
                     ip_address=f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}",
                     platform_name="Debian GNU/Linux",
                     platform_version="12",
