@@ -161,3 +161,35 @@ def test_the_admin_switch_refuses_acs_to_one_host_until_turned_back(
         assert admin.state()["sessions"]["acs_open"] == 1
     finally:
         again.close(1000, "")
+
+
+def test_heartbeat_cadence_and_the_missed_ack_close_run_on_the_lab_clock() -> None:
+    import socket
+    import threading
+
+    from anywhere_agent.lab.control_plane.acs import Sessions, SessionTarget
+    from anywhere_agent.lab.control_plane.websocket import WebSocket
+    from anywhere_agent.lab.control_plane.wire import Clock
+
+    sessions = Sessions(Clock(scale=100))  # 30 lab s between heartbeats = 0.3 s here
+    server_side, agent_side = socket.socketpair()
+    target = SessionTarget("acs", "edge", "arn:ci/1", "mi-1")
+    thread = threading.Thread(
+        target=sessions.serve, args=(WebSocket(server_side), target, lambda: True))
+    started = time.monotonic()
+    thread.start()
+    client = ecs_agent.WsConn(agent_side, b"")
+    first = json.loads(client.receive(2.0) or "{}")
+    client.send_text(ecs_agent.ws_message(
+        "HeartbeatAckRequest", {"messageId": first["message"]["messageId"]}))
+    assert sessions.connected("arn:ci/1")
+    second = json.loads(client.receive(2.0) or "{}")
+    gap = time.monotonic() - started
+    assert second["type"] == "HeartbeatMessage" and 0.25 <= gap < 1.5, gap
+    # No more acks: the third heartbeat goes out, then two are outstanding and ACS closes.
+    with pytest.raises(ecs_agent.WsClosed, match="1008"):
+        for _ in range(10):
+            client.receive(2.0)
+    thread.join(5)
+    assert not sessions.connected("arn:ci/1")
+    assert 0.6 <= time.monotonic() - started < 3.0

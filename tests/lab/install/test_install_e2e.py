@@ -177,13 +177,20 @@ def test_bad_inputs_fail_with_their_exit_code_and_leave_the_host_untouched(
         (rollout.LabActivation(activation.activation_id, type(activation.code)("WRONGCODE0123")),
          (), ExitCode.ACTIVATION),
         (activation, ("--cluster", "no-such-cluster"), ExitCode.CLOUD),
-        # The lab serves every region on one address, so a wrong region is caught by the
-        # cluster check signed for that region (on AWS the registration itself would fail).
+        # Another region, with that region's endpoints (as on AWS): the registration itself
+        # fails there, since activations are regional.
         (activation, ("--region", "eu-west-1"), ExitCode.CLOUD),
     ]
     for act, extra, want in cases:
+        region = extra[1] if extra[:1] == ("--region",) else lab.region
+        rollout.write_config(lab, host, rollout.node_config(lab.region_url(region), region,
+                                                            CLUSTER))
         code, result, err = rollout.install(lab, host, act, extra=extra)
         assert code == want, (extra, result, err)
+        if region != lab.region:
+            assert "SSM registration failed (wrong region)" in json.dumps(result), result
+            assert lab.exec(host, ["test", "-e", "/var/lib/amazon/ssm/registration"],
+                            check=False).returncode != 0
         pkgs = lab.exec(host, ["dpkg-query", "-W", "-f=${db:Status-Status} ${Package}\n",
                                "amazon-ssm-agent", "amazon-ecs-init"], check=False).stdout
         assert b"installed" not in pkgs.replace(b"not-installed", b""), (extra, pkgs)
