@@ -12,6 +12,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
 from anywhere_agent.errors import AgentError, CloudError, NetworkError
 
 LOG = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ def translate(err: Exception, doing: str) -> AgentError:
     if isinstance(err, botocore.exceptions.ClientError):
         code = err.response.get("Error", {}).get("Code", "Unknown")
         message = err.response.get("Error", {}).get("Message", "") or code
+        if is_clock_skew(code, message):
+            return CloudError(f"{doing}: AWS refused the request's time ({code}: {message})",
+                              CLOCK_FIX)
         if code in _ACCESS:
             return CloudError(f"{doing}: access denied ({code})",
                               "use credentials allowed to call this API (see README 'IAM')")

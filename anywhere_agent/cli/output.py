@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from anywhere_agent.errors import AgentError, ExitCode
+from anywhere_agent.secret import redact_userinfo
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,10 +38,11 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
 def fail(err: AgentError, as_json: bool) -> NoReturn:
     """Print one line (or a JSON object) for a user-caused error and exit with its code."""
+    # A proxy URL in a message (a config error, a failed download) never shows its password.
     if as_json:
-        print(to_json(err.to_dict()))
+        print(redact_userinfo(to_json(err.to_dict())))
     else:
-        print(f"error: {err}", file=sys.stderr)
+        print(redact_userinfo(f"error: {err}"), file=sys.stderr)
     raise SystemExit(int(err.exit_code))
 
 
