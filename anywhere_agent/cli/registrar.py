@@ -77,24 +77,29 @@ def ensure_cmd(
 
 @app.command("activate")
 def activate_cmd(
-    count: Annotated[int, typer.Option(help="Hosts the rollout registers (split past 1,000).")],
+    count: Annotated[int, typer.Option(
+        help="Hosts the rollout registers (split past 1,000; more than SSM's standard-tier "
+             "1,000 nodes needs --yes).")],
     output: Annotated[Optional[str], typer.Option(
         help="Where the codes go: a new 0600 file, or - for JSON on standard output.")] = None,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 2h, 7d (at most 30d).")] = "2h",
     name_prefix: Annotated[str, typer.Option(
         help="Default instance name for registered hosts.")] = "",
     tag: Annotated[Optional[list[str]], typer.Option(
-        help="Extra tag key=value; repeat for several.")] = None,
+        help="Extra tag key=value; repeat for several (at most 48: AWS allows 50 and two "
+             "are anywhere-agent's).")] = None,
     rollout: Annotated[str, typer.Option(help="Rollout ID to tag with (default: a new one).")] = "",
     role: Role = ensure.DEFAULT_ROLE,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Confirm a --count above SSM's standard-tier 1,000 nodes.")] = False,
     region: Region = None,
     as_json: AsJson = False,
 ) -> None:
     """Create activations covering --count hosts; the codes go only to --output."""
     def body() -> None:
-        n = inputs.parse_count(count)
+        n = inputs.parse_count(count, yes)
         lifetime = inputs.parse_expiry(expires)
-        tags = inputs.parse_tags(tag or [])
+        tags = inputs.parse_tags(tag or [], ours=len(activations.OWN_TAGS))
         if not output:
             raise UsageError("--output is required",
                              "--output FILE (created 0600) or --output - (JSON on stdout)")

@@ -742,6 +742,14 @@ class VerifyJoinStep(Step):
                 resp = clients.client("ecs").describe_container_instances(
                     cluster=ctx.cfg.cluster, containerInstances=[arn])
             except Exception as err:  # noqa: BLE001 - the role may not allow Describe*
+                from anywhere_agent.aws.clients import is_transient
+
+                # Throttling or a 5xx says "not now", not "not allowed": poll on within the
+                # join bound rather than give up verifying on one answer.
+                if is_transient(err) and ctx.clock() <= deadline:
+                    LOG.info("DescribeContainerInstances: %s; trying again", err)
+                    ctx.sleep(0.5)
+                    continue
                 ctx.note(f"could not verify ACTIVE/agentConnected ({type(err).__name__}); "
                          "introspection shows the container instance ARN")
                 return False
