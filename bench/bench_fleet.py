@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anywhere_agent.lab.control_plane.admin import LabAdmin, LabAdminError
+from anywhere_agent.lab.operators import create_operator
 
 SIZES = (5000, 20000)
 RUNS = 3
@@ -126,7 +127,7 @@ def main(results_file: str) -> int:
                 time.sleep(0.1)
             admin = LabAdmin(url, timeout=300)
             env = {**os.environ, "AWS_ENDPOINT_URL": url, "AWS_REGION": REGIONS[0],
-                   "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                   **create_operator(url, "registrar").environment(),
                    "AWS_CONFIG_FILE": os.path.join(home, "config"),
                    "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "credentials")}
             env.pop("AWS_PROFILE", None)
