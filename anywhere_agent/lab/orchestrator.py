@@ -37,6 +37,17 @@ STATE_ROOT = Path("/var/lib/anywhere-agent-lab")
 DEFAULT_LAB = "aalab"
 LAB_SUFFIX_ENV = "ANYWHERE_LAB_SUFFIX"
 CONTROL_PLANE_PORT = 4566
+# Every other region the lab answers has its own port (AWS: one endpoint host per region), so
+# an anonymous call (RegisterManagedInstance) belongs to the region whose endpoint it reached.
+REGION_PORTS = {
+    "us-east-1": 4571,
+    "us-east-2": 4572,
+    "us-west-2": 4573,
+    "eu-west-1": 4574,
+    "eu-central-1": 4575,
+    "ap-southeast-2": 4576,
+}
+TIME_SCALE_FILE = "etc/anywhere-lab/time-scale"  # read by both doubles on every host
 PACKAGE_PORT = 8080
 SERVICE_START_TIMEOUT = 60.0
 LAB_LOCK_TIMEOUT = 600.0
@@ -156,11 +167,13 @@ class LabInfo:
     state_file: Path
     hosts: tuple[HostInfo, ...]
     seconds: dict[str, float] = field(default_factory=dict)
+    time_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "region": self.region,
+            "time_scale": self.time_scale,
             "subnet": self.subnet,
             "gateway": self.gateway,
             "control_plane_url": self.control_plane_url,
@@ -219,6 +232,7 @@ class Lab:
         region: str = "us-east-1",
         subnet_octet: int | None = None,
         mirror: str | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         # Several checkouts on one machine (helpers, CI beside a session) each set their own
         # suffix, so their labs never share a name, a lock or a state directory.
@@ -228,6 +242,10 @@ class Lab:
         self.region = region
         self.subnet_octet = subnet_octet
         self.mirror = mirror
+        if time_scale <= 0:
+            raise LabError(f"time scale {time_scale} is not positive", "use e.g. 1 or 20")
+        # Lab seconds per real second, for the control plane and both doubles alike.
+        self.time_scale = time_scale
         self._wheel_lock = threading.Lock()
         self._upstreams: list[aptcache.Upstream] | None = None
 
@@ -300,6 +318,7 @@ class Lab:
             with system.file_lock(network.ALLOC_LOCK, 60, "subnet allocation"):
                 net = network.allocate(self.name, self.subnet_octet)
                 state = LabState.new(self.state_file, self.name, net, self.region)
+                state.set("time_scale", self.time_scale)
                 state.record("interfaces", net.bridge)
                 network.create_bridge(net)
             try:
@@ -342,6 +361,7 @@ class Lab:
             ssh_key=self.key,
             state_file=self.state_file,
             hosts=tuple(booted),
+            time_scale=self.time_scale,
         )
 
     def _make_key(self) -> None:
@@ -393,6 +413,9 @@ class Lab:
             )
             hostlib.mount_root(host, images.lowerdirs())
             hostlib.write_files(host, net.gateway, pubkey, debian_sources)
+            scale_file = host.merged / TIME_SCALE_FILE
+            scale_file.parent.mkdir(parents=True, exist_ok=True)
+            scale_file.write_text(f"{self.time_scale:g}\n")
             cgroups = hostlib.cgroup_dirs(host.machine)
             for cg in cgroups:
                 state.record("cgroups", str(cg))
@@ -480,9 +503,14 @@ class Lab:
             str(CONTROL_PLANE_PORT),
             "--region",
             self.region,
+            "--time-scale",
+            f"{self.time_scale:g}",
             "--pid-file",
             str(self.dir / "control-plane.pid"),
         ]
+        for region, port in REGION_PORTS.items():
+            if region != self.region:
+                argv += ["--region-port", f"{region}={port}"]
         self._start_service(
             state,
             "control-plane",
@@ -922,6 +950,17 @@ class Lab:
         url = self.control_plane_url()
         return LabAdmin(url, timeout=10.0)
 
+    def region_url(self, region: str) -> str:
+        """The control plane's endpoint of `region` (the lab's own region: the main URL)."""
+        if region == self.region:
+            return self.control_plane_url()
+        if region not in REGION_PORTS:
+            raise LabError(
+                f"the lab serves no endpoint for {region}",
+                f"use one of: {', '.join(sorted(REGION_PORTS))}",
+            )
+        return f"http://{self._state().data['gateway']}:{REGION_PORTS[region]}"
+
     def control_plane_url(self) -> str:
         state = self._state()
         url = (state.data.get("processes") or {}).get("control-plane", {}).get("url")
@@ -974,7 +1013,7 @@ class Lab:
             "ssm",
             region_name=self.region,
             endpoint_url=self.control_plane_url(),
-            # The lab control plane accepts any signature; these are not secrets.
+            # The lab account's documented root key (control_plane/principals.py).
             aws_access_key_id="lab",
             aws_secret_access_key="lab",  # noqa: S106
         )

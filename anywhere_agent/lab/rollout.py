@@ -25,7 +25,7 @@ TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s
 
 
 def lab_client(url: str, service: str, region: str) -> Any:
-    """A boto3 client for the lab control plane (moto accepts any credentials)."""
+    """A boto3 client for the lab control plane holding the lab account's root key."""
     session: Any = boto3.session.Session(aws_access_key_id="lab",
                                          aws_secret_access_key="lab",  # noqa: S106 - lab only
                                          region_name=region)

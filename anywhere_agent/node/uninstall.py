@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from anywhere_agent.errors import AgentError, PartialFailure, RefusedError
-from anywhere_agent.install import layout
+from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
+from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import Context, read_registration
 from anywhere_agent.install.journal import install_lock
 
@@ -58,6 +58,65 @@ def running_tasks(ctx: Context) -> int | None:
     return sum(1 for t in tasks if t.get("KnownStatus") not in ("STOPPED",))
 
 
+def _drain_check(ctx: Context, force: bool) -> None:
+    """Refuse while tasks run. When the agent does not answer, tasks may still run (a hung
+    agent, a stopped one with live containers): that refuses too, unless --force."""
+    if force:
+        return
+    tasks = running_tasks(ctx)
+    if tasks:
+        raise RefusedError(f"{tasks} task(s) still run on this host",
+                           "drain it first (registrar / UpdateContainerInstancesState DRAINING) "
+                           "or pass --force")
+    if tasks is None and _agent_present(ctx):
+        raise RefusedError("cannot tell whether tasks run here: the ECS agent's introspection "
+                           f"({ctx.cfg.supervise.introspection_url}) does not answer",
+                           "start ecs and drain the host, check `docker ps`, or pass --force")
+
+
+def _agent_present(ctx: Context) -> bool:
+    """Whether an ECS agent could be running tasks (installed, or its state or unit exists)."""
+    return ctx.host.exists(layout.ECS_AGENT_DB) or ctx.host.services.state(layout.ECS_UNIT).exists
+
+
+def _ssm_config_cleanup(ctx: Context) -> Callable[[], object] | None:
+    """Our endpoint keys out of the SSM agent's config; the file goes when nothing else is left
+    (install created it: the package ships only a .template)."""
+    text = ctx.host.read_text(layout.SSM_CONFIG)
+    if text is None:
+        return None
+    rest = keyvalue.set_json_keys(text, {("Ssm", "Endpoint"): None, ("Mds", "Endpoint"): None,
+                                         ("Mgs", "Endpoint"): None})
+    try:
+        left = {k: v for k, v in json.loads(rest).items() if v not in ({}, None)}
+    except ValueError:
+        return None  # not ours to repair
+    if not left:
+        return partial(ctx.host.remove, layout.SSM_CONFIG)
+    mode = ctx.host.mode(layout.SSM_CONFIG) or 0o644
+    return partial(ctx.host.write_atomic, layout.SSM_CONFIG,
+                   json.dumps(left, indent=2, sort_keys=True) + "\n", mode)
+
+
+def _in_cloud(doing: str, call: Callable[[], object]) -> Callable[[], object]:
+    """`call` with AWS errors mapped to ours; an unreachable endpoint stops the uninstall
+    before anything local changes, since removing the agents would orphan the identity."""
+    def run() -> object:
+        from anywhere_agent.aws.clients import aws_errors
+
+        try:
+            with aws_errors(doing):
+                return call()
+        except NetworkError as err:
+            raise _Unreachable(err.message, err.fix + "; or uninstall with --force-local and "
+                               "remove the identity centrally (`registrar prune`)") from None
+    return run
+
+
+class _Unreachable(NetworkError):
+    """Raised through `attempt`, which collects every other failure."""
+
+
 def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
               force_local: bool = False) -> UninstallResult:
     result = UninstallResult()
@@ -67,17 +126,15 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
             action()
             result.done.append(what)
             return True
+        except _Unreachable:
+            raise
         except AgentError as err:
             result.errors.append(f"{what}: {err}")
         except Exception as err:  # noqa: BLE001 - collect every failure, report together
             result.errors.append(f"{what}: {type(err).__name__}: {err}")
         return False
 
-    tasks = running_tasks(ctx)
-    if tasks and not force:
-        raise RefusedError(f"{tasks} task(s) still run on this host",
-                           "drain it first (registrar / UpdateContainerInstancesState DRAINING) "
-                           "or pass --force")
+    _drain_check(ctx, force)
     with install_lock(ctx.host):
         ident = ctx.journal.identity
         reg = read_registration(ctx.host)
@@ -93,12 +150,14 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
         elif clients is not None:
             ecs, ssm = clients.client("ecs"), clients.client("ssm")
             cluster = ident.get("cluster") or ctx.cfg.cluster
-            if arn and not attempt(f"deregister container instance {arn}",
-                                   lambda: ecs.deregister_container_instance(
-                                       cluster=cluster, containerInstance=arn, force=force)):
+            if arn and not attempt(f"deregister container instance {arn}", _in_cloud(
+                    f"deregistering container instance {arn}",
+                    lambda: ecs.deregister_container_instance(
+                        cluster=cluster, containerInstance=arn, force=force))):
                 result.left_in_cloud.append(arn)
-            if mi and not attempt(f"deregister managed instance {mi}",
-                                  lambda: ssm.deregister_managed_instance(InstanceId=mi)):
+            if mi and not attempt(f"deregister managed instance {mi}", _in_cloud(
+                    f"deregistering managed instance {mi}",
+                    lambda: ssm.deregister_managed_instance(InstanceId=mi))):
                 result.left_in_cloud.append(mi)
         svc = ctx.host.services
         for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):
@@ -118,6 +177,9 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
         for path in OWNED_PATHS:
             if ctx.host.exists(path):
                 attempt(f"remove {path}", partial(ctx.host.remove, path))
+        ssm_cleanup = _ssm_config_cleanup(ctx)
+        if ssm_cleanup is not None:
+            attempt(f"remove our endpoints from {layout.SSM_CONFIG}", ssm_cleanup)
         for directory in OWNED_DIRS:
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))

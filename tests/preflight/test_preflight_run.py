@@ -12,7 +12,7 @@ from anywhere_agent.preflight import CHECKS, PreflightReport
 Run = Callable[..., PreflightReport]
 
 NAMES = [
-    "root", "systemd", "platform", "disk", "memory", "time_sync", "cgroup",
+    "root", "systemd", "platform", "disk", "memory", "time_sync", "cgroup", "masked_units",
     "writable_etc", "writable_var_lib", "writable_etc_systemd_system",
     "credentials_env", "credentials_file", "instance_role", "registration",
     "endpoint_ssm", "endpoint_ec2messages", "endpoint_ssmmessages", "endpoint_ecs",
@@ -31,7 +31,7 @@ def test_a_healthy_host_passes_every_check_and_the_report_is_ok(
 def test_checks_come_in_table_order_with_stable_names_even_when_skipped(preflight: Run) -> None:
     report = preflight(network=False)
     assert [c.name for c in report.checks] == NAMES
-    assert [name for name, _ in CHECKS][:7] == NAMES[:7]
+    assert [name for name, _ in CHECKS][:8] == NAMES[:8]
 
 
 def test_one_failed_check_makes_the_report_not_ok_and_the_json_says_so(

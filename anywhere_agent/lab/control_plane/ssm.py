@@ -21,6 +21,15 @@ from anywhere_agent.lab.control_plane.wire import (
 )
 
 DAY = 86400.0
+# PingStatus turns ConnectionLost after this much lab time without UpdateInstanceInformation.
+# The real agent (agent/health/healthcheck.go) pings at start, again after a random 0-300 s,
+# then every HealthFrequencyMinutes (default 5): its longest gap is 300 s. 900 s = three
+# intervals, so one or two lost or retried pings never flap a healthy host (AWS publishes no
+# figure). A host whose HealthFrequencyMinutes is raised above 15 would flap in the lab.
+PING_TIMEOUT = 900.0
+# ec2messages GetMessages holds an empty poll open this long (lab time). The agent's HTTP
+# timeout for it is Mds.StopTimeoutMillis = 20 s, so the service must answer before that.
+LONG_POLL_SECONDS = 15.0
 _CODE_ALPHABET = string.ascii_letters + string.digits + "+/"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _AGENT_OPS = frozenset(
@@ -79,6 +88,7 @@ class ManagedInstance:
     platform_version: str = ""
     fingerprint: str = ""
     deny_tokens: bool = False
+    public_key: str = field(default="", repr=False)  # verifies RequestManagedInstanceRoleToken
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ class RoleCredentials:
     instance_id: str
     access_key: str
     expires: float
+    # Kept so the control plane can verify signatures and act as the role (iam.py).
+    secret: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    iam_role: str = ""
 
 
 class SsmAnywhere:
@@ -114,8 +128,13 @@ class SsmAnywhere:
         self.activations: dict[str, Activation] = {}
         self.instances: dict[str, ManagedInstance] = {}
         self._keys: dict[str, RoleCredentials] = {}
+        self.long_poll_seconds = LONG_POLL_SECONDS
+        self._wake_polls = threading.Event()
 
     def reset(self) -> None:
+        # Wake held polls so a reset or stop never waits for them.
+        self._wake_polls.set()
+        self._wake_polls = threading.Event()
         with self._lock:
             self.activations.clear()
             self.instances.clear()
@@ -146,7 +165,9 @@ class SsmAnywhere:
         with self._lock:
             self._instance(instance_id).deny_tokens = deny
 
-    def seed(self, region: str, count: int, online: bool, activation_id: str = "") -> list[str]:
+    def seed(
+        self, region: str, count: int, online: bool, activation_id: str = "", prefix: str = "seed"
+    ) -> list[str]:
         """Add registered, heartbeating instances directly (no API calls, no counters)."""
         now = self.clock.now()
         ids = []
@@ -158,11 +179,11 @@ class SsmAnywhere:
                     activation_id=activation_id,
                     iam_role="ecsAnywhereRole",
                     registered=now,
-                    name=f"seed-{index}",
+                    name=f"{prefix}-{index}",
                     last_ping=now if online else now - self.ping_timeout - 1,
                     agent_name="amazon-ssm-agent",
                     agent_version="3.3.1611.0",
-                    computer_name=f"seed-{index}",
+                    computer_name=f"{prefix}-{index}",
                     ip_address=f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}",
                     platform_name="Debian GNU/Linux",
                     platform_version="12",
@@ -326,7 +347,8 @@ class SsmAnywhere:
         if self.clock.now() >= activation.expiration:
             raise AwsError("ActivationExpired", "Activation has expired")
         if activation.registrations >= activation.registration_limit:
-            raise AwsError("InvalidActivation", "Activation registration limit reached")
+            # The code SSM's API model lists for RegisterManagedInstance (botocore, aws-sdk-go).
+            raise AwsError("RegistrationLimitExceeded", "Activation registration limit reached")
         activation.registrations += 1
         instance = ManagedInstance(
             instance_id=_instance_id(),
@@ -337,6 +359,7 @@ class SsmAnywhere:
             name=activation.default_instance_name,
             tags=list(activation.tags),
             fingerprint=str(params["Fingerprint"]),
+            public_key=str(params["PublicKey"]),
         )
         self.instances[instance.instance_id] = instance
         return {"InstanceId": instance.instance_id}
@@ -352,12 +375,19 @@ class SsmAnywhere:
             )
         access_key = "ASIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
         expires = self.clock.now() + self.credential_lifetime
-        self._keys[access_key] = RoleCredentials(instance.instance_id, access_key, expires)
+        secret, token = secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(192)
+        self._keys[access_key] = RoleCredentials(
+            instance.instance_id, access_key, expires, secret, token, instance.iam_role
+        )
         return {
             "AccessKeyId": access_key,
-            "SecretAccessKey": secrets.token_urlsafe(30)[:40],
-            "SessionToken": secrets.token_urlsafe(192),
-            "TokenExpirationDate": int(expires),
+            "SecretAccessKey": secret,
+            "SessionToken": token,
+            # The agent schedules its rotation on its own (wall) clock: the same lifetime,
+            # lasting 1/scale as long in real time.
+            "TokenExpirationDate": int(
+                self.clock.wall() + self.clock.real_seconds(self.credential_lifetime)
+            ),
             "UpdateKeyPair": False,
         }
 
@@ -382,8 +412,9 @@ class SsmAnywhere:
         return {"Associations": []}
 
     def get_messages(self, params: Json) -> Json:
-        """ec2messages GetMessages: the lab never has commands to deliver."""
+        """ec2messages GetMessages: a long poll that ends empty (the lab sends no commands)."""
         destination = str(params.get("Destination", ""))
+        self._wake_polls.wait(self.clock.real_seconds(self.long_poll_seconds))
         return {
             "Destination": destination,
             "Messages": [],

@@ -9,6 +9,7 @@ this file); it runs no tasks.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tarfile
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 AGENT_VERSION = "1.105.1"
+AGENT_HASH = "a8b3e7d3"  # the commit the real 1.105.1 reports; ACS records it in versionInfo
 LAB_LABEL = "lab double"
 VERSION_STRING = f"Amazon ECS Agent - v{AGENT_VERSION} ({LAB_LABEL})"
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
@@ -50,11 +53,13 @@ STATE_FILE = "/var/lib/ecs/data/agent.db"
 AGENT_LOG = "/var/log/ecs/ecs-agent.log"
 INIT_LOG = "/var/log/ecs/ecs-init.log"
 FAULT_DIR = "/run/anywhere-lab/faults"
+TIME_SCALE_FILE = "/etc/anywhere-lab/time-scale"
 
 EXIT_OK, EXIT_ERROR, EXIT_TERMINAL = 0, 1, 5
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "crit": 50}
 
 _stop = threading.Event()
+_scale = 1.0
 _log_level = LEVELS["info"]
 _log_lock = threading.Lock()
 
@@ -65,6 +70,26 @@ def path(p: str) -> Path:
 
 def fault(name: str) -> bool:
     return path(FAULT_DIR + "/" + name).exists()
+
+
+def time_scale() -> float:
+    """Lab seconds per real second, shared with the control plane (the lab writes the file)."""
+    raw = os.environ.get("ANYWHERE_LAB_TIME_SCALE")
+    if raw is None:
+        try:
+            raw = path(TIME_SCALE_FILE).read_text().strip()
+        except OSError:
+            raw = "1"
+    try:
+        value = float(raw)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else 1.0
+
+
+def lab_wait(seconds: float) -> bool:
+    """Wait `seconds` of lab time (or until stopped); True if stopped."""
+    return _stop.wait(max(0.0, seconds) / _scale)
 
 
 def now_utc() -> dt.datetime:
@@ -150,9 +175,6 @@ class Config:
         except ValueError:
             self.reserved_memory = 0
         lab = read_json(path(LAB_CONFIG))
-        self.heartbeat_seconds = _num(
-            merged, "ANYWHERE_LAB_ECS_HEARTBEAT_SECONDS", lab, "heartbeat_seconds", 5.0
-        )
         self.creds_reread_seconds = _num(
             merged, "ANYWHERE_LAB_ECS_CREDS_REREAD_SECONDS", lab, "credentials_reread_seconds", 5.0
         )
@@ -760,7 +782,12 @@ class LabTasks:
                     self.tick()
                 except DockerError as exc:
                     log("warn", f"lab tasks: {exc}")
-            _stop.wait(self.cfg.heartbeat_seconds)
+            _stop.wait(LAB_TASKS_TICK_SECONDS)
+
+
+# How often the lab-task worker reconciles its containers (lab-only; the real agent acts on
+# ACS task payloads instead).
+LAB_TASKS_TICK_SECONDS = 5.0
 
 
 def start_lab_tasks(
@@ -785,6 +812,7 @@ class AgentState:
         self.cluster = cfg.cluster
         self.arn: Optional[str] = None
         self.tasks: list[dict[str, Any]] = list(cfg.lab_tasks)
+        self.sessions: dict[str, bool] = {}
         self.lab_tasks: Optional[threading.Thread] = None
 
 
@@ -1004,29 +1032,412 @@ def run_agent(cfg: Config, state: AgentState) -> int:
         return code
     if state.lab_tasks is None or not state.lab_tasks.is_alive():
         state.lab_tasks = start_lab_tasks(cfg, creds, state)
-    hung_logged = False
+    with state.lock:
+        arn = state.arn or ""
+    # Like the real agent: DiscoverPollEndpoint once (cached 12 h), then ACS and TCS sessions
+    # that run until the agent stops; "connected" in AWS's sense is the ACS session.
+    endpoints = Endpoints(cfg, creds, arn)
+    sessions = [
+        threading.Thread(
+            target=session_loop, args=(kind, cfg, creds, arn, endpoints, state), daemon=True
+        )
+        for kind in (ACS, TCS)
+    ]
+    for thread in sessions:
+        thread.start()
+    while not _stop.is_set():
+        _stop.wait(0.5)
+    for thread in sessions:
+        thread.join(timeout=5)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# ACS and TCS: WebSocket sessions (ecs-agent/acs/session, ecs-agent/tcs/handler, wsclient)
+
+ACS, TCS = "acs", "tcs"
+DISCOVER_CACHE_SECONDS = 12 * 3600.0  # ecs_client.go: the poll endpoint is cached 12 h
+HEARTBEAT_TIMEOUT, HEARTBEAT_JITTER = 60.0, 60.0  # session.go heartbeatTimeout/Jitter
+DISCONNECT_TIMEOUT, DISCONNECT_JITTER = 1800.0, 300.0  # wsclient DisconnectTimeout/JitterMax
+INACTIVE_RECONNECT_SECONDS = 3600.0  # session.go inactiveInstanceReconnectDelay
+METRICS_PUBLISH_SECONDS = 20.0  # tcs client DefaultContainerMetricsPublishInterval
+# (min, max, jitter, multiplier) of retry.NewExponentialBackoff, per session kind
+BACKOFF = {ACS: (0.25, 120.0, 0.2, 1.5), TCS: (1.0, 60.0, 0.2, 1.5)}
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class Backoff:
+    """retry.ExponentialBackoff: the next delay grows by `multiple`, jittered, capped."""
+
+    def __init__(self, low: float, high: float, jitter: float, multiple: float) -> None:
+        self.low, self.high, self.jitter, self.multiple = low, high, jitter, multiple
+        self.current = low
+
+    def duration(self) -> float:
+        value = self.current
+        self.current = min(self.high, self.current * self.multiple)
+        return value + value * self.jitter * random.random()  # noqa: S311 - jitter
+
+    def reset(self) -> None:
+        self.current = self.low
+
+
+class Endpoints:
+    """DiscoverPollEndpoint's answer, asked once and kept for 12 hours of lab time."""
+
+    def __init__(self, cfg: Config, creds: Credentials, arn: str) -> None:
+        self.cfg, self.creds, self.arn = cfg, creds, arn
+        self.lock = threading.Lock()
+        self.answer: dict[str, Any] = {}
+        self.expires = 0.0
+
+    def get(self, kind: str) -> str:
+        with self.lock:
+            if not self.answer or lab_now() >= self.expires:
+                self.answer = call(
+                    self.cfg,
+                    self.creds,
+                    "DiscoverPollEndpoint",
+                    {"cluster": self.cfg.cluster, "containerInstance": self.arn},
+                )
+                self.expires = lab_now() + DISCOVER_CACHE_SECONDS
+            key = "endpoint" if kind == ACS else "telemetryEndpoint"
+            return str(self.answer.get(key) or "")
+
+
+_lab_epoch = (time.monotonic(), 0.0)
+
+
+def lab_now() -> float:
+    """Lab seconds since the double started (monotonic, scaled)."""
+    return (time.monotonic() - _lab_epoch[0]) * _scale
+
+
+def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
+    if kind == ACS:
+        return [
+            ("clusterArn", cfg.cluster),
+            ("containerInstanceArn", arn),
+            ("agentHash", AGENT_HASH),
+            ("agentVersion", AGENT_VERSION),
+            ("seqNum", "1"),
+            ("protocolVersion", "2"),
+            ("sendCredentials", "true"),
+        ]
+    return [
+        ("cluster", cfg.cluster),
+        ("containerInstance", arn),
+        ("agentVersion", AGENT_VERSION),
+        ("agentHash", AGENT_HASH),
+    ]
+
+
+def session_loop(
+    kind: str, cfg: Config, creds: Credentials, arn: str, endpoints: Endpoints, state: AgentState
+) -> None:
+    """Dial, serve until the session ends, back off, dial again, until the agent stops."""
+    backoff = Backoff(*BACKOFF[kind])
+    name = kind.upper()
     while not _stop.is_set():
         if fault("ecs-hang"):
-            if not hung_logged:
-                log("warn", "lab fault ecs-hang: heartbeats and introspection stopped")
-                hung_logged = True
             _stop.wait(0.5)
             continue
-        hung_logged = False
-        with state.lock:
-            arn = state.arn or ""
         try:
-            call(
-                cfg,
-                creds,
-                "DiscoverPollEndpoint",
-                {"cluster": cfg.cluster, "containerInstance": arn},
-            )
-            log("debug", "DiscoverPollEndpoint succeeded")
+            endpoint = endpoints.get(kind)
+            conn = ws_connect(cfg, creds, endpoint, session_query(kind, cfg, arn))
         except AwsError as exc:
-            log("error", f"Error connecting to ACS: {exc}")
-        _stop.wait(cfg.heartbeat_seconds)
-    return EXIT_OK
+            if exc.code == "InactiveInstanceException":
+                log("warn", f"{name}: the container instance is inactive; waiting an hour")
+                lab_wait(INACTIVE_RECONNECT_SECONDS)
+                continue
+            delay = backoff.duration()
+            log("error", f"Error connecting to {name}: {exc}; reconnecting in {delay:.2f}s")
+            lab_wait(delay)
+            continue
+        log("info", f"Connected to {name} endpoint")
+        with state.lock:
+            state.sessions[kind] = True
+        try:
+            outcome = serve_session(kind, conn, cfg, arn, backoff)
+        finally:
+            with state.lock:
+                state.sessions[kind] = False
+            conn.shutdown()
+        if outcome == "inactive":
+            lab_wait(INACTIVE_RECONNECT_SECONDS)
+        elif outcome == "disconnect":
+            backoff.reset()  # the agent's own periodic disconnect: dial again at once
+        elif not _stop.is_set():
+            delay = backoff.duration()
+            log("info", f"{name} session ended ({outcome}); reconnecting in {delay:.2f}s")
+            lab_wait(delay)
+
+
+def serve_session(kind: str, conn: WsConn, cfg: Config, arn: str, backoff: Backoff) -> str:
+    """One session: ack heartbeats (ACS), publish metrics (TCS), close on silence.
+
+    Returns why it ended: "stopped", "silence", "disconnect", "inactive" or "closed: ...".
+    """
+    started = lab_now()
+    silence_at = started + HEARTBEAT_TIMEOUT + HEARTBEAT_JITTER * random.random()  # noqa: S311
+    disconnect_at = started + DISCONNECT_TIMEOUT + DISCONNECT_JITTER * random.random()  # noqa: S311
+    backoff_reset_at = started + HEARTBEAT_TIMEOUT + HEARTBEAT_JITTER * random.random()  # noqa: S311
+    publish_at = started + METRICS_PUBLISH_SECONDS
+    while True:
+        if _stop.is_set():
+            conn.close(1000, "agent stopping")
+            return "stopped"
+        if fault("ecs-hang"):
+            # A wedged agent reads nothing and answers nothing; ACS ends the session for it.
+            _stop.wait(0.5)
+            if conn.closed:
+                return "closed: while hung"
+            continue
+        now = lab_now()
+        if now >= silence_at:
+            log("warn", f"{kind.upper()} Connection hasn't had any activity for too long; closing")
+            conn.close(1000, "")
+            return "silence"
+        if now >= disconnect_at:
+            conn.close(1000, "")
+            return "disconnect"
+        if backoff_reset_at and now >= backoff_reset_at:
+            backoff.reset()  # a session that lasted resets the reconnect backoff
+            backoff_reset_at = 0.0
+        if kind == TCS and now >= publish_at:
+            publish_at = now + METRICS_PUBLISH_SECONDS
+            try:
+                conn.send_text(ws_message("PublishMetricsRequest", metrics_request(cfg, arn)))
+            except WsClosed as exc:
+                return f"closed: {exc}"
+        wake = min(silence_at, disconnect_at, publish_at if kind == TCS else silence_at, now + 1.0)
+        try:
+            text = conn.receive(max(0.01, (wake - now) / _scale))
+        except WsClosed as exc:
+            return f"closed: {exc}"
+        if text is None:
+            continue
+        silence_at = lab_now() + HEARTBEAT_TIMEOUT + HEARTBEAT_JITTER * random.random()  # noqa: S311
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            continue
+        kind_of = str(doc.get("type", "")) if isinstance(doc, dict) else ""
+        body = doc.get("message") if isinstance(doc, dict) else None
+        body = body if isinstance(body, dict) else {}
+        if kind_of == "HeartbeatMessage" and kind == ACS:
+            ack = {"messageId": str(body.get("messageId", ""))}
+            try:
+                conn.send_text(ws_message("HeartbeatAckRequest", ack))
+            except WsClosed as exc:
+                return f"closed: {exc}"
+        elif kind_of == "InactiveInstanceException":
+            log("warn", f"{kind.upper()}: container instance is inactive")
+            return "inactive"
+        elif kind_of.endswith("Exception") or kind_of == "CloseMessage":
+            log("warn", f"{kind.upper()} sent {kind_of}: {body.get('message', '')}")
+
+
+def metrics_request(cfg: Config, arn: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "cluster": cfg.cluster,
+            "containerInstance": arn,
+            "idle": True,
+            "messageId": str(uuid.uuid4()),
+            "fin": True,
+        },
+        "taskMetrics": [],
+        "timestamp": time.time(),
+    }
+
+
+def ws_message(kind: str, body: dict[str, Any]) -> str:
+    return compact({"type": kind, "message": body})
+
+
+class WsClosed(Exception):
+    pass
+
+
+class WsConn:
+    """The client half of RFC 6455 (masked frames out, plain frames in), stdlib only."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+        self.sock, self.buffer = sock, bytearray(buffered)
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send_text(self, text: str) -> None:
+        self._send(0x1, text.encode())
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(payload)
+        head = bytearray([0x80 | opcode])
+        if size < 126:
+            head.append(0x80 | size)
+        elif size < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", size)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        with self.lock:
+            if self.closed:
+                raise WsClosed("connection closed")
+            try:
+                self.sock.sendall(bytes(head) + mask + masked)
+            except OSError as exc:
+                self.closed = True
+                raise WsClosed(str(exc)) from None
+
+    def receive(self, timeout: float) -> Optional[str]:
+        """The next text message, None after `timeout` real seconds; WsClosed at the end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(65536)
+                except (socket.timeout, TimeoutError):
+                    return None
+                except OSError as exc:
+                    self.closed = True
+                    raise WsClosed(str(exc)) from None
+                if not chunk:
+                    self.closed = True
+                    raise WsClosed("end of stream")
+                self.buffer += chunk
+                continue
+            opcode, payload = frame
+            if opcode == 0x9:
+                self._send(0xA, payload)
+            elif opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                try:
+                    self._send(0x8, payload[:2])
+                except WsClosed:
+                    pass
+                self.shutdown()
+                raise WsClosed(f"close {code} {payload[2:].decode('utf-8', 'replace')}".strip())
+            elif opcode in (0x0, 0x1, 0x2):
+                return payload.decode("utf-8", "replace")
+
+    def _frame(self) -> Optional[tuple[int, bytes]]:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        opcode, size, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if size == 126:
+            if len(buf) < 4:
+                return None
+            size, at = struct.unpack("!H", bytes(buf[2:4]))[0], 4
+        elif size == 127:
+            if len(buf) < 10:
+                return None
+            size, at = struct.unpack("!Q", bytes(buf[2:10]))[0], 10
+        if len(buf) < at + size:
+            return None
+        payload = bytes(buf[at : at + size])
+        del buf[: at + size]
+        return opcode, payload
+
+    def close(self, code: int, reason: str) -> None:
+        try:
+            self._send(0x8, struct.pack("!H", code) + reason.encode())
+        except WsClosed:
+            pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def ws_connect(
+    cfg: Config, creds: Credentials, endpoint: str, query: list[tuple[str, str]]
+) -> WsConn:
+    """The signed upgrade (GET /ws, SigV4 for service ecs), as wsclient.Connect sends it."""
+    if not endpoint:
+        raise AwsError("RequestError", "DiscoverPollEndpoint returned no endpoint")
+    values = creds.get()
+    if values is None:
+        raise AwsError("NoCredentialProviders", "no valid providers in chain")
+    base = endpoint if endpoint.endswith("/") else endpoint + "/"
+    encoded = urllib.parse.urlencode(
+        sorted(query), quote_via=lambda v, *_: urllib.parse.quote(v, safe="-_.~")
+    )
+    url = base + "ws?" + encoded
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "ws"):
+        raise AwsError("RequestError", f"the lab double dials only plain ws://, not {url}")
+    when = now_utc()
+    headers = {"Host": parts.netloc, "X-Amz-Date": when.strftime("%Y%m%dT%H%M%SZ")}
+    if values.get("token"):
+        headers["X-Amz-Security-Token"] = values["token"]
+    headers["Authorization"] = sign("GET", url, headers, b"", cfg.region, "ecs", values, when)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {parts.path}?{parts.query} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines += [
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        f"User-Agent: {VERSION_STRING}",
+    ]
+    try:
+        sock = socket.create_connection(
+            (parts.hostname or "", parts.port or 80), timeout=cfg.http_timeout
+        )
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise OSError("connection closed during the upgrade")
+            raw += chunk
+    except OSError as exc:
+        raise AwsError(
+            "RequestError", f"websocket client: unable to dial {parts.netloc}: {exc}"
+        ) from None
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    answer = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    status = status_line.split(" ")[1] if " " in status_line else ""
+    if status != "101":
+        body = rest
+        length = int(answer.get("content-length", "0") or 0)
+        try:
+            while len(body) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+        except OSError:
+            pass
+        sock.close()
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            doc = {}
+        inner = doc.get("message") if isinstance(doc.get("message"), dict) else {}
+        raise AwsError(
+            str(doc.get("type") or f"HTTP{status}"), str(inner.get("message", status_line))
+        )
+    expect = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324
+    if answer.get("sec-websocket-accept") != expect:
+        sock.close()
+        raise AwsError("RequestError", "websocket: bad handshake")
+    return WsConn(sock, rest)
 
 
 def _on_term(signum: int, _frame: Any) -> None:
@@ -1035,6 +1446,8 @@ def _on_term(signum: int, _frame: Any) -> None:
 
 
 def action_start() -> int:
+    global _scale
+    _scale = time_scale()
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     init_log("info", "start")

@@ -160,13 +160,11 @@ SSM_CONFIG_TEMPLATE = {
 }
 SSM_LAB_CONFIG = {
     "_comment": "anywhere-agent LAB DOUBLE settings; the real SSM agent has no such file",
-    "heartbeat_seconds": 5,
     "retry_max_seconds": 30,
     "http_timeout_seconds": 10,
 }
 ECS_LAB_CONFIG = {
     "_comment": "anywhere-agent LAB DOUBLE settings; the real ECS agent has no such file",
-    "heartbeat_seconds": 5,
     "credentials_reread_seconds": 5,
     "http_timeout_seconds": 10,
     "retry_max_seconds": 15,
