@@ -93,8 +93,11 @@ def test_default_install_puts_docker_io_on_through_the_lab_proxy_and_runs_a_task
     assert sh(lab, "n1", "systemctl", "is-active", "docker").strip() == "active"
     assert sh(lab, "n1", "docker", "info", "--format", "{{.Driver}}").strip() == "overlay2"
 
-    ci = container_instance(lab, "n1")
+    ci = wait_for("the ACS session with the engine's version", lambda: (
+        c if (c := container_instance(lab, "n1"))["versionInfo"].get("dockerVersion") else None))
     assert ci["status"] == "ACTIVE" and ci["agentConnected"] is True
+    engine = sh(lab, "n1", "docker", "version", "--format", "{{.Server.Version}}").strip()
+    assert ci["versionInfo"]["dockerVersion"] == f"DockerVersion: {engine}"
     # The double read the engine's API range: Docker 20.10 serves up to API 1.41.
     names = {a["name"] for a in ci["attributes"]}
     assert "com.amazonaws.ecs.capability.docker-remote-api.1.41" in names
