@@ -281,7 +281,7 @@ class ControlPlane:
                 time.sleep(delay)
             if fault is not None:
                 raise fault
-            target = self._session_target(call, kind, query)
+            target = self._session_target(call, kind, query, self._verify_upgrade(call, environ))
             self.sessions.check_refused(target)
             key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""))
             if str(environ.get("PATH_INFO", "")).rstrip("/").rsplit("/", 1)[-1] != "ws" or not key:
@@ -311,9 +311,10 @@ class ControlPlane:
         self.sessions.serve(ws, target, registered)
         _hand_back_socket()
 
-    def _session_target(self, call: AwsCall, kind: str, query: dict[str, str]) -> SessionTarget:
+    def _session_target(
+        self, call: AwsCall, kind: str, query: dict[str, str], instance_id: str
+    ) -> SessionTarget:
         """Who may open this session: a key vended to the host that owns the instance."""
-        instance_id = self._verify_upgrade(call)
         arn = query.get("containerInstanceArn") or query.get("containerInstance") or ""
         cluster = query.get("clusterArn") or query.get("cluster") or "default"
         owner = self.ecs.owner(call.region, cluster, arn)
@@ -329,7 +330,7 @@ class ControlPlane:
             )
         return SessionTarget(kind, cluster, arn, instance_id)
 
-    def _verify_upgrade(self, call: AwsCall) -> str:
+    def _verify_upgrade(self, call: AwsCall, environ: dict[str, Any]) -> str:
         """The mi- ID whose vended key signed the upgrade; the one place to verify it."""
         credentials = self.ssm.credentials_for(call.access_key or "")
         if credentials is None:
