@@ -80,6 +80,9 @@ class Step:
     def applies(self, ctx: Context) -> bool:
         return True
 
+    def guard(self, ctx: Context) -> None:
+        """Raise a user error that no step could fix, before any step has touched the host."""
+
     def check(self, ctx: Context) -> Delta | None:
         raise NotImplementedError
 
@@ -336,6 +339,13 @@ class PackageStep(Step):
 
 
 class DockerStep(Step):
+    """Docker from the chosen source; satisfied by any engine that brings docker.service.
+
+    On EL8/9 the distribution's `docker` is podman-docker: a `docker` command with no daemon
+    and no docker.service, which the ECS agent cannot use. That is detected (installed, or
+    what dnf would install) and stops the install with the fix instead of installing it.
+    """
+
     name, title = "docker-package", "install Docker"
 
     def _package(self, ctx: Context) -> str:
@@ -348,10 +358,34 @@ class DockerStep(Step):
     def applies(self, ctx: Context) -> bool:
         return _docker_managed(ctx)
 
+    def _engine_present(self, ctx: Context) -> bool:
+        if ctx.host.services.state(layout.DOCKER_UNIT).exists:
+            return True  # an engine is there (ours from an earlier run, or the operator's)
+        return any(ctx.source.pm.installed_version(candidate)
+                   for candidate in ("docker-ce", "docker.io", "moby-engine"))
+
+    def guard(self, ctx: Context) -> None:
+        if self._engine_present(ctx):
+            return
+        pm = ctx.source.pm
+        daemonless = _daemonless_docker(ctx, pm.providers("docker"), available=False)
+        if daemonless is None and _is_rpm(ctx) and ctx.cfg.docker_source == "distro":
+            daemonless = _daemonless_docker(ctx, pm.providers(self._package(ctx),
+                                                              available=True), available=True)
+        if daemonless is not None:
+            where = ctx.platform.pretty_name or ctx.platform.distro
+            raise PreflightError(
+                f"`docker` on {where} is {daemonless}, which has no docker.service for the "
+                "ECS agent",
+                "set docker_source = \"docker\" (Docker's own repository) in agent.toml, or "
+                "install a Docker engine (docker-ce) before running install")
+
     def check(self, ctx: Context) -> Delta | None:
-        for candidate in ("docker-ce", "docker.io", "docker", "moby-engine"):
-            if ctx.source.pm.installed_version(candidate):
-                return None
+        if self._engine_present(ctx):
+            return None
+        self.guard(ctx)
+        if ctx.source.pm.installed_version(self._package(ctx)):
+            return None
         return Delta(f"install {self._package(ctx)} ({ctx.cfg.docker_source} source)",
                      packages=[self._package(ctx)])
 
@@ -363,6 +397,15 @@ class DockerStep(Step):
         ctx.source.pm.install([self._package(ctx)])
         _record_installed(ctx, self._package(ctx))
         return [f"package {self._package(ctx)}"]
+
+
+def _daemonless_docker(ctx: Context, providers: list[str], *, available: bool) -> str | None:
+    """The first provider of `docker` that ships no docker.service (podman-docker), if any."""
+    for name in providers:
+        files = ctx.source.pm.files(name, available=available)
+        if not any(f.endswith("/docker.service") for f in files):
+            return name
+    return None
 
 
 # -- services ------------------------------------------------------------------------------

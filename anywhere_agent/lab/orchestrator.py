@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import LabError
+from anywhere_agent.lab import aptcache, image, network, system
 from anywhere_agent.lab import hosts as hostlib
-from anywhere_agent.lab import image, network, system
 from anywhere_agent.lab.control_plane.admin import LabAdmin, LabAdminError
 from anywhere_agent.lab.control_plane.faults import FaultRule
 from anywhere_agent.lab.hosts import Host
@@ -246,6 +247,7 @@ class Lab:
         # Lab seconds per real second, for the control plane and both doubles alike.
         self.time_scale = time_scale
         self._wheel_lock = threading.Lock()
+        self._upstreams: list[aptcache.Upstream] | None = None
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -260,6 +262,16 @@ class Lab:
     @property
     def key(self) -> Path:
         return self.dir / "ssh" / "id_ed25519"
+
+    @property
+    def apt_stats_file(self) -> Path:
+        return self.dir / "apt-cache-stats.json"
+
+    def upstreams(self) -> list[aptcache.Upstream]:
+        """The Debian repositories of this machine's apt, read once per Lab object."""
+        if self._upstreams is None:
+            self._upstreams = aptcache.upstreams_from_apt()
+        return self._upstreams
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -376,6 +388,8 @@ class Lab:
         self, state: LabState, net: LabNet, images: image.Images, names: Sequence[str]
     ) -> list[HostInfo]:
         pubkey = self.key.with_suffix(".pub").read_text()
+        base_url = f"http://{net.gateway}:{PACKAGE_PORT}"
+        debian_sources = "\n".join(u.source_line(base_url) for u in self.upstreams())
 
         def one(name: str) -> HostInfo:
             host = Host(
@@ -391,8 +405,14 @@ class Lab:
             state.record("interfaces", net.veth(name))
             network.create_host_link(net, name)
             state.record("mounts", str(host.merged))
+            # dockerd turns on forwarding unless it is on already, and nspawn keeps
+            # /proc/sys/net read-only in a namespace it did not make: switch it on from here.
+            system.run(
+                ["ip", "netns", "exec", host.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+                what=f"ip_forward in {host.netns}",
+            )
             hostlib.mount_root(host, images.lowerdirs())
-            hostlib.write_files(host, net.gateway, pubkey)
+            hostlib.write_files(host, net.gateway, pubkey, debian_sources)
             scale_file = host.merged / TIME_SCALE_FILE
             scale_file.parent.mkdir(parents=True, exist_ok=True)
             scale_file.write_text(f"{self.time_scale:g}\n")
@@ -515,7 +535,15 @@ class Lab:
             str(root),
             "--pid-file",
             str(self.dir / "package-server.pid"),
+            "--apt-cache",
+            str(self.cache_root / "apt"),
+            "--apt-stats",
+            str(self.apt_stats_file),
+            *aptcache.upstreams_to_args(self.upstreams()),
         ]
+        proxy = aptcache.apt_proxy()
+        if proxy:
+            argv += ["--apt-proxy", proxy]
         self._start_service(state, "package-server", argv, net.gateway, PACKAGE_PORT)
         return f"http://{net.gateway}:{PACKAGE_PORT}"
 
@@ -528,7 +556,14 @@ class Lab:
                 "the lab agent doubles are not available (anywhere_agent.lab.doubles)",
                 "install anywhere-agent[lab] from a complete checkout",
             ) from exc
-        out = self.cache_root / "repos"
+        # One directory per version of the doubles: labs from different checkouts share the
+        # cache, and one rebuilding in place would swap the packages under another's hosts.
+        from anywhere_agent.lab import doubles
+
+        digest = hashlib.sha256()
+        for src in sorted(Path(doubles.__file__).parent.glob("*.py")):
+            digest.update(src.name.encode() + b"\0" + src.read_bytes())
+        out = self.cache_root / f"repos-{digest.hexdigest()[:16]}"
         # Labs coming up together must not build into the same directory at once.
         with system.file_lock(
             self.cache_root / "repos.lock", image.BUILD_LOCK_TIMEOUT, "package build"
@@ -729,7 +764,14 @@ class Lab:
             "services": services,
             "hosts": rows,
             "images": image.image_info(self.cache_root),
+            "apt_cache": self.apt_cache_stats(),
         }
+
+    def apt_cache_stats(self) -> dict[str, Any]:
+        """Hits and misses of this lab's Debian proxy, and the share served from the cache."""
+        stats: dict[str, Any] = dict(aptcache.read_stats(self.apt_stats_file))
+        stats["hit_rate"] = aptcache.hit_rate(stats)
+        return stats
 
     def inventory(self) -> str:
         state = self._state()
@@ -980,7 +1022,7 @@ class Lab:
             "ssm",
             region_name=self.region,
             endpoint_url=self.control_plane_url(),
-            # The lab control plane accepts any signature; these are not secrets.
+            # The lab account's documented root key (control_plane/principals.py).
             aws_access_key_id="lab",
             aws_secret_access_key="lab",  # noqa: S106
         )

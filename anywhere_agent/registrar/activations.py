@@ -164,6 +164,8 @@ def _check_role(clients: Clients, role: str) -> None:
             LOG.debug("cannot read IAM role %s (%s); CreateActivation will judge it", role, code)
             return
         raise translate(err, f"checking IAM role {role}") from None
+    except botocore.exceptions.BotoCoreError as err:
+        raise translate(err, f"checking IAM role {role}") from None
 
 
 def create(clients: Clients, count: int, expires: timedelta, output: str, stdout: IO[str],

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,26 +42,46 @@ from real_agents import (
 
 from anywhere_agent.lab.control_plane.server import ControlPlane
 
+KEEP_ENV = "ANYWHERE_CONFORMANCE_KEEP"  # keep the node's files and logs for a post-mortem
+
 # -- fixtures -----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def binaries(tmp_path_factory: pytest.TempPathFactory) -> Binaries:
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
+def scratch() -> Iterator[Path]:
+    """Our own directory, not pytest's shared temp root: other pytest runs on the machine prune
+    that, and the namespace's overlays live here while the agents run."""
+    if skip_reason():
+        pytest.skip(skip_reason() or "")
+    path = Path(tempfile.mkdtemp(prefix="anywhere-conformance-"))
     try:
-        return locate(os.environ[AGENTS_ENV], tmp_path_factory.mktemp("unpacked"))
+        yield path
+    finally:
+        if os.environ.get(KEEP_ENV):
+            print(f"conformance: kept {path} ({KEEP_ENV} is set)")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def binaries(scratch: Path) -> Binaries:
+    try:
+        return locate(os.environ[AGENTS_ENV], scratch / "unpacked")
     except (OSError, subprocess.CalledProcessError) as err:
         pytest.fail(f"{AGENTS_ENV}: {err}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
 def node(binaries: Binaries, shared_control_plane: ControlPlane,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+         scratch: Path) -> Iterator[RealNode]:
     """A fresh lab state and one namespace; everything started in it is killed by PID after."""
+    scale = getattr(shared_control_plane.clock, "scale", 1.0)
+    if scale != 1.0:
+        pytest.fail(f"the lab clock runs at time scale {scale}; the real agents keep real time, "
+                    "so the conformance tier needs scale 1", pytrace=False)
     shared_control_plane.reset()
-    work = Path(tmp_path_factory.mktemp("node"))
+    work = scratch / "node"
+    work.mkdir()
     trap = Trap().start()
     ns = Namespace(work).start()
     real = RealNode(shared_control_plane, ns, binaries, trap, work)

@@ -28,6 +28,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from anywhere_agent.lab.control_plane.acs import Sessions, SessionTarget, session_kind
 from anywhere_agent.lab.control_plane.ecs import EcsAnywhere, patch_moto
 from anywhere_agent.lab.control_plane.faults import FaultInjector
+from anywhere_agent.lab.control_plane.iam import Guard
 from anywhere_agent.lab.control_plane.lab_api import LabApi
 from anywhere_agent.lab.control_plane.ssm import PING_TIMEOUT, SsmAnywhere
 from anywhere_agent.lab.control_plane.websocket import WebSocket, handshake_response
@@ -105,6 +106,7 @@ class ControlPlane:
         self.sessions = Sessions(self.clock)
         self.ssm = SsmAnywhere(self.clock, ping_timeout, credential_lifetime, _role_trusts_ssm)
         self.ecs = EcsAnywhere(self.clock, self.sessions.connected, self._instance_for_key)
+        self.guard = Guard(self.ssm, self.clock)  # authentication and IAM (iam.py)
         self._lab_api = LabApi(self)
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Optional[BaseWSGIServer] = None
@@ -224,6 +226,9 @@ class ControlPlane:
             time.sleep(delay)
         if fault is not None:
             return _send(start_response, error_response(call, fault))
+        refusal = self.guard.check(call, environ, body)
+        if refusal is not None:
+            return _send(start_response, error_response(call, refusal))
         try:
             answer = self._extension(call, environ)
         except AwsError as error:
@@ -393,6 +398,7 @@ def _send(start_response: StartResponse, response: Response) -> list[bytes]:
     reason = {
         200: "OK",
         400: "Bad Request",
+        403: "Forbidden",
         404: "Not Found",
         405: "Method Not Allowed",
         500: "Internal Server Error",

@@ -23,6 +23,11 @@ from doubles_helpers import (
     write_ssm_config,
 )
 
+from anywhere_agent.lab.control_plane.principals import (
+    ROOT_ACCESS_KEY_ID,
+    ROOT_SECRET_ACCESS_KEY,
+)
+
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("anywhere_agent.lab.control_plane.server")
 
@@ -78,8 +83,8 @@ def _client(url: str, service: str) -> Any:
         service,
         endpoint_url=url,
         region_name=REGION,
-        aws_access_key_id="AKIAOPERATOR",
-        aws_secret_access_key="s",
+        aws_access_key_id=ROOT_ACCESS_KEY_ID,  # the operator bootstraps the lab as root
+        aws_secret_access_key=ROOT_SECRET_ACCESS_KEY,
     )
 
 
