@@ -92,6 +92,7 @@ class ControlPlane:
         credential_lifetime: float = 1800.0,
         fault_seed: int = 0,
         clock: Optional[Clock] = None,
+        enforce_iam: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -101,7 +102,7 @@ class ControlPlane:
         self.faults = FaultInjector(fault_seed)
         self.ssm = SsmAnywhere(self.clock, ping_timeout, credential_lifetime, _role_trusts_ssm)
         self.ecs = EcsAnywhere(self.clock, ecs_connect_timeout, self._instance_for_key)
-        self.guard = Guard(self.ssm, self.clock)  # authentication and IAM (iam.py)
+        self.guard = Guard(self.ssm, self.clock, enforce_iam)  # authentication and IAM (iam.py)
         self._lab_api = LabApi(self)
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Optional[BaseWSGIServer] = None
