@@ -98,6 +98,7 @@ class ControlPlane:
         clock: Optional[Clock] = None,
         time_scale: float = 1.0,
         region_ports: Optional[dict[str, int]] = None,
+        enforce_iam: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -108,7 +109,7 @@ class ControlPlane:
         self.sessions = Sessions(self.clock)
         self.ssm = SsmAnywhere(self.clock, ping_timeout, credential_lifetime, _role_trusts_ssm)
         self.ecs = EcsAnywhere(self.clock, self.sessions.connected, self._instance_for_key)
-        self.guard = Guard(self.ssm, self.clock)  # authentication and IAM (iam.py)
+        self.guard = Guard(self.ssm, self.clock, enforce_iam)  # authentication and IAM (iam.py)
         self._lab_api = LabApi(self)
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Optional[BaseWSGIServer] = None
