@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, PartialFailure, RefusedError
 from anywhere_agent.install import layout
 from anywhere_agent.install.context import Context, read_registration
 from anywhere_agent.install.journal import install_lock
+from anywhere_agent.install.steps import deregister_own_registration
 
 LOG = logging.getLogger(__name__)
 
@@ -40,9 +42,11 @@ class UninstallResult:
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     left_in_cloud: list[str] = field(default_factory=list)
+    central_command: str = ""  # what an operator runs to remove what is left in the cloud
 
     def to_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "errors": self.errors, "left_in_cloud": self.left_in_cloud}
+        return {"done": self.done, "errors": self.errors, "left_in_cloud": self.left_in_cloud,
+                "central_command": self.central_command}
 
 
 def running_tasks(ctx: Context) -> int | None:
@@ -91,15 +95,22 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
                                  "--force-local and prune centrally (`registrar prune`)")
             result.left_in_cloud += [x for x in (mi, arn) if x]
         elif clients is not None:
-            ecs, ssm = clients.client("ecs"), clients.client("ssm")
+            ecs = clients.client("ecs")
             cluster = ident.get("cluster") or ctx.cfg.cluster
             if arn and not attempt(f"deregister container instance {arn}",
                                    lambda: ecs.deregister_container_instance(
                                        cluster=cluster, containerInstance=arn, force=force)):
                 result.left_in_cloud.append(arn)
-            if mi and not attempt(f"deregister managed instance {mi}",
-                                  lambda: ssm.deregister_managed_instance(InstanceId=mi)):
+            # The host's own right covers itself only when the registrar's host policy is
+            # attached (iam/host-role-extra.json); else the registrar removes it centrally.
+            if mi and deregister_own_registration(ctx, mi):
+                result.done.append(f"deregister managed instance {mi}")
+            elif mi:
                 result.left_in_cloud.append(mi)
+        if mi and mi in result.left_in_cloud:
+            in_ecs = bool(arn) and arn in result.left_in_cloud
+            cluster_left = (ident.get("cluster") or ctx.cfg.cluster) if in_ecs else ""
+            result.central_command = deregister_command(ctx.cfg.region, mi, cluster_left)
         svc = ctx.host.services
         for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):
             if svc.state(unit).exists:

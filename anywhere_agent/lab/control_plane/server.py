@@ -92,7 +92,7 @@ class ControlPlane:
         credential_lifetime: float = 1800.0,
         fault_seed: int = 0,
         clock: Optional[Clock] = None,
-        enforce_iam: bool = False,
+        enforce_iam: bool = True,
     ) -> None:
         self.host = host
         self.port = port
