@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_OUT ?= bench/results/latest.jsonl
 
-.PHONY: venv deps lint test test-unit test-lab bench demo clean
+.PHONY: venv deps lint test test-unit test-lab test-conformance bench demo clean
 
 deps:  ## apt packages the lab, systemd-python and the tests need (Debian/Ubuntu, as root)
 	./.ci/apt-deps
@@ -24,10 +24,15 @@ lint: venv
 	$(BIN)/mypy --strict anywhere_agent
 
 test-unit: venv
-	$(BIN)/pytest -q -m "not lab" tests
+	$(BIN)/pytest -q -m "not lab and not conformance" tests
 
 test-lab: venv
 	$(BIN)/pytest -q -m lab tests
+
+# The real SSM and ECS agents against the lab (about 15 minutes; not part of `make test`).
+# ANYWHERE_REAL_AGENTS=DIR names their binaries or AWS's packages; without it all tests skip.
+test-conformance: venv
+	$(BIN)/pytest -q -rA -m conformance tests/conformance
 
 # Unit tier first (fast feedback), then the lab tier (real systemd hosts).
 test: lint test-unit test-lab

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ConfigError
+from anywhere_agent.secret import redact_userinfo
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +29,7 @@ _REGION_RE = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov)-[a-z]+-\d{1,2}
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ACTIVATION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_FINGERPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{4} ?){10}$")
 _ATTR_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
 
 
@@ -79,6 +81,9 @@ class HealthConfig:
     # node_exporter textfile collector file, e.g. /var/lib/node_exporter/anywhere_agent.prom
     textfile_path: str = ""
     metrics_listen: str = ""  # e.g. 127.0.0.1:9799 serves /metrics; empty = off
+    # Where the supervisor says it cannot write state_file (tmpfs, so a full or read-only
+    # /var/lib does not silence it); `health` reads it before state_file.
+    write_error_file: str = "/run/anywhere-agent/health-write-error.json"
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class Config:
     bundle_dir: str = ""
     package_base_url: str = ""  # mirror of the official S3 layout (aws source)
     package_signing_key: str = ""  # extra trusted public key file for that mirror
+    # Comma-separated primary-key fingerprints trusted besides the built-in pins (a rotation).
+    package_signing_fingerprints: str = ""
     docker_source: str = "distro"
     enable_gpu: bool = False
     ecs_loglevel: str = "info"
@@ -177,6 +184,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}",
                           "check the file's permissions (run as root)") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        # Windows editors save UTF-8 with a byte order mark; TOML forbids it, and tomllib's
+        # "Invalid statement (at line 1, column 1)" does not say why.
+        raise ConfigError(f"{path} starts with a UTF-8 byte order mark (BOM), which TOML "
+                          "does not allow",
+                          f"save it as UTF-8 without BOM, e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' "
+                          f"{path}`")
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
@@ -364,13 +378,19 @@ def _validate(cfg: Config, w: Any) -> None:
     if cfg.package_base_url and not _URL_RE.match(cfg.package_base_url):
         raise _fail(w("package_base_url"), "package_base_url", "must be an http(s) URL",
                     "write it as https://mirror.example/path")
+    for fpr in filter(None, (f.strip() for f in cfg.package_signing_fingerprints.split(","))):
+        if not _FINGERPRINT_RE.match(fpr):
+            raise _fail(w("package_signing_fingerprints"), "package_signing_fingerprints",
+                        f"entry {fpr!r} is not a 40-hex-digit key fingerprint",
+                        "copy the fingerprint gpg prints (`gpg --show-keys KEYFILE`)")
     if cfg.docker_source not in DOCKER_SOURCES:
         raise _fail(w("docker_source"), "docker_source",
                     f"must be one of {', '.join(DOCKER_SOURCES)} (got {cfg.docker_source!r})",
                     "set docker_source = \"distro\", \"docker\" or \"none\"")
     for key, url in (("proxy.http", cfg.proxy.http), ("proxy.https", cfg.proxy.https)):
         if url and not _URL_RE.match(url):
-            raise _fail(w(key), key, f"must be a URL like http://proxy:3128 (got {url!r})",
+            raise _fail(w(key), key, "must be a URL like http://proxy:3128 "
+                        f"(got {redact_userinfo(url)!r})",
                         f"fix {key}")
     if cfg.ecs_loglevel not in ("debug", "info", "warn", "error", "crit"):
         raise _fail(w("ecs_loglevel"), "ecs_loglevel", "must be debug, info, warn, error or crit",
@@ -433,3 +453,24 @@ def render_toml(cfg: Config) -> str:
             lines += ["", f"[{title}]"] + [f'"{k}" = {_toml_value(v)}'
                                            for k, v in sorted(mapping.items())]
     return "\n".join(lines) + "\n"
+
+
+def load_health_config(root: Path = Path("/"), env: Mapping[str, str] | None = None,
+                       path: str | None = None) -> HealthConfig:
+    """The [health] settings for `health`, which monitoring users run without root.
+
+    agent.toml is 0600 because it can hold proxy passwords; a user who cannot read it gets
+    the defaults, which is where install and the supervisor put the state file unless told
+    otherwise (`health --state-file` names another). Anything else wrong with the file is
+    still a ConfigError.
+    """
+    env = env if env is not None else {}
+    config_path = path or env.get("ANYWHERE_AGENT_CONFIG") or CONFIG_PATH
+    try:
+        with open(root / config_path.lstrip("/"), "rb"):
+            pass
+    except PermissionError:
+        return HealthConfig()
+    except OSError:
+        pass  # missing or otherwise unreadable: load_config says what, or uses defaults
+    return load_config(root, env, {}, path).health

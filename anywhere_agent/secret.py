@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 
 class Secret:
@@ -43,13 +44,30 @@ class RedactingFilter(logging.Filter):
             self._values.add(secret.reveal())
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._values:
-            msg = record.getMessage()
-            if any(v in msg for v in self._values):
-                for v in self._values:
-                    msg = msg.replace(v, "***")
-                record.msg, record.args = msg, None
+        msg = record.getMessage()
+        clean = redact_userinfo(msg)
+        for v in self._values:
+            clean = clean.replace(v, "***")
+        if clean != msg:
+            record.msg, record.args = clean, None
         return True
+
+
+# `scheme://user:password@` (or `scheme://token@`) in any text: how a proxy URL carries its
+# credentials.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s:/@\"']*)"
+                       r"(?P<password>:[^\s/@\"']*)?@")
+
+
+def redact_userinfo(text: str) -> str:
+    """Mask the credentials of every URL in `text`: `http://u:***@proxy:3128`, `http://***@p`."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["password"]
+                         else f"{m['scheme']}***@", text)
+
+
+def has_userinfo(text: str) -> bool:
+    """Whether `text` holds a URL with credentials (such a file must not be world-readable)."""
+    return _USERINFO.search(text) is not None
 
 
 REDACTOR = RedactingFilter()

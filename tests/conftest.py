@@ -217,7 +217,10 @@ def shared_control_plane() -> Any:
     process can run only one); suites reset it per test through their own fixtures."""
     from anywhere_agent.lab.control_plane.server import ControlPlane
 
-    plane = ControlPlane(host="127.0.0.1", port=0, region="us-east-1", fault_seed=1234).start()
+    plane = ControlPlane(
+        host="127.0.0.1", port=0, region="us-east-1", fault_seed=1234,
+        region_ports={"eu-west-1": 0},
+    ).start()
     try:
         yield plane
     finally:

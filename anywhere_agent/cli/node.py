@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -56,14 +57,30 @@ def _read_code(code_file: Optional[str]) -> Optional[Secret]:
     """The activation code from a file, `-` (standard input) or the environment, never argv."""
     raw: Optional[str] = None
     if code_file == "-":
-        raw = sys.stdin.read()
         where = "standard input"
+        try:
+            # `<&-` leaves no stdin at all (None); a closed or unreadable one raises.
+            raw = sys.stdin.read() if sys.stdin is not None else None
+        except (OSError, ValueError):
+            raw = None
+        if raw is None:
+            raise ActivationError("--activation-code-file - was given but standard input is "
+                                  "closed", "pipe the code in (`... --activation-code-file - "
+                                  "< FILE`) or pass the file's path instead of -")
     elif code_file:
         try:
             raw = Path(code_file).read_text(encoding="utf-8")
-        except OSError as err:
+            mode = Path(code_file).stat().st_mode & 0o777
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or "not UTF-8 text"
             raise ActivationError(f"cannot read activation code file {code_file}: "
-                                  f"{err.strerror}", "check the path and permissions") from None
+                                  f"{reason}", "check the path and permissions") from None
+        if mode & 0o077:
+            # Not refused: the code may already have leaked, and refusing would not undo that.
+            print(f"warning: activation code file {code_file} is readable by other users "
+                  f"(mode {mode:04o}); `chmod 600 {code_file}`, or pipe the code on standard "
+                  "input, and consider revoking this activation after install",
+                  file=sys.stderr)
         where = code_file
     elif os.environ.get(CODE_ENV) is not None:
         raw = os.environ[CODE_ENV]
@@ -77,6 +94,19 @@ def _read_code(code_file: Optional[str]) -> Optional[Secret]:
     secret = Secret(code)
     REDACTOR.add(secret)
     return secret
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM/SIGHUP during install: unwinds like Ctrl-C, so the run is journaled as
+    interrupted and a contained child (the one holding the activation code) is killed first."""
+
+
+def _terminate_as_exception() -> None:
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, raise_terminated)
 
 
 def _run_preflight(cfg: Config, host: Host, network: bool = True) -> Any:
@@ -183,11 +213,12 @@ def install(
             return
         if activation is None:
             delta = RegistrationStep().check(ctx)
-            if delta is not None:
+            if delta is not None and not delta.data.get("adopt"):
                 raise ActivationError(
                     f"this host needs an SSM registration ({delta.data['reason']}) but no "
                     "activation code was given",
                     f"pass --activation-id and --activation-code-file (or {CODE_ENV})")
+        _terminate_as_exception()
         outcome = apply(ctx, Progress(sys.stderr))
         if as_json:
             print(output.to_json(outcome.to_dict()))

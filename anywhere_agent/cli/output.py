@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from anywhere_agent.errors import AgentError, ExitCode
+from anywhere_agent.secret import redact_userinfo
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,20 +38,33 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
 def fail(err: AgentError, as_json: bool) -> NoReturn:
     """Print one line (or a JSON object) for a user-caused error and exit with its code."""
+    # A proxy URL in a message (a config error, a failed download) never shows its password.
     if as_json:
-        print(to_json(err.to_dict()))
+        print(redact_userinfo(to_json(err.to_dict())))
     else:
-        print(f"error: {err}", file=sys.stderr)
+        print(redact_userinfo(f"error: {err}"), file=sys.stderr)
     raise SystemExit(int(err.exit_code))
 
 
 @contextmanager
 def errors_to_exit(as_json: bool = False) -> Iterator[None]:
-    """Map AgentError to its exit code with no traceback; anything else is a bug (exit 1)."""
+    """Map AgentError to its exit code with no traceback; anything else is a bug (exit 1).
+
+    An AWS error that no inner `aws_errors` caught still gets the one mapping (an unreachable
+    endpoint is exit 7 with its fix wherever the call was made); botocore is imported only
+    then, so the commands that never call AWS do not pay for it.
+    """
     try:
         yield
     except AgentError as err:
         fail(err, as_json)
+    except Exception as err:
+        if not type(err).__module__.startswith("botocore."):
+            raise
+        from anywhere_agent.aws.clients import doing_of, translate
+
+        LOG.debug("AWS error outside aws_errors()", exc_info=True)
+        fail(translate(err, doing_of(err)), as_json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

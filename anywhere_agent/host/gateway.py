@@ -6,9 +6,11 @@ scripted runner, and the lab and real hosts run against `/` with real processes.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -74,6 +76,58 @@ def subprocess_runner(
     )
 
 
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked child
+    """In the child before exec: SIGKILL when our process dies, even by SIGKILL (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def contained_runner(
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> Result:
+    """Like `subprocess_runner`, for a child whose argv holds a secret: it runs in its own
+    process group, dies with this process (PR_SET_PDEATHSIG, so also on kill -9), and is killed
+    with its group when we are interrupted or it times out. Nothing outlives install."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("LC_ALL", "C")
+    parent = os.getpid()
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+    except FileNotFoundError:
+        return Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return Result(tuple(argv), 124, "", f"{argv[0]}: timed out after {timeout}s")
+    except BaseException:
+        _kill_group(proc)  # SIGINT/SIGTERM handled as exceptions: the child goes first
+        raise
+    return Result(tuple(argv), proc.returncode, out.decode("utf-8", "replace"),
+                  err.decode("utf-8", "replace"))
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def _io_error(path: Path, err: OSError, doing: str) -> HostIOError:
     fixes = {
         errno.EROFS: "the filesystem is read-only; remount it read-write",
@@ -102,9 +156,13 @@ class Host:
         input: bytes | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float | None = 300.0,
+        contained: bool = False,
     ) -> Result:
+        """Run argv; `contained` for a child holding a secret (see `contained_runner`)."""
         LOG.debug("run %s", argv[0])
-        return self._runner(argv, input=input, env=env, timeout=timeout)
+        runner = contained_runner if contained and self._runner is subprocess_runner \
+            else self._runner
+        return runner(argv, input=input, env=env, timeout=timeout)
 
     # -- files -----------------------------------------------------------------------------
     def path(self, node_path: str) -> Path:
@@ -271,10 +329,11 @@ class Services:
     def _ctl(self, *args: str, timeout: float = 120.0) -> None:
         res = self._host.run(["systemctl", *args], timeout=timeout)
         if not res.ok:
-            raise HostIOError(
-                f"systemctl {' '.join(args)} failed: {res.last_line()}",
-                f"see `journalctl -u {args[-1]}` for why",
-            )
+            # "Unit ecs.service is masked." has one fix, and it is not in the journal.
+            fix = (f"systemctl unmask {args[-1]}, then re-run" if "masked" in
+                   f"{res.stdout} {res.stderr}".lower() else f"see `journalctl -u {args[-1]}` "
+                   "for why")
+            raise HostIOError(f"systemctl {' '.join(args)} failed: {res.last_line()}", fix)
 
     def daemon_reload(self) -> None:
         self._ctl("daemon-reload")
@@ -317,6 +376,31 @@ class PackageManager:
             return version.strip() if res.ok and status == "installed" else None
         res = self._host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
         return res.stdout.strip() if res.ok else None
+
+    def providers(self, capability: str, *, available: bool = False) -> list[str]:
+        """Packages providing `capability`: installed ones, or (available=True) the ones the
+        repositories offer (dnf only; [] elsewhere). Reads only."""
+        if self.kind == "apt":
+            return []
+        if available:
+            if self.kind != "dnf":
+                return []
+            res = self._host.run(["dnf", "repoquery", "-q", "--whatprovides", capability,
+                                  "--qf", "%{name}"], env=self._env, timeout=300)
+        else:
+            res = self._host.run(["rpm", "-q", "--whatprovides", capability,
+                                  "--qf", "%{NAME}\n"], timeout=60)
+        if not res.ok:
+            return []
+        return list(dict.fromkeys(n.strip() for n in res.stdout.splitlines() if n.strip()))
+
+    def files(self, package: str, *, available: bool = False) -> list[str]:
+        """Paths a package installs (rpm family): installed, or from the repositories."""
+        if self.kind == "apt" or (available and self.kind != "dnf"):
+            return []
+        argv = ["dnf", "repoquery", "-q", "-l", package] if available else ["rpm", "-ql", package]
+        res = self._host.run(argv, env=self._env if available else None, timeout=300)
+        return [ln.strip() for ln in res.stdout.splitlines() if ln.strip()] if res.ok else []
 
     def _install_argv(self, what: Sequence[str]) -> list[str]:
         if self.kind == "apt":

@@ -19,6 +19,7 @@ from typing import Any
 from anywhere_agent.errors import HostIOError, LockedError
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.install import layout
+from anywhere_agent.secret import redact_userinfo
 
 SCHEMA = 1
 
@@ -95,7 +96,7 @@ class Journal:
         run = self.data.setdefault("last_run", {})
         run.update(result=result, finished_at=_now())
         if detail:
-            run["detail"] = detail
+            run["detail"] = redact_userinfo(detail)  # state.json is world-readable
         self.save()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,19 +28,24 @@ PATHS = {
 }
 # Detached signatures: AWS signs the SSM agent with `.sig`, ecs-init with `.asc`.
 SIGNATURE_SUFFIX = {"amazon-ssm-agent": ".sig", "amazon-ecs-init": ".asc"}
-# Public keys the official script fetches, and the fingerprints we pin them to. The SSM key
-# file carries a rotating series of subkeys that expire; a signature by any key whose primary
-# fingerprint is pinned is accepted, so a rotation never bricks installs (eks-hybrid#864).
+# Public keys the official script fetches, and the fingerprints we pin them to: a SET per
+# package. The SSM key file carries a rotating series of keys that expire; a signature by any
+# key whose primary fingerprint is pinned is accepted, and `package_signing_fingerprints` in
+# agent.toml adds the next key of a rotation without a new release (eks-hybrid#864).
 KEY_URLS = {
     "amazon-ecs-init":
         "https://raw.githubusercontent.com/aws/amazon-ecs-agent/master/scripts/amazon-ecs-agent.gpg",
     "amazon-ssm-agent":
         "https://raw.githubusercontent.com/aws/amazon-ecs-agent/master/scripts/amazon-ssm-agent.gpg",
 }
-PINNED_FINGERPRINTS = frozenset({
-    "F34C3DDAE72926B079BEAEC6BCE9D9A42D51784F",  # Amazon ECS (no expiry)
-    "1C5B395CBE5E74E2F1CA21592784DBF388D19D46",  # SSM agent (current in its rotating series)
-})
+PINNED_FINGERPRINTS: Mapping[str, frozenset[str]] = {
+    "amazon-ecs-init": frozenset({
+        "F34C3DDAE72926B079BEAEC6BCE9D9A42D51784F",  # Amazon ECS (no expiry)
+    }),
+    "amazon-ssm-agent": frozenset({
+        "1C5B395CBE5E74E2F1CA21592784DBF388D19D46",  # SSM agent (current in its series)
+    }),
+}
 KEYS_DIR = "/etc/anywhere-agent/keys"  # operator- or bundle-provided *.asc / *.gpg keys
 BUNDLE_MANIFEST = "manifest.sha256"
 _ALT_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -102,8 +107,10 @@ class PackageSource:
     """Puts a named package on the host from the configured source."""
 
     def __init__(self, cfg: Config, host: Host, platform: Platform, pm: PackageManager,
-                 fetch: Fetcher = requests_fetcher) -> None:
+                 fetch: Fetcher = requests_fetcher,
+                 pins: Mapping[str, frozenset[str]] = PINNED_FINGERPRINTS) -> None:
         self.cfg, self.host, self.platform, self.pm, self._fetch = cfg, host, platform, pm, fetch
+        self._pins = pins
         self._refreshed = False
 
     def describe(self, package: str) -> str:
@@ -185,13 +192,29 @@ class PackageSource:
             res = self.host.run(
                 ["gpg", "--batch", "--homedir", home, "--status-fd", "1", "--verify",
                  str(self.host.path(node_sig)), str(self.host.path(node_file))], timeout=60)
-        primaries = {line.split()[-1] for line in res.stdout.splitlines()
+        primaries = {line.split()[-1].upper() for line in res.stdout.splitlines()
                      if line.startswith("[GNUPG:] VALIDSIG")}
-        ok = bool(primaries) and (not pinned or bool(primaries & PINNED_FINGERPRINTS))
-        if not ok:
+        if not primaries:
             self.host.remove(node_file)
             raise PackageError(f"signature check failed for {Path(node_file).name}",
                                "the download may be tampered with; check the mirror/proxy")
+        trusted = self.pinned(package)
+        if pinned and not primaries & trusted:
+            # A valid signature by a key we do not pin: AWS's next key after a rotation, or a
+            # key substituted in transit. Say which, and how to trust it once verified.
+            self.host.remove(node_file)
+            seen = ", ".join(sorted(primaries))
+            raise PackageError(
+                f"{Path(node_file).name} is signed by key {seen}, which is not pinned "
+                f"(pinned: {', '.join(sorted(trusted))})",
+                f"if AWS rotated its {package} key, verify {seen} against AWS's documentation, "
+                f"then add it to package_signing_fingerprints in agent.toml")
+
+    def pinned(self, package: str) -> frozenset[str]:
+        """Built-in pins for `package` plus the operator's package_signing_fingerprints."""
+        extra = {f.strip().replace(" ", "").upper()
+                 for f in self.cfg.package_signing_fingerprints.split(",") if f.strip()}
+        return self._pins.get(package, frozenset()) | extra
 
     # -- bundle -------------------------------------------------------------------------------
     def bundle_manifest(self) -> dict[str, str]:

@@ -14,15 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import tenacity
+
+from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
 from anywhere_agent.errors import ActivationError, CloudError, NotJoinedError, PreflightError
 from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import (
+    Activation,
     Context,
     machine_id,
     read_host_credentials,
     read_registration,
     registration_key_complete,
 )
+from anywhere_agent.install.registration import RegisterFailure
+from anywhere_agent.install.registration import classify as classify_register
+from anywhere_agent.secret import has_userinfo, redact_userinfo
 
 LOG = logging.getLogger(__name__)
 
@@ -35,11 +42,12 @@ class FileChange:
     mode: int = 0o644
 
     def diff(self) -> str:
+        """The unified diff, proxy passwords masked: plans and --dry-run are output."""
         old = (self.old or "").splitlines(keepends=True)
         new = (self.new or "").splitlines(keepends=True)
         label_old = self.path if self.old is not None else "/dev/null"
         label_new = self.path if self.new is not None else "/dev/null"
-        return "".join(difflib.unified_diff(old, new, label_old, label_new))
+        return redact_userinfo("".join(difflib.unified_diff(old, new, label_old, label_new)))
 
 
 @dataclass
@@ -72,6 +80,9 @@ class Step:
     def applies(self, ctx: Context) -> bool:
         return True
 
+    def guard(self, ctx: Context) -> None:
+        """Raise a user error that no step could fix, before any step has touched the host."""
+
     def check(self, ctx: Context) -> Delta | None:
         raise NotImplementedError
 
@@ -81,11 +92,26 @@ class Step:
 
 # -- files ---------------------------------------------------------------------------------
 
+Mode = int | Callable[[str, int | None], int]
+
+
+def secret_mode(content: str, current: int | None) -> int:
+    """0600 when the content holds credentials (a proxy password), else the file's mode stays
+    (0644 for a new file): a shared file such as dnf.conf is never loosened, only tightened."""
+    if has_userinfo(content):
+        return 0o600
+    return current if current is not None else 0o644
+
+
 class FileStep(Step):
-    """Keeps one file at rendered content (None = absent); notes which units read it."""
+    """Keeps one file at rendered content (None = absent); notes which units read it.
+
+    `mode` is fixed, or a function of (content, current mode) for files that hold a secret
+    only sometimes; a re-run restores it on a file already on disk (tightening a 0644 secret).
+    """
 
     def __init__(self, name: str, title: str, path: str | Callable[[Context], str],
-                 render: Callable[[Context, str | None], str | None], mode: int = 0o644,
+                 render: Callable[[Context, str | None], str | None], mode: Mode = 0o644,
                  readers: tuple[str, ...] = (), unit_file: bool = False,
                  when: Callable[[Context], bool] = lambda ctx: True) -> None:
         self.name, self.title, self.path, self._render = name, title, path, render
@@ -106,10 +132,13 @@ class FileStep(Step):
                 return None
             return Delta(f"remove {path}", files=[FileChange(path, old, None)],
                          services=[f"restart {u}" for u in self.readers])
-        if old == new and ctx.host.mode(path) == self.mode:
+        current = ctx.host.mode(path)
+        mode = self.mode(new, current) if callable(self.mode) else self.mode
+        if old == new and current == mode:
             return None
-        return Delta(f"{'update' if old is not None else 'create'} {path}",
-                     files=[FileChange(path, old, new, self.mode)],
+        what = "update" if old != new or old is None else f"set mode {mode:04o} on"
+        return Delta(f"{'create' if old is None else what} {path}",
+                     files=[FileChange(path, old, new, mode)],
                      services=[f"restart {u}" for u in self.readers])
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
@@ -122,7 +151,7 @@ class FileStep(Step):
         if change.new is None:
             ctx.host.remove(change.path)
         else:
-            ctx.host.write_atomic(change.path, change.new, self.mode)
+            ctx.host.write_atomic(change.path, change.new, change.mode)
         return [change.path]
 
 
@@ -143,11 +172,16 @@ def _proxy_dropin(ctx: Context, old: str | None) -> str | None:
 
 
 def _ecs_proxy_dropin(ctx: Context, old: str | None) -> str | None:
-    text = _proxy_dropin(ctx, old)
-    if text is None:
+    # The ECS agent's bypass list is never empty (IMDS-style addresses, the Docker socket), so
+    # it is built here, not patched into the generic drop-in (an empty no_proxy has no line).
+    env = ctx.cfg.proxy.environment()
+    if not env:
         return None
-    return text.replace(f"NO_PROXY={ctx.cfg.proxy.no_proxy}", f"NO_PROXY={_ecs_no_proxy(ctx)}") \
-        .replace(f"no_proxy={ctx.cfg.proxy.no_proxy}", f"no_proxy={_ecs_no_proxy(ctx)}")
+    generic = [ln for ln in (_proxy_dropin(ctx, old) or "").splitlines()
+               if not ln.startswith(('Environment="NO_PROXY=', 'Environment="no_proxy='))]
+    bypass = _ecs_no_proxy(ctx)
+    generic += [f'Environment="NO_PROXY={bypass}"', f'Environment="no_proxy={bypass}"']
+    return "\n".join(generic) + "\n"
 
 
 def _ecs_no_proxy(ctx: Context) -> str:
@@ -305,6 +339,13 @@ class PackageStep(Step):
 
 
 class DockerStep(Step):
+    """Docker from the chosen source; satisfied by any engine that brings docker.service.
+
+    On EL8/9 the distribution's `docker` is podman-docker: a `docker` command with no daemon
+    and no docker.service, which the ECS agent cannot use. That is detected (installed, or
+    what dnf would install) and stops the install with the fix instead of installing it.
+    """
+
     name, title = "docker-package", "install Docker"
 
     def _package(self, ctx: Context) -> str:
@@ -317,10 +358,34 @@ class DockerStep(Step):
     def applies(self, ctx: Context) -> bool:
         return _docker_managed(ctx)
 
+    def _engine_present(self, ctx: Context) -> bool:
+        if ctx.host.services.state(layout.DOCKER_UNIT).exists:
+            return True  # an engine is there (ours from an earlier run, or the operator's)
+        return any(ctx.source.pm.installed_version(candidate)
+                   for candidate in ("docker-ce", "docker.io", "moby-engine"))
+
+    def guard(self, ctx: Context) -> None:
+        if self._engine_present(ctx):
+            return
+        pm = ctx.source.pm
+        daemonless = _daemonless_docker(ctx, pm.providers("docker"), available=False)
+        if daemonless is None and _is_rpm(ctx) and ctx.cfg.docker_source == "distro":
+            daemonless = _daemonless_docker(ctx, pm.providers(self._package(ctx),
+                                                              available=True), available=True)
+        if daemonless is not None:
+            where = ctx.platform.pretty_name or ctx.platform.distro
+            raise PreflightError(
+                f"`docker` on {where} is {daemonless}, which has no docker.service for the "
+                "ECS agent",
+                "set docker_source = \"docker\" (Docker's own repository) in agent.toml, or "
+                "install a Docker engine (docker-ce) before running install")
+
     def check(self, ctx: Context) -> Delta | None:
-        for candidate in ("docker-ce", "docker.io", "docker", "moby-engine"):
-            if ctx.source.pm.installed_version(candidate):
-                return None
+        if self._engine_present(ctx):
+            return None
+        self.guard(ctx)
+        if ctx.source.pm.installed_version(self._package(ctx)):
+            return None
         return Delta(f"install {self._package(ctx)} ({ctx.cfg.docker_source} source)",
                      packages=[self._package(ctx)])
 
@@ -332,6 +397,15 @@ class DockerStep(Step):
         ctx.source.pm.install([self._package(ctx)])
         _record_installed(ctx, self._package(ctx))
         return [f"package {self._package(ctx)}"]
+
+
+def _daemonless_docker(ctx: Context, providers: list[str], *, available: bool) -> str | None:
+    """The first provider of `docker` that ships no docker.service (podman-docker), if any."""
+    for name in providers:
+        files = ctx.source.pm.files(name, available=available)
+        if not any(f.endswith("/docker.service") for f in files):
+            return name
+    return None
 
 
 # -- services ------------------------------------------------------------------------------
@@ -411,8 +485,8 @@ def deregister_own_registration(ctx: Context, instance_id: str) -> bool:
     except Exception as err:  # noqa: BLE001 - denied, expired or unreachable: report, go on
         from anywhere_agent.aws.clients import error_code
 
-        if error_code(err) == "InvalidInstanceId":
-            return True  # already gone
+        # InvalidInstanceId too: this run registered it, so "unknown" means another region
+        # than the one asked, not gone.
         LOG.info("could not deregister %s with the host's credentials: %s", instance_id,
                  error_code(err) or type(err).__name__)
         return False
@@ -441,7 +515,7 @@ class RegistrationStep(Step):
             else:
                 if where == "unknown":
                     ctx.report["registration_verified"] = False
-                return None
+                return _unjournaled(ctx, reg)
         cloud = ["AmazonSSM.RegisterManagedInstance (by amazon-ssm-agent -register)"]
         delta = Delta(f"register: {reason}", cloud=cloud,
                       services=[f"restart {layout.SSM_UNIT}"],
@@ -449,6 +523,14 @@ class RegistrationStep(Step):
         return delta
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        if delta.data.get("adopt"):
+            # A registration finished by a run that was killed before journaling it: record it,
+            # so clone detection (machine-id) and status know this identity. No code needed.
+            reg = delta.data["adopt"]
+            _journal_identity(ctx, reg, ctx.journal.identity.get("activation_id")
+                              or (ctx.activation.activation_id if ctx.activation else ""))
+            ctx.report["managed_instance_id"] = reg["ManagedInstanceID"]
+            return [f"recorded identity {reg['ManagedInstanceID']}"]
         act = ctx.activation
         if act is None or not act.code or not act.activation_id:
             raise ActivationError(f"this host needs a registration ({delta.data['reason']}) "
@@ -465,22 +547,12 @@ class RegistrationStep(Step):
         svc = ctx.host.services
         if svc.state(layout.SSM_UNIT).active:
             svc.stop(layout.SSM_UNIT)
-        # The agent takes the code only on its argv: keep that exposure to this one short child.
-        res = ctx.host.run([layout.SSM_BINARY, "-register", "-code", act.code.reveal(),
-                            "-id", act.activation_id, "-region", ctx.cfg.region, "-y"],
-                           env=ctx.cfg.proxy.environment(), timeout=120)
-        if not res.ok:
-            detail = res.last_line().replace(act.code.reveal(), "***")
-            raise ActivationError(f"SSM registration failed: {detail}", _activation_fix(detail,
-                                                                                        ctx))
+        _register(ctx, act)
         reg = read_registration(ctx.host)
         if not reg:
             raise ActivationError("SSM registration reported success but wrote no registration",
                                   "check /var/log/amazon/ssm/amazon-ssm-agent.log")
-        ctx.journal.set_identity(managed_instance_id=reg["ManagedInstanceID"],
-                                 region=ctx.cfg.region, machine_id=machine_id(ctx.host),
-                                 activation_id=act.activation_id,
-                                 registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        _journal_identity(ctx, reg, act.activation_id)
         # A new identity needs a new container instance: the old agent state belongs to the
         # old identity (and, for a clone, to the original host, which keeps using it).
         ctx.journal.add_pending_restart(layout.SSM_UNIT)
@@ -493,13 +565,65 @@ class RegistrationStep(Step):
         return [f"registered {reg['ManagedInstanceID']}"]
 
 
-def _activation_fix(detail: str, ctx: Context) -> str:
-    low = detail.lower()
-    if "expired" in low:
-        return "create a new activation (`anywhere-agent registrar activate`)"
-    if "limit" in low or "exhausted" in low or "exceeded" in low:
-        return "the activation has no registrations left; create a new one"
-    return (f"check the activation ID/code and that it was created in region {ctx.cfg.region}")
+# Throttling and SSM server errors are retried within this bound; every other cause is final.
+REGISTER_ATTEMPTS = 5
+REGISTER_RETRY_SECONDS = 60.0
+
+
+def _register(ctx: Context, act: Activation) -> None:
+    """Run `amazon-ssm-agent -register`; a failure becomes the cause the agent printed.
+
+    The real agent takes the code only on its argv (core/agent_parser.go: `-code`; no
+    environment variable, file or stdin), so the child is the one place the code is exposed:
+    it runs contained (own process group, killed with this process) and only when needed.
+    """
+    argv = [layout.SSM_BINARY, "-register", "-code", act.code.reveal(),
+            "-id", act.activation_id, "-region", ctx.cfg.region, "-y"]
+    attempts = 0
+
+    def once() -> RegisterFailure | None:
+        nonlocal attempts
+        attempts += 1
+        res = ctx.host.run(argv, env=ctx.cfg.proxy.environment(), timeout=120, contained=True)
+        if res.ok:
+            return None
+        found = classify_register(f"{res.stdout}\n{res.stderr}", act.code.reveal())
+        LOG.info("amazon-ssm-agent -register failed (%s, attempt %d)", found.cause, attempts)
+        return found
+
+    retrying = tenacity.Retrying(
+        stop=(tenacity.stop_after_attempt(REGISTER_ATTEMPTS)
+              | tenacity.stop_after_delay(REGISTER_RETRY_SECONDS)),
+        wait=tenacity.wait_exponential(multiplier=1, min=1, max=15),
+        retry=tenacity.retry_if_result(lambda f: f is not None and f.retryable),
+        sleep=ctx.sleep, retry_error_callback=_last_result,
+    )
+    failure = retrying(once)
+    if failure is not None:
+        raise failure.error(ctx.cfg.region, act.activation_id, attempts)
+
+
+def _last_result(state: tenacity.RetryCallState) -> Any:
+    return state.outcome.result() if state.outcome is not None else None
+
+
+def _journal_identity(ctx: Context, reg: dict[str, str], activation_id: str | None) -> None:
+    ctx.journal.set_identity(managed_instance_id=reg["ManagedInstanceID"],
+                             region=reg.get("Region") or ctx.cfg.region,
+                             machine_id=machine_id(ctx.host), activation_id=activation_id or "",
+                             registered_at=ctx.journal.identity.get("registered_at")
+                             or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _unjournaled(ctx: Context, reg: dict[str, str]) -> Delta | None:
+    """A valid registration the journal does not hold in full (a run killed right after
+    `-register` finished): record it, or the next clone of this host goes undetected."""
+    ident = ctx.journal.identity
+    if ident.get("managed_instance_id") == reg["ManagedInstanceID"] and \
+            ident.get("machine_id") and ident.get("region"):
+        return None
+    return Delta(f"record identity {reg['ManagedInstanceID']} (registered by an interrupted run)",
+                 data={"adopt": reg})
 
 
 def cluster_exists(ctx: Context) -> bool | None:
@@ -532,6 +656,10 @@ class CredentialsStep(Step):
         deadline = ctx.clock() + 60
         while read_host_credentials(ctx.host) is None:
             if ctx.clock() > deadline:
+                skew = _clock_skew_logged(ctx)
+                if skew:
+                    raise CloudError("the SSM agent could not fetch role credentials: AWS "
+                                     f"refused its request's time ({skew})", CLOCK_FIX)
                 raise CloudError("the SSM agent did not fetch role credentials within 60 s",
                                  "check the ssm endpoint/proxy and "
                                  "/var/log/amazon/ssm/amazon-ssm-agent.log")
@@ -547,6 +675,23 @@ class CredentialsStep(Step):
         ctx.journal.data["cluster_checked"] = ctx.cfg.cluster
         ctx.journal.save()
         return []
+
+
+_SSM_AGENT_LOG = "/var/log/amazon/ssm/amazon-ssm-agent.log"
+
+
+def _clock_skew_logged(ctx: Context) -> str:
+    """The SSM agent's last logged AWS error, when it is a refusal of the request's time."""
+    text = ctx.host.read_text(_SSM_AGENT_LOG) or ""
+    for line in reversed(text.splitlines()[-200:]):
+        for code in ("InvalidSignatureException", "SignatureDoesNotMatch",
+                     "RequestTimeTooSkewed", "RequestExpired"):
+            at = line.find(code + ":")
+            if at >= 0:
+                message = line[at + len(code) + 1:].strip()
+                if is_clock_skew(code, message):
+                    return f"{code}: {message}"[:200]
+    return ""
 
 
 class ClusterMoveStep(Step):
@@ -625,6 +770,14 @@ class VerifyJoinStep(Step):
                 resp = clients.client("ecs").describe_container_instances(
                     cluster=ctx.cfg.cluster, containerInstances=[arn])
             except Exception as err:  # noqa: BLE001 - the role may not allow Describe*
+                from anywhere_agent.aws.clients import is_transient
+
+                # Throttling or a 5xx says "not now", not "not allowed": poll on within the
+                # join bound rather than give up verifying on one answer.
+                if is_transient(err) and ctx.clock() <= deadline:
+                    LOG.info("DescribeContainerInstances: %s; trying again", err)
+                    ctx.sleep(0.5)
+                    continue
                 ctx.note(f"could not verify ACTIVE/agentConnected ({type(err).__name__}); "
                          "introspection shows the container instance ARN")
                 return False
@@ -651,13 +804,15 @@ def all_steps() -> list[Step]:
     return [
         FileStep("agent-config", "effective agent.toml", "/etc/anywhere-agent/agent.toml",
                  _agent_toml, mode=0o600, readers=(agent,)),
-        FileStep("apt-proxy", "proxy for apt", layout.APT_PROXY_CONF, _apt_proxy, when=_is_deb),
-        FileStep("rpm-proxy", "proxy for dnf/yum", _rpm_conf, _rpm_proxy, when=_is_rpm),
+        FileStep("apt-proxy", "proxy for apt", layout.APT_PROXY_CONF, _apt_proxy,
+                 mode=secret_mode, when=_is_deb),
+        FileStep("rpm-proxy", "proxy for dnf/yum", _rpm_conf, _rpm_proxy, mode=secret_mode,
+                 when=_is_rpm),
         FileStep("zypper-proxy", "proxy for zypper", "/etc/sysconfig/proxy", _zypper_proxy,
-                 when=_is_suse),
+                 mode=secret_mode, when=_is_suse),
         PackageStep("ssm-agent-package", layout.SSM_PACKAGE),
         FileStep("ssm-agent-config", "SSM agent endpoints", layout.SSM_CONFIG, _ssm_config,
-                 readers=(ssm,)),
+                 mode=secret_mode, readers=(ssm,)),
         FileStep("ssm-agent-proxy", "proxy for the SSM agent",
                  layout.dropin(ssm, layout.PROXY_DROPIN), _proxy_dropin, mode=0o600,
                  readers=(ssm,), unit_file=True),
@@ -675,9 +830,9 @@ def all_steps() -> list[Step]:
         PackageStep("ecs-init-package", layout.ECS_PACKAGE),
         ClusterMoveStep(),
         FileStep("ecs-config", "ECS agent config", layout.ECS_CONFIG, _ecs_config,
-                 readers=(ecs,)),
+                 mode=secret_mode, readers=(ecs,)),
         FileStep("ecs-var-config", "ECS external-instance config", layout.ECS_VAR_CONFIG,
-                 _ecs_var_config, readers=(ecs,)),
+                 _ecs_var_config, mode=secret_mode, readers=(ecs,)),
         FileStep("ecs-proxy", "proxy for the ECS agent", layout.dropin(ecs, layout.PROXY_DROPIN),
                  _ecs_proxy_dropin, mode=0o600, readers=(ecs,), unit_file=True),
         FileStep("ecs-restart-policy", "restart policy for the ECS agent",

@@ -47,10 +47,11 @@ class LabActivation:
     code: Secret
 
 
-def node_config(url: str, region: str, cluster: str) -> str:
-    """agent.toml for a lab host: the lab's apt repo, no Docker, every endpoint on the lab."""
+def node_config(url: str, region: str, cluster: str, docker_source: str = "distro") -> str:
+    """agent.toml for a lab host: the lab's apt repo, Docker from the distribution (through the
+    lab's Debian proxy) unless `docker_source` says otherwise, every endpoint on the lab."""
     return (f'region = "{region}"\ncluster = "{cluster}"\npackage_source = "repo"\n'
-            f'docker_source = "none"\njoin_timeout_seconds = 60\n\n'
+            f'docker_source = "{docker_source}"\njoin_timeout_seconds = 60\n\n'
             f'[endpoints]\nssm = "{url}"\nec2messages = "{url}"\nssmmessages = "{url}"\n'
             f'ecs = "{url}"\nsts = "{url}"\n\n[supervise]\ninterval_seconds = 5\n')
 

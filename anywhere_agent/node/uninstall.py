@@ -14,11 +14,10 @@ from functools import partial
 from typing import Any
 
 from anywhere_agent.aws.central import deregister_command
-from anywhere_agent.errors import AgentError, PartialFailure, RefusedError
-from anywhere_agent.install import layout
+from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
+from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import Context, read_registration
 from anywhere_agent.install.journal import install_lock
-from anywhere_agent.install.steps import deregister_own_registration
 
 LOG = logging.getLogger(__name__)
 
@@ -62,6 +61,77 @@ def running_tasks(ctx: Context) -> int | None:
     return sum(1 for t in tasks if t.get("KnownStatus") not in ("STOPPED",))
 
 
+def _drain_check(ctx: Context, force: bool) -> None:
+    """Refuse while tasks run. When the agent does not answer, tasks may still run (a hung
+    agent, a stopped one with live containers): that refuses too, unless --force."""
+    if force:
+        return
+    tasks = running_tasks(ctx)
+    if tasks:
+        raise RefusedError(f"{tasks} task(s) still run on this host",
+                           "drain it first (registrar / UpdateContainerInstancesState DRAINING) "
+                           "or pass --force")
+    if tasks is None and _agent_present(ctx):
+        raise RefusedError("cannot tell whether tasks run here: the ECS agent's introspection "
+                           f"({ctx.cfg.supervise.introspection_url}) does not answer",
+                           "start ecs and drain the host, check `docker ps`, or pass --force")
+
+
+def _agent_present(ctx: Context) -> bool:
+    """Whether an ECS agent could be running tasks (installed, or its state or unit exists)."""
+    return ctx.host.exists(layout.ECS_AGENT_DB) or ctx.host.services.state(layout.ECS_UNIT).exists
+
+
+def _ssm_config_cleanup(ctx: Context) -> Callable[[], object] | None:
+    """Our endpoint keys out of the SSM agent's config; the file goes when nothing else is left
+    (install created it: the package ships only a .template)."""
+    text = ctx.host.read_text(layout.SSM_CONFIG)
+    if text is None:
+        return None
+    rest = keyvalue.set_json_keys(text, {("Ssm", "Endpoint"): None, ("Mds", "Endpoint"): None,
+                                         ("Mgs", "Endpoint"): None})
+    try:
+        left = {k: v for k, v in json.loads(rest).items() if v not in ({}, None)}
+    except ValueError:
+        return None  # not ours to repair
+    if not left:
+        return partial(ctx.host.remove, layout.SSM_CONFIG)
+    mode = ctx.host.mode(layout.SSM_CONFIG) or 0o644
+    return partial(ctx.host.write_atomic, layout.SSM_CONFIG,
+                   json.dumps(left, indent=2, sort_keys=True) + "\n", mode)
+
+
+def _in_cloud(doing: str, call: Callable[[], object]) -> Callable[[], object]:
+    """`call` with AWS errors mapped to ours; an unreachable endpoint stops the uninstall
+    before anything local changes, since removing the agents would orphan the identity."""
+    def run() -> object:
+        from anywhere_agent.aws.clients import aws_errors
+
+        try:
+            with aws_errors(doing):
+                return call()
+        except NetworkError as err:
+            raise _Unreachable(err.message, err.fix + "; or uninstall with --force-local and "
+                               "remove the identity centrally (`registrar prune`)") from None
+    return run
+
+
+def _deregister_managed_instance(clients: Any, instance_id: str) -> None:
+    import botocore.exceptions
+
+    from anywhere_agent.aws.clients import error_code
+
+    try:
+        clients.client("ssm").deregister_managed_instance(InstanceId=instance_id)
+    except botocore.exceptions.ClientError as err:
+        if error_code(err) != "InvalidInstanceId":  # already gone counts as done
+            raise
+
+
+class _Unreachable(NetworkError):
+    """Raised through `attempt`, which collects every other failure."""
+
+
 def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
               force_local: bool = False) -> UninstallResult:
     result = UninstallResult()
@@ -71,17 +141,15 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
             action()
             result.done.append(what)
             return True
+        except _Unreachable:
+            raise
         except AgentError as err:
             result.errors.append(f"{what}: {err}")
         except Exception as err:  # noqa: BLE001 - collect every failure, report together
             result.errors.append(f"{what}: {type(err).__name__}: {err}")
         return False
 
-    tasks = running_tasks(ctx)
-    if tasks and not force:
-        raise RefusedError(f"{tasks} task(s) still run on this host",
-                           "drain it first (registrar / UpdateContainerInstancesState DRAINING) "
-                           "or pass --force")
+    _drain_check(ctx, force)
     with install_lock(ctx.host):
         ident = ctx.journal.identity
         reg = read_registration(ctx.host)
@@ -97,16 +165,24 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
         elif clients is not None:
             ecs = clients.client("ecs")
             cluster = ident.get("cluster") or ctx.cfg.cluster
-            if arn and not attempt(f"deregister container instance {arn}",
-                                   lambda: ecs.deregister_container_instance(
-                                       cluster=cluster, containerInstance=arn, force=force)):
+            if arn and not attempt(f"deregister container instance {arn}", _in_cloud(
+                    f"deregistering container instance {arn}",
+                    lambda: ecs.deregister_container_instance(
+                        cluster=cluster, containerInstance=arn, force=force))):
                 result.left_in_cloud.append(arn)
-            # The host's own right covers itself only when the registrar's host policy is
-            # attached (iam/host-role-extra.json); else the registrar removes it centrally.
-            if mi and deregister_own_registration(ctx, mi):
-                result.done.append(f"deregister managed instance {mi}")
-            elif mi:
-                result.left_in_cloud.append(mi)
+            # The host may deregister only itself, and only when the registrar's host policy
+            # is attached (iam/host-role-extra.json); what it may not, the registrar removes
+            # centrally (the command is printed). An unreachable endpoint still stops here.
+            if mi:
+                try:
+                    _in_cloud(f"deregistering managed instance {mi}",
+                              partial(_deregister_managed_instance, clients, mi))()
+                    result.done.append(f"deregister managed instance {mi}")
+                except _Unreachable:
+                    raise
+                except AgentError as err:
+                    LOG.info("managed instance %s left for the registrar: %s", mi, err)
+                    result.left_in_cloud.append(mi)
         if mi and mi in result.left_in_cloud:
             in_ecs = bool(arn) and arn in result.left_in_cloud
             cluster_left = (ident.get("cluster") or ctx.cfg.cluster) if in_ecs else ""
@@ -129,6 +205,9 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
         for path in OWNED_PATHS:
             if ctx.host.exists(path):
                 attempt(f"remove {path}", partial(ctx.host.remove, path))
+        ssm_cleanup = _ssm_config_cleanup(ctx)
+        if ssm_cleanup is not None:
+            attempt(f"remove our endpoints from {layout.SSM_CONFIG}", ssm_cleanup)
         for directory in OWNED_DIRS:
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))

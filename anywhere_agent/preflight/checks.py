@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,38 @@ def check_time_sync(ctx: Context) -> CheckResult:
         return CheckResult("time_sync", "warn", "clock is not NTP-synchronised", fix)
     return CheckResult("time_sync", "warn",
                        f"cannot tell whether the clock is synchronised ({res.last_line()})", fix)
+
+
+# Units install starts; a mask (a unit file that is a symlink to /dev/null, or empty, in
+# /etc/systemd/system or /run/systemd/system) would only show when install starts them.
+MASKABLE_UNITS = ("amazon-ssm-agent", "docker", "ecs")
+_MASK_DIRS = ("/etc/systemd/system", "/run/systemd/system")
+
+
+def _masked(ctx: Context, unit: str) -> str:
+    """The node path of the mask for `unit`, or ""."""
+    for directory in _MASK_DIRS:
+        node_path = f"{directory}/{unit}.service"
+        path = ctx.host.path(node_path)
+        try:
+            if path.is_symlink() and os.readlink(path) == "/dev/null":
+                return node_path
+            if path.is_file() and path.stat().st_size == 0:
+                return node_path
+        except OSError:
+            continue
+    return ""
+
+
+def check_masked_units(ctx: Context) -> CheckResult:
+    masked = {u: where for u in MASKABLE_UNITS if (where := _masked(ctx, u))}
+    if not masked:
+        return CheckResult("masked_units", "pass",
+                           f"none of {', '.join(MASKABLE_UNITS)} is masked")
+    names = " ".join(f"{u}.service" for u in masked)
+    return CheckResult("masked_units", "fail",
+                       f"masked: {', '.join(f'{u} ({w})' for u, w in masked.items())}; install "
+                       "could not start them", f"systemctl unmask {names}")
 
 
 def check_cgroup(ctx: Context) -> CheckResult:

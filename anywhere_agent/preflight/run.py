@@ -33,6 +33,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("memory", checks.check_memory),
     ("time_sync", checks.check_time_sync),
     ("cgroup", checks.check_cgroup),
+    ("masked_units", checks.check_masked_units),
     *((c.__name__.removeprefix("check_"), c) for c in checks.WRITABLE_CHECKS),
     ("credentials_env", checks.check_credentials_env),
     ("credentials_file", checks.check_credentials_file),

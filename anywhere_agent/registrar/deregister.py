@@ -21,17 +21,14 @@ def make_plan(clients: Clients, instance_ids: Sequence[str], clusters: Sequence[
                          "pass the hosts' mi- IDs (`anywhere-agent registrar fleet` lists them)")
     plan = prune.Plan()
     busy: list[str] = []
-    for cluster_arn in fleet.resolve_clusters(clients, clusters):
-        for instance in fleet.container_instances(clients, cluster_arn):
-            host = str(instance.get("ec2InstanceId", ""))
-            if host not in wanted:
-                continue
-            tasks = int(instance.get("runningTasksCount") or 0)
-            if tasks and not force:
-                busy.append(f"{host} ({tasks} running tasks)")
-            plan.actions.append(prune.Action(
-                "deregister_container_instance", str(instance["containerInstanceArn"]), host,
-                "decommission", cluster=cluster_arn, force=True))
+    for host in fleet.collect(clients, clusters).hosts:
+        if host.instance_id not in wanted or not host.in_ecs:
+            continue
+        if host.running_tasks and not force:
+            busy.append(f"{host.instance_id} ({host.running_tasks} running tasks)")
+        plan.actions.append(prune.Action(
+            "deregister_container_instance", host.container_instance_arn, host.instance_id,
+            "decommission", cluster=host.cluster, force=True))
     if busy:
         raise RefusedError(f"tasks still run on {', '.join(busy)}",
                            "drain first (`anywhere-agent registrar drain`), or pass --force")

@@ -25,14 +25,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--ping-timeout",
         type=float,
-        default=120.0,
-        help="seconds without an SSM heartbeat before PingStatus=ConnectionLost",
+        default=None,
+        help="lab seconds without an SSM heartbeat before PingStatus=ConnectionLost (900)",
     )
     parser.add_argument(
-        "--ecs-connect-timeout",
+        "--time-scale",
         type=float,
-        default=120.0,
-        help="seconds without DiscoverPollEndpoint before agentConnected=false",
+        default=1.0,
+        help="lab seconds per wall-clock second (cadences run this much faster)",
+    )
+    parser.add_argument(
+        "--region-port",
+        action="append",
+        default=[],
+        metavar="REGION=PORT",
+        help="also serve REGION's own endpoint on PORT (repeatable)",
     )
     parser.add_argument(
         "--credential-lifetime",
@@ -56,14 +63,19 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if args.ping_timeout is not None:
+        extra = {"ping_timeout": args.ping_timeout}
+    else:
+        extra = {}
     plane = ControlPlane(
         host=args.host,
         port=args.port,
         region=args.region,
-        ping_timeout=args.ping_timeout,
-        ecs_connect_timeout=args.ecs_connect_timeout,
+        time_scale=args.time_scale,
+        region_ports=_region_ports(parser, args.region_port),
         credential_lifetime=args.credential_lifetime,
         fault_seed=args.fault_seed,
+        **extra,
     )
     with plane:
         if args.pid_file:
@@ -77,6 +89,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.pid_file.unlink(missing_ok=True)
     LOG.info("control plane stopped")
     return 0
+
+
+def _region_ports(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for spec in specs:
+        region, _, port = spec.partition("=")
+        if not region or not port.isdigit():
+            parser.error(f"--region-port wants REGION=PORT, not {spec!r}")
+        ports[region] = int(port)
+    return ports
 
 
 if __name__ == "__main__":

@@ -74,15 +74,18 @@ class LabAdmin:
     def configure(
         self,
         ping_timeout: Optional[float] = None,
-        ecs_connect_timeout: Optional[float] = None,
         credential_lifetime: Optional[float] = None,
+        acs_heartbeat_seconds: Optional[float] = None,
+        long_poll_seconds: Optional[float] = None,
     ) -> dict[str, float]:
+        """Change lab timings (seconds of lab time); returns them all."""
         payload = {
             key: value
             for key, value in (
                 ("ping_timeout", ping_timeout),
-                ("ecs_connect_timeout", ecs_connect_timeout),
                 ("credential_lifetime", credential_lifetime),
+                ("acs_heartbeat_seconds", acs_heartbeat_seconds),
+                ("long_poll_seconds", long_poll_seconds),
             )
             if value is not None
         }
@@ -93,6 +96,13 @@ class LabAdmin:
 
     def deny_role_tokens(self, instance_id: str, deny: bool = True) -> None:
         self._request("POST", f"/_lab/instances/{instance_id}/deny-tokens", {"deny": deny})
+
+    def refuse_acs(self, instance: str, refuse: bool = True) -> None:
+        """Refuse ACS sessions to one host (mi- ID or container instance ARN), or allow again.
+
+        Its open session is closed, so the agent re-dials with backoff and the instance reads
+        agentConnected=false until the switch is turned back."""
+        self._request("POST", "/_lab/acs", {"instance": instance, "refuse": refuse})
 
     def set_running_tasks(
         self,
@@ -123,8 +133,10 @@ class LabAdmin:
         agent_connected: bool = True,
         activation_id: str = "",
         region: Optional[str] = None,
+        name_prefix: str = "seed",
     ) -> SeedResult:
-        """Add count managed instances (and container instances in cluster) without API calls."""
+        """Add count managed instances (and container instances in cluster) without API calls;
+        their computer names are name_prefix-0, name_prefix-1, ..."""
         data = self._request(
             "POST",
             "/_lab/seed",
@@ -135,6 +147,7 @@ class LabAdmin:
                 "agent_connected": agent_connected,
                 "activation_id": activation_id,
                 "region": region,
+                "name_prefix": name_prefix,
             },
         )
         return SeedResult(data["instance_ids"], data["container_instance_arns"])

@@ -1,4 +1,4 @@
-"""ECS Anywhere on top of moto's ECS: external container instances, agent heartbeat, paging."""
+"""ECS Anywhere on moto's ECS: external container instances, ACS-backed connection, paging."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def patch_moto() -> None:
 class ExternalContainerInstance(ContainerInstance):
     """A container instance whose host is an SSM managed instance (mi-...), not EC2.
 
-    agentConnected, runningTasksCount and the drain behaviour are computed from the lab
-    clock, so moto's own operations (update state, deregister) see the same truth.
+    agentConnected is read from the open ACS sessions (as on AWS); runningTasksCount and
+    the drain behaviour are computed from the lab clock, so moto's own operations (update
+    state, deregister) see the same truth.
     """
 
     def __init__(
@@ -41,7 +42,7 @@ class ExternalContainerInstance(ContainerInstance):
         cluster_name: str,
         instance_id: str,
         clock: Clock,
-        connect_timeout: Callable[[], float],
+        session_open: Callable[[str], bool],
     ) -> None:
         # moto's constructor looks the host up in EC2; an external host is not there.
         now = clock.now()
@@ -52,12 +53,13 @@ class ExternalContainerInstance(ContainerInstance):
         self._account_id = backend.account_id
         self._backend = backend
         self._clock = clock
-        self._connect_timeout = connect_timeout
+        self._session_open = session_open
+        self._seeded_connected = False
         self._status = "ACTIVE"
         self._tasks = 0
+        self.reported_tasks: dict[str, str] = {}  # task ARN -> last status the agent submitted
         self.drain_delay = 0.0
         self._drain_started: Optional[float] = None
-        self.last_heartbeat = now
         self.registered_at = datetime.fromtimestamp(now, timezone.utc)
         self.pending_tasks_count = 0
         self.version_info: Json = {}
@@ -68,11 +70,12 @@ class ExternalContainerInstance(ContainerInstance):
 
     @property
     def agent_connected(self) -> bool:
-        return self._clock.now() - self.last_heartbeat < self._connect_timeout()
+        return self._seeded_connected or self._session_open(str(self.container_instance_arn))
 
     @agent_connected.setter
     def agent_connected(self, value: bool) -> None:
-        self.last_heartbeat = self._clock.now() if value else float("-inf")
+        # Only seeded instances (no agent behind them) are set by hand; real ones need ACS.
+        self._seeded_connected = value
 
     @property
     def status(self) -> str:
@@ -91,7 +94,8 @@ class ExternalContainerInstance(ContainerInstance):
         started = self._drain_started
         if started is not None and self._clock.now() - started >= self.drain_delay:
             self._tasks = 0  # simulated tasks have been moved elsewhere by the scheduler
-        return self._tasks
+        # Tasks the agent reported (real containers on the host) count until it says STOPPED.
+        return self._tasks + sum(1 for s in self.reported_tasks.values() if s != "STOPPED")
 
     @running_tasks_count.setter
     def running_tasks_count(self, value: int) -> None:
@@ -109,17 +113,18 @@ class EcsAnywhere:
             "DescribeContainerInstances",
             "DeregisterContainerInstance",
             "PutAttributes",
+            "SubmitTaskStateChange",
         }
     )
 
     def __init__(
         self,
         clock: Clock,
-        connect_timeout: float,
+        session_open: Callable[[str], bool],
         instance_for_key: Callable[[str], Optional[str]],
     ) -> None:
         self.clock = clock
-        self.connect_timeout = connect_timeout
+        self._session_open = session_open
         self._instance_for_key = instance_for_key
         self._lock = threading.RLock()
 
@@ -137,6 +142,35 @@ class EcsAnywhere:
             handler = getattr(self, "_op_" + call.operation)
             result: Json = handler(backend, call)
             return result
+
+    def owner(self, region: str, cluster: str, container_instance: str) -> Optional[str]:
+        """The mi- ID behind an external container instance, None if it is not registered."""
+        with self._lock:
+            backend = ecs_backends[ACCOUNT_ID][region]
+            name = cluster.split("/")[-1]
+            found = backend.container_instances.get(name, {}).get(container_instance.split("/")[-1])
+            if found is None or found.status == "INACTIVE":
+                return None
+            return str(found.ec2_instance_id)
+
+    def record_version(
+        self, region: str, cluster: str, container_instance: str, query: dict[str, str]
+    ) -> None:
+        """versionInfo as ACS learns it from the agent's connect query."""
+        with self._lock:
+            backend = ecs_backends[ACCOUNT_ID][region]
+            found = backend.container_instances.get(cluster.split("/")[-1], {}).get(
+                container_instance.split("/")[-1]
+            )
+            if found is None:
+                return
+            info = {
+                "agentVersion": query.get("agentVersion", ""),
+                "agentHash": query.get("agentHash", ""),
+            }
+            if query.get("dockerVersion"):
+                info["dockerVersion"] = query["dockerVersion"]
+            found.version_info = {k: v for k, v in info.items() if v}
 
     # -- lab admin -----------------------------------------------------------------------
 
@@ -227,15 +261,33 @@ class EcsAnywhere:
         instance.version_info = dict(params.get("versionInfo") or {}) or _agent_version(call)
         instance.tags = list(params.get("tags") or [])
         instance.status = "ACTIVE"
-        instance.agent_connected = True
         return {"containerInstance": self._render(instance, {"TAGS"})}
 
+    def _op_SubmitTaskStateChange(
+        self, backend: EC2ContainerServiceBackend, call: AwsCall
+    ) -> Json:
+        """The agent's report of a task's state; the caller's managed instance places it."""
+        params = call.params
+        cluster = _cluster(backend, params)
+        instance_id = self._instance_for_key(call.access_key or "")
+        instance = next(
+            (
+                i
+                for i in backend.container_instances.get(cluster, {}).values()
+                if isinstance(i, ExternalContainerInstance) and i.ec2_instance_id == instance_id
+            ),
+            None,
+        )
+        task, status = str(params.get("task", "")), str(params.get("status", ""))
+        if instance is None or not task or not status:
+            raise AwsError("InvalidParameterException", "Task or container instance not found.")
+        instance.reported_tasks[task] = status
+        return {"acknowledgment": "ACK"}
+
     def _discover(self, backend: EC2ContainerServiceBackend, params: Json, base_url: str) -> Json:
+        # The agent dials GET /ws on both; ACS and TCS tell themselves apart by their query.
         if params.get("containerInstance"):
-            cluster = _cluster(backend, params)
-            instance = self._find(backend, cluster, str(params["containerInstance"]))
-            if isinstance(instance, ExternalContainerInstance):
-                instance.agent_connected = True
+            self._find(backend, _cluster(backend, params), str(params["containerInstance"]))
         return {
             "endpoint": base_url,
             "telemetryEndpoint": base_url,
@@ -329,7 +381,7 @@ class EcsAnywhere:
         self, backend: EC2ContainerServiceBackend, cluster: str, instance_id: str
     ) -> ExternalContainerInstance:
         instance = ExternalContainerInstance(
-            backend, cluster, instance_id, self.clock, lambda: self.connect_timeout
+            backend, cluster, instance_id, self.clock, self._session_open
         )
         backend.container_instances.setdefault(cluster, {})[instance.id] = instance
         backend.clusters[cluster].registered_container_instances_count += 1

@@ -40,6 +40,7 @@ class LabApi:
                 self._deny_tokens,
             ),
             ("POST", re.compile(r"/_lab/container-instances/tasks"), self._tasks),
+            ("POST", re.compile(r"/_lab/acs"), self._refuse_acs),
             ("POST", re.compile(r"/_lab/seed"), self._seed),
         ]
 
@@ -71,7 +72,13 @@ class LabApi:
         return {
             "region": plane.region,
             "url": plane.url,
-            "clock": {"now": plane.clock.now(), "offset_seconds": plane.clock.offset},
+            "region_urls": plane.region_urls,
+            "clock": {
+                "now": plane.clock.now(),
+                "offset_seconds": plane.clock.offset,
+                "time_scale": plane.clock.scale,
+            },
+            "sessions": plane.sessions.summary(),
             "config": self._config(payload, match),
             "ssm": plane.ssm.summary(),
             "ecs": {"clusters": plane.ecs.summary()},
@@ -106,7 +113,8 @@ class LabApi:
         return self._plane.faults.to_json()
 
     def _clock(self, payload: Json, match: re.Match[str]) -> Json:
-        return {"now": self._plane.clock.now(), "offset_seconds": self._plane.clock.offset}
+        clock = self._plane.clock
+        return {"now": clock.now(), "offset_seconds": clock.offset, "time_scale": clock.scale}
 
     def _advance_clock(self, payload: Json, match: re.Match[str]) -> Json:
         seconds = float(payload["advance_seconds"])
@@ -119,18 +127,23 @@ class LabApi:
         plane = self._plane
         return {
             "ping_timeout": plane.ssm.ping_timeout,
-            "ecs_connect_timeout": plane.ecs.connect_timeout,
             "credential_lifetime": plane.ssm.credential_lifetime,
+            "acs_heartbeat_seconds": plane.sessions.heartbeat_seconds,
+            "long_poll_seconds": plane.ssm.long_poll_seconds,
         }
 
     def _set_config(self, payload: Json, match: re.Match[str]) -> Json:
         plane = self._plane
         if "ping_timeout" in payload:
             plane.ssm.ping_timeout = _positive(payload["ping_timeout"])
-        if "ecs_connect_timeout" in payload:
-            plane.ecs.connect_timeout = _positive(payload["ecs_connect_timeout"])
         if "credential_lifetime" in payload:
             plane.ssm.credential_lifetime = _positive(payload["credential_lifetime"])
+        if "acs_heartbeat_seconds" in payload:
+            plane.sessions.heartbeat_seconds = _positive(payload["acs_heartbeat_seconds"])
+        if "long_poll_seconds" in payload:
+            plane.ssm.long_poll_seconds = float(payload["long_poll_seconds"])
+            if plane.ssm.long_poll_seconds < 0:
+                raise ValueError("long_poll_seconds must be >= 0")
         return self._config(payload, match)
 
     def _expire(self, payload: Json, match: re.Match[str]) -> Json:
@@ -140,6 +153,10 @@ class LabApi:
     def _deny_tokens(self, payload: Json, match: re.Match[str]) -> Json:
         self._plane.ssm.deny_tokens(match["id"], bool(payload.get("deny", True)))
         return {}
+
+    def _refuse_acs(self, payload: Json, match: re.Match[str]) -> Json:
+        self._plane.sessions.refuse_acs(str(payload["instance"]), bool(payload.get("refuse", True)))
+        return self._plane.sessions.summary()
 
     def _tasks(self, payload: Json, match: re.Match[str]) -> Json:
         running = int(payload["running"])
@@ -160,7 +177,11 @@ class LabApi:
             raise ValueError("count must be within 1..100000")
         region = str(payload.get("region") or self._plane.region)
         instance_ids = self._plane.ssm.seed(
-            region, count, bool(payload.get("online", True)), str(payload.get("activation_id", ""))
+            region,
+            count,
+            bool(payload.get("online", True)),
+            str(payload.get("activation_id", "")),
+            str(payload.get("name_prefix") or "seed"),
         )
         arns: list[str] = []
         if payload.get("cluster"):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Optional
-from urllib.parse import unquote
+from typing import Any, Callable, ClassVar, NoReturn, Optional
+from urllib.parse import parse_qsl, unquote
 
 # moto reads this when it builds the IAM backend; the ECS Anywhere role needs these policies.
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
@@ -24,11 +25,15 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from anywhere_agent.lab.control_plane import sigv4
+from anywhere_agent.lab.control_plane.acs import Sessions, SessionTarget, session_kind
 from anywhere_agent.lab.control_plane.ecs import EcsAnywhere, patch_moto
 from anywhere_agent.lab.control_plane.faults import FaultInjector
 from anywhere_agent.lab.control_plane.iam import Guard
 from anywhere_agent.lab.control_plane.lab_api import LabApi
-from anywhere_agent.lab.control_plane.ssm import SsmAnywhere
+from anywhere_agent.lab.control_plane.principals import AuthenticationError, aws_error
+from anywhere_agent.lab.control_plane.ssm import PING_TIMEOUT, SsmAnywhere
+from anywhere_agent.lab.control_plane.websocket import WebSocket, handshake_response
 from anywhere_agent.lab.control_plane.wire import (
     ACCOUNT_ID,
     AwsCall,
@@ -87,32 +92,50 @@ class ControlPlane:
         host: str = "127.0.0.1",
         port: int = 0,
         region: str = "us-east-1",
-        ping_timeout: float = 120.0,
-        ecs_connect_timeout: float = 120.0,
+        ping_timeout: float = PING_TIMEOUT,
         credential_lifetime: float = 1800.0,
         fault_seed: int = 0,
         clock: Optional[Clock] = None,
+        time_scale: float = 1.0,
+        region_ports: Optional[dict[str, int]] = None,
         enforce_iam: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.region = region
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(scale=time_scale)
         self.calls = CallCounter()
         self.faults = FaultInjector(fault_seed)
+        self.sessions = Sessions(self.clock)
         self.ssm = SsmAnywhere(self.clock, ping_timeout, credential_lifetime, _role_trusts_ssm)
-        self.ecs = EcsAnywhere(self.clock, ecs_connect_timeout, self._instance_for_key)
+        self.ecs = EcsAnywhere(self.clock, self.sessions.connected, self._instance_for_key)
         self.guard = Guard(self.ssm, self.clock, enforce_iam)  # authentication and IAM (iam.py)
         self._lab_api = LabApi(self)
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Optional[BaseWSGIServer] = None
         self._thread: Optional[threading.Thread] = None
+        # Regional endpoints: one extra port per region, as AWS has one host per region.
+        self._wanted_region_ports = dict(region_ports or {})
+        self._regional: dict[str, tuple[BaseWSGIServer, threading.Thread]] = {}
+        self._port_regions: dict[int, str] = {}
 
     @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the control plane is not started; call start() first")
         return f"http://{self._display_host()}:{self._server.server_port}"
+
+    def url_for(self, region: str) -> str:
+        """The endpoint that is `region`'s own (anonymous calls there belong to that region)."""
+        if region in self._regional:
+            return f"http://{self._display_host()}:{self._regional[region][0].server_port}"
+        if region == self.region:
+            return self.url
+        raise KeyError(f"the control plane serves no endpoint of its own for {region}")
+
+    @property
+    def region_urls(self) -> dict[str, str]:
+        return {region: self.url_for(region) for region in [self.region, *self._regional]}
 
     def start(self) -> ControlPlane:
         with ControlPlane._running_lock:
@@ -135,10 +158,29 @@ class ControlPlane:
             target=self._server.serve_forever, name="lab-control-plane", daemon=True
         )
         self._thread.start()
+        for region, port in self._wanted_region_ports.items():
+            if region == self.region:
+                continue
+            server = make_server(
+                self.host, port, self, threaded=True, request_handler=_QuietHandler
+            )
+            thread = threading.Thread(
+                target=server.serve_forever, name=f"lab-control-plane-{region}", daemon=True
+            )
+            thread.start()
+            self._regional[region] = (server, thread)
+            self._port_regions[server.server_port] = region
         LOG.info("control plane listening on %s (region %s)", self.url, self.region)
         return self
 
     def stop(self) -> None:
+        self.sessions.reset()
+        for server, thread in self._regional.values():
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+        self._regional.clear()
+        self._port_regions.clear()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -154,6 +196,7 @@ class ControlPlane:
         _reset_moto()
         self.clock.reset()
         self.ssm.reset()
+        self.sessions.reset()
         self.calls.reset()
         self.faults.configure([])
 
@@ -176,8 +219,10 @@ class ControlPlane:
             return _send(start_response, self._lab_api.handle(environ, _read_body(environ)))
         if path.startswith("/moto-api"):
             return self._moto(environ, start_response)  # type: ignore[no-any-return]
+        if str(environ.get("HTTP_UPGRADE", "")).lower() == "websocket":
+            return self._upgrade(environ, start_response)
         body = _read_body(environ)
-        call = parse_call(environ, body, self.region)
+        call = parse_call(environ, body, self._endpoint_region(environ))
         delay, fault = self.faults.decide(call.service, call.operation)
         self.calls.add(call, faulted=fault is not None)
         if delay:
@@ -214,6 +259,105 @@ class ControlPlane:
             return json_response(self.ecs.handle(call, base_url))
         return None
 
+    def _endpoint_region(self, environ: dict[str, Any]) -> str:
+        """The region whose endpoint was called: its own port, else the lab's region.
+
+        Anonymous calls (RegisterManagedInstance) carry no signature, so on AWS the endpoint
+        alone decides which region's activations they are checked against.
+        """
+        try:
+            port = int(environ.get("SERVER_PORT") or 0)
+        except ValueError:
+            port = 0
+        return self._port_regions.get(port, self.region)
+
+    # -- ACS / TCS -----------------------------------------------------------------------
+
+    def _upgrade(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """GET /ws with Upgrade: websocket from the ECS agent: ACS or TCS, by its query."""
+        query = dict(parse_qsl(str(environ.get("QUERY_STRING", ""))))
+        call = parse_call(environ, b"", self._endpoint_region(environ))
+        try:
+            kind = session_kind(query)
+            operation = "Poll" if kind == "acs" else "StartTelemetrySession"
+            call = AwsCall(
+                "ecs", operation, call.region, "rest", call.access_key, b"", call.headers
+            )
+            delay, fault = self.faults.decide(call.service, call.operation)
+            self.calls.add(call, faulted=fault is not None)
+            if delay:
+                time.sleep(delay)
+            if fault is not None:
+                raise fault
+            target = self._session_target(call, kind, query, self._verify_upgrade(call, environ))
+            self.sessions.check_refused(target)
+            key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""))
+            if str(environ.get("PATH_INFO", "")).rstrip("/").rsplit("/", 1)[-1] != "ws" or not key:
+                raise AwsError("BadRequestException", "expected GET /ws with a Sec-WebSocket-Key")
+        except AwsError as error:
+            body = json.dumps({"type": error.code, "message": {"message": error.message}}).encode()
+            return _send(
+                start_response,
+                (
+                    error.status,
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+                    body,
+                ),
+            )
+        if kind == "acs":
+            # AWS's versionInfo comes from the ACS query, not from RegisterContainerInstance.
+            self.ecs.record_version(call.region, target.cluster, target.container_instance, query)
+        sock = environ["werkzeug.socket"]
+        sock.sendall(handshake_response(key))
+        ws = WebSocket(sock)
+
+        def registered() -> bool:
+            return self.ecs.owner(call.region, target.cluster, target.container_instance) == (
+                target.instance_id
+            )
+
+        self.sessions.serve(ws, target, registered)
+        _hand_back_socket()
+
+    def _session_target(
+        self, call: AwsCall, kind: str, query: dict[str, str], instance_id: str
+    ) -> SessionTarget:
+        """Who may open this session: a key vended to the host that owns the instance."""
+        arn = query.get("containerInstanceArn") or query.get("containerInstance") or ""
+        cluster = query.get("clusterArn") or query.get("cluster") or "default"
+        owner = self.ecs.owner(call.region, cluster, arn)
+        if owner is None:
+            raise AwsError(
+                "InactiveInstanceException", f"Container instance {arn} is not active", 400
+            )
+        if owner != instance_id:
+            raise AwsError(
+                "AccessDeniedException",
+                f"the caller's credentials belong to {instance_id}, not to {owner}",
+                403,
+            )
+        return SessionTarget(kind, cluster, arn, instance_id)
+
+    def _verify_upgrade(self, call: AwsCall, environ: dict[str, Any]) -> str:
+        """The mi- ID whose vended role credentials signed the upgrade (SigV4 for `ecs`,
+        checked by the guard as every signed call is); AWS's refusal otherwise."""
+        try:
+            principal = self.guard.principals.authenticate(
+                sigv4.Request.from_environ(environ, b""), "ecs"
+            )
+        except (AuthenticationError, sigv4.SignatureError) as error:
+            refusal = aws_error(error, "json")
+            raise AwsError(refusal.code, refusal.message, 403) from None
+        if principal is None:
+            raise AwsError("AccessDeniedException", "Missing Authentication Token", 403)
+        if not principal.instance_id:
+            raise AwsError(
+                "AccessDeniedException",
+                f"{principal.arn} is not a container instance's role credentials",
+                403,
+            )
+        return principal.instance_id
+
     def _instance_for_key(self, access_key: str) -> Optional[str]:
         credentials = self.ssm.credentials_for(access_key)
         return credentials.instance_id if credentials else None
@@ -227,6 +371,12 @@ class _QuietHandler(MotoRequestHandler):
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         LOG.debug("%s %s", self.requestline, code)
+
+
+def _hand_back_socket() -> NoReturn:
+    """End a WebSocket request: werkzeug treats ConnectionError as a dropped connection,
+    so it writes no HTTP response after the session and closes the socket quietly."""
+    raise ConnectionAbortedError("websocket session ended")
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

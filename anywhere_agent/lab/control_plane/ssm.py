@@ -21,6 +21,15 @@ from anywhere_agent.lab.control_plane.wire import (
 )
 
 DAY = 86400.0
+# PingStatus turns ConnectionLost after this much lab time without UpdateInstanceInformation.
+# The real agent (agent/health/healthcheck.go) pings at start, again after a random 0-300 s,
+# then every HealthFrequencyMinutes (default 5): its longest gap is 300 s. 900 s = three
+# intervals, so one or two lost or retried pings never flap a healthy host (AWS publishes no
+# figure). A host whose HealthFrequencyMinutes is raised above 15 would flap in the lab.
+PING_TIMEOUT = 900.0
+# ec2messages GetMessages holds an empty poll open this long (lab time). The agent's HTTP
+# timeout for it is Mds.StopTimeoutMillis = 20 s, so the service must answer before that.
+LONG_POLL_SECONDS = 15.0
 _CODE_ALPHABET = string.ascii_letters + string.digits + "+/"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _AGENT_OPS = frozenset(
@@ -119,8 +128,13 @@ class SsmAnywhere:
         self.activations: dict[str, Activation] = {}
         self.instances: dict[str, ManagedInstance] = {}
         self._keys: dict[str, RoleCredentials] = {}
+        self.long_poll_seconds = LONG_POLL_SECONDS
+        self._wake_polls = threading.Event()
 
     def reset(self) -> None:
+        # Wake held polls so a reset or stop never waits for them.
+        self._wake_polls.set()
+        self._wake_polls = threading.Event()
         with self._lock:
             self.activations.clear()
             self.instances.clear()
@@ -151,7 +165,9 @@ class SsmAnywhere:
         with self._lock:
             self._instance(instance_id).deny_tokens = deny
 
-    def seed(self, region: str, count: int, online: bool, activation_id: str = "") -> list[str]:
+    def seed(
+        self, region: str, count: int, online: bool, activation_id: str = "", prefix: str = "seed"
+    ) -> list[str]:
         """Add registered, heartbeating instances directly (no API calls, no counters)."""
         now = self.clock.now()
         ids = []
@@ -163,11 +179,11 @@ class SsmAnywhere:
                     activation_id=activation_id,
                     iam_role="ecsAnywhereRole",
                     registered=now,
-                    name=f"seed-{index}",
+                    name=f"{prefix}-{index}",
                     last_ping=now if online else now - self.ping_timeout - 1,
                     agent_name="amazon-ssm-agent",
                     agent_version="3.3.1611.0",
-                    computer_name=f"seed-{index}",
+                    computer_name=f"{prefix}-{index}",
                     ip_address=f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}",
                     platform_name="Debian GNU/Linux",
                     platform_version="12",
@@ -331,7 +347,8 @@ class SsmAnywhere:
         if self.clock.now() >= activation.expiration:
             raise AwsError("ActivationExpired", "Activation has expired")
         if activation.registrations >= activation.registration_limit:
-            raise AwsError("InvalidActivation", "Activation registration limit reached")
+            # The code SSM's API model lists for RegisterManagedInstance (botocore, aws-sdk-go).
+            raise AwsError("RegistrationLimitExceeded", "Activation registration limit reached")
         activation.registrations += 1
         instance = ManagedInstance(
             instance_id=_instance_id(),
@@ -366,7 +383,11 @@ class SsmAnywhere:
             "AccessKeyId": access_key,
             "SecretAccessKey": secret,
             "SessionToken": token,
-            "TokenExpirationDate": int(expires),
+            # The agent schedules its rotation on its own (wall) clock: the same lifetime,
+            # lasting 1/scale as long in real time.
+            "TokenExpirationDate": int(
+                self.clock.wall() + self.clock.real_seconds(self.credential_lifetime)
+            ),
             "UpdateKeyPair": False,
         }
 
@@ -391,8 +412,9 @@ class SsmAnywhere:
         return {"Associations": []}
 
     def get_messages(self, params: Json) -> Json:
-        """ec2messages GetMessages: the lab never has commands to deliver."""
+        """ec2messages GetMessages: a long poll that ends empty (the lab sends no commands)."""
         destination = str(params.get("Destination", ""))
+        self._wake_polls.wait(self.clock.real_seconds(self.long_poll_seconds))
         return {
             "Destination": destination,
             "Messages": [],

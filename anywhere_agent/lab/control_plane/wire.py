@@ -30,16 +30,34 @@ Response = tuple[int, list[tuple[str, str]], bytes]
 
 
 class Clock:
-    """Wall clock plus an offset the lab can advance, so timeouts are testable without sleeping."""
+    """The lab clock: wall time run `scale` times faster, plus an offset the lab can advance.
 
-    def __init__(self, source: Callable[[], float] = time.time) -> None:
+    One lab second lasts 1/scale real seconds, so minute-long cadences (SSM pings, ACS
+    heartbeats) play out in seconds while every interval keeps its AWS value in lab time.
+    Signatures are still checked against the wall clock, as AWS does.
+    """
+
+    def __init__(self, source: Callable[[], float] = time.time, scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError("the time scale must be positive")
         self._source = source
+        self._scale = scale
+        self._origin = source()
         self._offset = 0.0
         self._lock = threading.Lock()
 
     def now(self) -> float:
         with self._lock:
-            return self._source() + self._offset
+            real = self._source()
+            return real + (real - self._origin) * (self._scale - 1.0) + self._offset
+
+    def wall(self) -> float:
+        """The wall clock itself (for what agents compare with their own clock)."""
+        return self._source()
+
+    def real_seconds(self, lab_seconds: float) -> float:
+        """How long `lab_seconds` of lab time last on the wall clock."""
+        return max(0.0, lab_seconds) / self._scale
 
     def advance(self, seconds: float) -> None:
         with self._lock:
@@ -47,7 +65,12 @@ class Clock:
 
     def reset(self) -> None:
         with self._lock:
+            self._origin = self._source()
             self._offset = 0.0
+
+    @property
+    def scale(self) -> float:
+        return self._scale
 
     @property
     def offset(self) -> float:

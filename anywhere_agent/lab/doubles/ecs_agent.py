@@ -1,23 +1,31 @@
 #!/usr/bin/python3
 """LAB DOUBLE of amazon-ecs-init + ECS agent: registers, heartbeats, serves introspection.
 
-THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab
-(lab hosts run no Docker). It honours ecs-init's actions and exit codes, the agent's config
-files, its RegisterContainerInstance call and its introspection API (see README.md next to
-this file); it runs no tasks.
+THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab.
+It honours ecs-init's actions and exit codes, the agent's config files, its
+RegisterContainerInstance call and its introspection API (see README.md next to this file);
+where dockerd answers it talks the Docker Engine API and runs lab tasks as containers.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
+import http.client
+import io
 import json
 import os
 import platform
 import random
+import shutil
 import signal
+import socket
+import struct
+import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.error
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 AGENT_VERSION = "1.105.1"
+AGENT_HASH = "a8b3e7d3"  # the commit the real 1.105.1 reports; ACS records it in versionInfo
 LAB_LABEL = "lab double"
 VERSION_STRING = f"Amazon ECS Agent - v{AGENT_VERSION} ({LAB_LABEL})"
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
@@ -44,11 +53,13 @@ STATE_FILE = "/var/lib/ecs/data/agent.db"
 AGENT_LOG = "/var/log/ecs/ecs-agent.log"
 INIT_LOG = "/var/log/ecs/ecs-init.log"
 FAULT_DIR = "/run/anywhere-lab/faults"
+TIME_SCALE_FILE = "/etc/anywhere-lab/time-scale"
 
 EXIT_OK, EXIT_ERROR, EXIT_TERMINAL = 0, 1, 5
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "crit": 50}
 
 _stop = threading.Event()
+_scale = 1.0
 _log_level = LEVELS["info"]
 _log_lock = threading.Lock()
 
@@ -59,6 +70,26 @@ def path(p: str) -> Path:
 
 def fault(name: str) -> bool:
     return path(FAULT_DIR + "/" + name).exists()
+
+
+def time_scale() -> float:
+    """Lab seconds per real second, shared with the control plane (the lab writes the file)."""
+    raw = os.environ.get("ANYWHERE_LAB_TIME_SCALE")
+    if raw is None:
+        try:
+            raw = path(TIME_SCALE_FILE).read_text().strip()
+        except OSError:
+            raw = "1"
+    try:
+        value = float(raw)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else 1.0
+
+
+def lab_wait(seconds: float) -> bool:
+    """Wait `seconds` of lab time (or until stopped); True if stopped."""
+    return _stop.wait(max(0.0, seconds) / _scale)
 
 
 def now_utc() -> dt.datetime:
@@ -144,9 +175,6 @@ class Config:
         except ValueError:
             self.reserved_memory = 0
         lab = read_json(path(LAB_CONFIG))
-        self.heartbeat_seconds = _num(
-            merged, "ANYWHERE_LAB_ECS_HEARTBEAT_SECONDS", lab, "heartbeat_seconds", 5.0
-        )
         self.creds_reread_seconds = _num(
             merged, "ANYWHERE_LAB_ECS_CREDS_REREAD_SECONDS", lab, "credentials_reread_seconds", 5.0
         )
@@ -158,6 +186,13 @@ class Config:
         )
         self.retry_max_seconds = _num(
             merged, "ANYWHERE_LAB_ECS_RETRY_MAX_SECONDS", lab, "retry_max_seconds", 15.0
+        )
+        # Lab tasks as real containers when a Docker daemon answers (see LabTasks).
+        self.docker_tasks = int(
+            _num(merged, "ANYWHERE_LAB_ECS_DOCKER_TASKS", lab, "docker_tasks", 1.0)
+        )
+        self.task_stop_delay_seconds = _num(
+            merged, "ANYWHERE_LAB_ECS_TASK_STOP_DELAY_SECONDS", lab, "task_stop_delay_seconds", 3.0
         )
         tasks = lab.get("tasks")
         self.lab_tasks: list[dict[str, Any]] = (
@@ -412,11 +447,20 @@ NAME_ONLY_CAPABILITIES = [
 ]
 
 
-def attributes(cfg: Config, first_registration: bool) -> list[dict[str, str]]:
+def attributes(
+    cfg: Config, first_registration: bool, docker_apis: Optional[list[str]] = None
+) -> list[dict[str, str]]:
+    """`docker_apis`: the daemon's API versions the agent knows; None keeps the static list
+    (no Docker on the host: the real agent would not start at all)."""
     attrs: list[dict[str, str]] = []
     if first_registration:  # the real agent sends custom attributes only at first registration
         attrs += [{"name": k, "value": v} for k, v in cfg.instance_attributes.items()]
-    attrs += [{"name": name} for name in NAME_ONLY_CAPABILITIES]
+    names = NAME_ONLY_CAPABILITIES
+    if docker_apis is not None:
+        prefix = "com.amazonaws.ecs.capability.docker-remote-api."
+        names = [n for n in names if not n.startswith(prefix)]
+        names[1:1] = [prefix + v for v in docker_apis]
+    attrs += [{"name": name} for name in names]
     attrs += [
         {"name": "ecs.os-type", "value": "linux"},
         {"name": "ecs.os-family", "value": "LINUX"},
@@ -431,8 +475,10 @@ VALIDATED = ("ecs.os-type", "ecs.os-family", "ecs.os-type-detailed", "ecs.cpu-ar
 
 def registration_body(cfg: Config, arn: str) -> dict[str, Any]:
     memory = memory_mib() - cfg.reserved_memory
+    engine = docker_version_doc()
+    apis = supported_docker_apis(engine) if engine else None
     body: dict[str, Any] = {
-        "attributes": attributes(cfg, first_registration=not arn),
+        "attributes": attributes(cfg, first_registration=not arn, docker_apis=apis),
         "clientToken": str(uuid.uuid4()),
         "cluster": cfg.cluster,
         "instanceIdentityDocument": "",
@@ -456,6 +502,307 @@ def registration_body(cfg: Config, arn: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Docker Engine API and lab tasks (the docker side of the double; the protocol side is above)
+#
+# Like the real agent, the double talks to dockerd over its unix socket: the engine's version
+# and API range feed the registration's docker-remote-api capabilities and the ACS connect's
+# dockerVersion, and "lab tasks" run as real containers. Lab tasks are a lab simplification:
+# the double starts them itself (no scheduler places them), reports each with
+# SubmitTaskStateChange (as the real agent reports state changes), and stops them once its
+# container instance is DRAINING, which it learns by reading its own instance
+# (DescribeContainerInstances) where the real agent would get a stop from ACS.
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+TASK_IMAGE = "anywhere-lab/task"
+TASK_TAG = "1"
+TASK_FAMILY = "lab-sleep"
+TASK_LABEL = "com.amazonaws.ecs.task-arn"
+# The agent's known Docker API versions (agent/dockerclient/versions.go), oldest first.
+KNOWN_DOCKER_APIS = [f"1.{n}" for n in range(17, 45)]
+
+
+class DockerError(Exception):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._socket_path)
+        self.sock = sock
+
+
+def docker_call(
+    method: str,
+    api_path: str,
+    body: Any = None,
+    *,
+    raw: Optional[bytes] = None,
+    content_type: str = "application/json",
+    timeout: float = 30.0,
+) -> tuple[int, Any]:
+    """One Docker Engine API request; returns (status, decoded JSON or None)."""
+    conn = _UnixConnection(str(path(DOCKER_SOCKET)), timeout)
+    data = raw if raw is not None else (compact(body).encode() if body is not None else None)
+    headers = {"Content-Type": content_type} if data is not None else {}
+    try:
+        conn.request(method, api_path, body=data, headers=headers)
+        resp = conn.getresponse()
+        payload = resp.read()
+    except OSError as exc:
+        raise DockerError(f"Cannot connect to the Docker daemon at {DOCKER_SOCKET}: {exc}") \
+            from None
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(payload) if payload else None
+    except ValueError:
+        doc = None
+    return resp.status, doc
+
+
+def docker_version_doc() -> Optional[dict[str, Any]]:
+    try:
+        status, doc = docker_call("GET", "/version", timeout=5.0)
+    except DockerError:
+        return None
+    return doc if status == 200 and isinstance(doc, dict) else None
+
+
+def docker_version() -> str:
+    """The engine's version ("20.10.24"), or "" without a reachable daemon."""
+    doc = docker_version_doc()
+    return str(doc.get("Version", "")) if doc else ""
+
+
+def acs_docker_version(version: str) -> str:
+    """The ACS connect's dockerVersion value (acs/session/session.go formatDockerVersion)."""
+    if not version or version == "containerd":
+        return version
+    return "DockerVersion: " + version
+
+
+def _api_tuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+def supported_docker_apis(doc: dict[str, Any]) -> list[str]:
+    """The agent's known API versions the daemon serves (dockerclient SupportedVersions)."""
+    low = _api_tuple(str(doc.get("MinAPIVersion", "1.12")))
+    high = _api_tuple(str(doc.get("ApiVersion", "0")))
+    return [v for v in KNOWN_DOCKER_APIS if low <= _api_tuple(v) <= high]
+
+
+def _rootfs_tar() -> bytes:
+    """A tiny image root: /bin/sleep and the libraries it loads, taken from this host."""
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    files = [sleep]
+    ldd = subprocess.run(["ldd", sleep], capture_output=True, text=True, timeout=30, check=False)
+    for line in ldd.stdout.splitlines():
+        for part in line.split():
+            if part.startswith("/") and os.path.exists(part):
+                files.append(part)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in dict.fromkeys(files):
+            # Dereference: the image needs the library itself, not the host's symlink to it.
+            tar.add(os.path.realpath(name), arcname=name.lstrip("/"), recursive=False)
+        tar.add(os.path.realpath(sleep), arcname="bin/sleep", recursive=False)
+    return buf.getvalue()
+
+
+def ensure_task_image() -> str:
+    """The lab task image, imported locally from a root filesystem (no registry)."""
+    ref = f"{TASK_IMAGE}:{TASK_TAG}"
+    status, _ = docker_call("GET", f"/images/{ref}/json")
+    if status == 200:
+        return ref
+    query = urllib.parse.urlencode(
+        {"fromSrc": "-", "repo": TASK_IMAGE, "tag": TASK_TAG, "message": "anywhere-agent lab task"}
+    )
+    status, _ = docker_call(
+        "POST", f"/images/create?{query}", raw=_rootfs_tar(), content_type="application/x-tar",
+        timeout=120.0,
+    )
+    if status != 200:
+        raise DockerError(f"docker import of {ref} answered HTTP {status}")
+    log("info", f"Imported the lab task image {ref}")
+    return ref
+
+
+def task_containers(cluster: str) -> list[dict[str, Any]]:
+    """Containers of lab tasks in this cluster (the labels the real agent sets), any state."""
+    filters = compact({"label": [TASK_LABEL, f"com.amazonaws.ecs.cluster={cluster}"]})
+    query = urllib.parse.urlencode({"filters": filters, "all": "true"})
+    status, doc = docker_call("GET", f"/containers/json?{query}")
+    if status != 200 or not isinstance(doc, list):
+        raise DockerError(f"listing containers answered HTTP {status}")
+    return [c for c in doc if isinstance(c, dict)]
+
+
+def start_task_container(cluster: str, task_arn: str, image: str) -> dict[str, Any]:
+    task_id = task_arn.rsplit("/", 1)[-1]
+    name = f"ecs-{TASK_FAMILY}-1-sleep-{task_id[:20]}"
+    spec = {
+        "Image": image,
+        "Cmd": ["/bin/sleep", "infinity"],
+        "Labels": {
+            TASK_LABEL: task_arn,
+            "com.amazonaws.ecs.cluster": cluster,
+            "com.amazonaws.ecs.container-name": "sleep",
+            "com.amazonaws.ecs.task-definition-family": TASK_FAMILY,
+            "com.amazonaws.ecs.task-definition-version": "1",
+        },
+        # docker-init forwards SIGTERM, so `stop` ends sleep at once instead of after a kill.
+        "HostConfig": {"Init": True, "NetworkMode": "none"},
+    }
+    status, doc = docker_call("POST", f"/containers/create?name={name}", spec)
+    if status != 201 or not isinstance(doc, dict):
+        raise DockerError(f"creating {name} answered HTTP {status}: {doc}")
+    cid = str(doc["Id"])
+    status, _ = docker_call("POST", f"/containers/{cid}/start")
+    if status not in (204, 304):
+        raise DockerError(f"starting {name} answered HTTP {status}")
+    return {"Id": cid, "Names": ["/" + name], "Labels": spec["Labels"]}
+
+
+def stop_task_container(cid: str) -> None:
+    status, _ = docker_call("POST", f"/containers/{cid}/stop?t=5", timeout=30.0)
+    if status not in (204, 304, 404):
+        raise DockerError(f"stopping {cid[:12]} answered HTTP {status}")
+    docker_call("DELETE", f"/containers/{cid}")
+
+
+def introspection_task(container: dict[str, Any], status: str) -> dict[str, Any]:
+    labels = container.get("Labels") or {}
+    names = container.get("Names") or ["/"]
+    return {
+        "Arn": labels.get(TASK_LABEL, ""),
+        "DesiredStatus": status,
+        "KnownStatus": status,
+        "Family": TASK_FAMILY,
+        "Version": "1",
+        "Containers": [
+            {
+                "DockerId": container.get("Id", ""),
+                "DockerName": str(names[0]).lstrip("/"),
+                "Name": "sleep",
+            }
+        ],
+    }
+
+
+def _task_arn(container: dict[str, Any]) -> str:
+    return str((container.get("Labels") or {}).get(TASK_LABEL, ""))
+
+
+class LabTasks:
+    """Keeps `count` lab task containers running while ACTIVE, stops them when DRAINING."""
+
+    def __init__(self, cfg: Config, creds: Credentials, state: AgentState) -> None:
+        self.cfg, self.creds, self.state = cfg, creds, state
+        self.count = cfg.docker_tasks
+        self.stop_delay = cfg.task_stop_delay_seconds
+        self._draining_since: Optional[float] = None
+
+    def _report(self, task_arn: str, status: str, reason: str = "") -> None:
+        payload: dict[str, Any] = {"cluster": self.cfg.cluster, "task": task_arn, "status": status}
+        if reason:
+            payload["reason"] = reason
+        try:
+            call(self.cfg, self.creds, "SubmitTaskStateChange", payload)
+        except AwsError as exc:
+            log("warn", f"Error submitting task state change {task_arn} {status}: {exc}")
+
+    def _instance_status(self, arn: str) -> str:
+        try:
+            doc = call(self.cfg, self.creds, "DescribeContainerInstances",
+                       {"cluster": self.cfg.cluster, "containerInstances": [arn]})
+        except AwsError as exc:
+            log("debug", f"lab tasks: cannot read the instance status: {exc}")
+            return ""
+        found = doc.get("containerInstances") or [{}]
+        return str(found[0].get("status", ""))
+
+    def tick(self) -> None:
+        with self.state.lock:
+            arn = self.state.arn or ""
+        if not arn or self.count <= 0:
+            return
+        running = []
+        for c in task_containers(self.cfg.cluster):
+            if c.get("State") == "running":
+                running.append(c)
+                continue
+            # Ended without us (dockerd restarted, killed): ECS must hear it stopped.
+            stop_task_container(str(c["Id"]))
+            self._report(_task_arn(c), "STOPPED", f"Essential container exited ({c.get('Status')})")
+        status = self._instance_status(arn)
+        if status == "DRAINING":
+            if self._draining_since is None:
+                self._draining_since = time.monotonic()
+                log("info", f"Instance DRAINING: stopping {len(running)} lab tasks "
+                    f"after {self.stop_delay:.0f}s")
+            if running and time.monotonic() - self._draining_since >= self.stop_delay:
+                for c in running:
+                    stop_task_container(str(c["Id"]))
+                    self._report(_task_arn(c), "STOPPED", "Service draining")
+                running = []
+        else:
+            self._draining_since = None
+            if status == "ACTIVE" and len(running) < self.count:
+                image = ensure_task_image()
+                for _ in range(self.count - len(running)):
+                    task_arn = (
+                        f"arn:aws:ecs:{self.cfg.region}:{arn.split(':')[4]}:task/"
+                        f"{self.cfg.cluster}/{uuid.uuid4().hex}"
+                    )
+                    started = start_task_container(self.cfg.cluster, task_arn, image)
+                    log("info", f"Started lab task {task_arn} in container {started['Id'][:12]}")
+                    running.append(started)
+            for c in running:
+                # Reported on every pass, like the agent's state-change resubmission: a new
+                # control plane or a lost report still learns the task is there.
+                self._report(_task_arn(c), "RUNNING")
+        with self.state.lock:
+            self.state.tasks = [introspection_task(c, "RUNNING") for c in running]
+
+    def run(self) -> None:
+        while not _stop.is_set():
+            if not fault("ecs-hang"):
+                try:
+                    self.tick()
+                except DockerError as exc:
+                    log("warn", f"lab tasks: {exc}")
+            _stop.wait(LAB_TASKS_TICK_SECONDS)
+
+
+# How often the lab-task worker reconciles its containers (lab-only; the real agent acts on
+# ACS task payloads instead).
+LAB_TASKS_TICK_SECONDS = 5.0
+
+
+def start_lab_tasks(
+    cfg: Config, creds: Credentials, state: AgentState
+) -> Optional[threading.Thread]:
+    """Run lab tasks in a thread when a Docker daemon answers; the double needs none."""
+    if cfg.docker_tasks <= 0 or docker_version_doc() is None:
+        return None
+    worker = threading.Thread(target=LabTasks(cfg, creds, state).run, name="lab-tasks",
+                              daemon=True)
+    worker.start()
+    return worker
+
+
+# ---------------------------------------------------------------------------------------------
 # Introspection API (127.0.0.1:51678)
 
 
@@ -465,6 +812,8 @@ class AgentState:
         self.cluster = cfg.cluster
         self.arn: Optional[str] = None
         self.tasks: list[dict[str, Any]] = list(cfg.lab_tasks)
+        self.sessions: dict[str, bool] = {}
+        self.lab_tasks: Optional[threading.Thread] = None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -681,29 +1030,421 @@ def run_agent(cfg: Config, state: AgentState) -> int:
     code = register(cfg, creds, state, arn)
     if code != EXIT_OK or _stop.is_set():
         return code
-    hung_logged = False
+    if state.lab_tasks is None or not state.lab_tasks.is_alive():
+        state.lab_tasks = start_lab_tasks(cfg, creds, state)
+    with state.lock:
+        arn = state.arn or ""
+    # Like the real agent: DiscoverPollEndpoint once (cached 12 h), then ACS and TCS sessions
+    # that run until the agent stops; "connected" in AWS's sense is the ACS session.
+    endpoints = Endpoints(cfg, creds, arn)
+    sessions = [
+        threading.Thread(
+            target=session_loop, args=(kind, cfg, creds, arn, endpoints, state), daemon=True
+        )
+        for kind in (ACS, TCS)
+    ]
+    for thread in sessions:
+        thread.start()
+    while not _stop.is_set():
+        _stop.wait(0.5)
+    for thread in sessions:
+        thread.join(timeout=5)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# ACS and TCS: WebSocket sessions (ecs-agent/acs/session, ecs-agent/tcs/handler, wsclient)
+
+ACS, TCS = "acs", "tcs"
+DISCOVER_CACHE_SECONDS = 12 * 3600.0  # ecs_client.go: the poll endpoint is cached 12 h
+HEARTBEAT_TIMEOUT, HEARTBEAT_JITTER = 60.0, 60.0  # session.go heartbeatTimeout/Jitter
+DISCONNECT_TIMEOUT, DISCONNECT_JITTER = 1800.0, 300.0  # wsclient DisconnectTimeout/JitterMax
+INACTIVE_RECONNECT_SECONDS = 3600.0  # session.go inactiveInstanceReconnectDelay
+METRICS_PUBLISH_SECONDS = 20.0  # tcs client DefaultContainerMetricsPublishInterval
+# (min, max, jitter, multiplier) of retry.NewExponentialBackoff, per session kind
+BACKOFF = {ACS: (0.25, 120.0, 0.2, 1.5), TCS: (1.0, 60.0, 0.2, 1.5)}
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class Backoff:
+    """retry.ExponentialBackoff: the next delay grows by `multiple`, jittered, capped."""
+
+    def __init__(self, low: float, high: float, jitter: float, multiple: float) -> None:
+        self.low, self.high, self.jitter, self.multiple = low, high, jitter, multiple
+        self.current = low
+
+    def duration(self) -> float:
+        value = self.current
+        self.current = min(self.high, self.current * self.multiple)
+        return value + value * self.jitter * random.random()  # noqa: S311 - jitter
+
+    def reset(self) -> None:
+        self.current = self.low
+
+
+class Endpoints:
+    """DiscoverPollEndpoint's answer, asked once and kept for 12 hours of lab time."""
+
+    def __init__(self, cfg: Config, creds: Credentials, arn: str) -> None:
+        self.cfg, self.creds, self.arn = cfg, creds, arn
+        self.lock = threading.Lock()
+        self.answer: dict[str, Any] = {}
+        self.expires = 0.0
+
+    def get(self, kind: str) -> str:
+        with self.lock:
+            if not self.answer or lab_now() >= self.expires:
+                self.answer = call(
+                    self.cfg,
+                    self.creds,
+                    "DiscoverPollEndpoint",
+                    {"cluster": self.cfg.cluster, "containerInstance": self.arn},
+                )
+                self.expires = lab_now() + DISCOVER_CACHE_SECONDS
+            key = "endpoint" if kind == ACS else "telemetryEndpoint"
+            return str(self.answer.get(key) or "")
+
+
+_lab_epoch = (time.monotonic(), 0.0)
+
+
+def lab_now() -> float:
+    """Lab seconds since the double started (monotonic, scaled)."""
+    return (time.monotonic() - _lab_epoch[0]) * _scale
+
+
+def _docker_version_param() -> list[tuple[str, str]]:
+    # acs/session/session.go acsURL: dockerVersion only when the agent knows the engine's.
+    version = acs_docker_version(docker_version())
+    return [("dockerVersion", version)] if version else []
+
+
+def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
+    if kind == ACS:
+        return [
+            ("clusterArn", cfg.cluster),
+            ("containerInstanceArn", arn),
+            ("agentHash", AGENT_HASH),
+            ("agentVersion", AGENT_VERSION),
+            ("seqNum", "1"),
+            ("protocolVersion", "2"),
+            *_docker_version_param(),
+            ("sendCredentials", "true"),
+        ]
+    return [
+        ("cluster", cfg.cluster),
+        ("containerInstance", arn),
+        ("agentVersion", AGENT_VERSION),
+        ("agentHash", AGENT_HASH),
+    ]
+
+
+def session_loop(
+    kind: str, cfg: Config, creds: Credentials, arn: str, endpoints: Endpoints, state: AgentState
+) -> None:
+    """Dial, serve until the session ends, back off, dial again, until the agent stops."""
+    backoff = Backoff(*BACKOFF[kind])
+    name = kind.upper()
     while not _stop.is_set():
         if fault("ecs-hang"):
-            if not hung_logged:
-                log("warn", "lab fault ecs-hang: heartbeats and introspection stopped")
-                hung_logged = True
             _stop.wait(0.5)
             continue
-        hung_logged = False
-        with state.lock:
-            arn = state.arn or ""
         try:
-            call(
-                cfg,
-                creds,
-                "DiscoverPollEndpoint",
-                {"cluster": cfg.cluster, "containerInstance": arn},
-            )
-            log("debug", "DiscoverPollEndpoint succeeded")
+            endpoint = endpoints.get(kind)
+            conn = ws_connect(cfg, creds, endpoint, session_query(kind, cfg, arn))
         except AwsError as exc:
-            log("error", f"Error connecting to ACS: {exc}")
-        _stop.wait(cfg.heartbeat_seconds)
-    return EXIT_OK
+            if exc.code == "InactiveInstanceException":
+                log("warn", f"{name}: the container instance is inactive; waiting an hour")
+                lab_wait(INACTIVE_RECONNECT_SECONDS)
+                continue
+            delay = backoff.duration()
+            log("error", f"Error connecting to {name}: {exc}; reconnecting in {delay:.2f}s")
+            lab_wait(delay)
+            continue
+        log("info", f"Connected to {name} endpoint")
+        with state.lock:
+            state.sessions[kind] = True
+        try:
+            outcome = serve_session(kind, conn, cfg, arn, backoff)
+        finally:
+            with state.lock:
+                state.sessions[kind] = False
+            conn.shutdown()
+        if outcome == "inactive":
+            lab_wait(INACTIVE_RECONNECT_SECONDS)
+        elif outcome == "disconnect":
+            backoff.reset()  # the agent's own periodic disconnect: dial again at once
+        elif not _stop.is_set():
+            delay = backoff.duration()
+            log("info", f"{name} session ended ({outcome}); reconnecting in {delay:.2f}s")
+            lab_wait(delay)
+
+
+def serve_session(kind: str, conn: WsConn, cfg: Config, arn: str, backoff: Backoff) -> str:
+    """One session: ack heartbeats (ACS), publish metrics (TCS), close on silence.
+
+    Returns why it ended: "stopped", "silence", "disconnect", "inactive" or "closed: ...".
+    """
+    started = lab_now()
+    silence_at = started + HEARTBEAT_TIMEOUT + HEARTBEAT_JITTER * random.random()  # noqa: S311
+    disconnect_at = started + DISCONNECT_TIMEOUT + DISCONNECT_JITTER * random.random()  # noqa: S311
+    backoff_reset_at = started + HEARTBEAT_TIMEOUT + HEARTBEAT_JITTER * random.random()  # noqa: S311
+    publish_at = started + METRICS_PUBLISH_SECONDS
+    while True:
+        if _stop.is_set():
+            conn.close(1000, "agent stopping")
+            return "stopped"
+        if fault("ecs-hang"):
+            # A wedged agent reads nothing and answers nothing; ACS ends the session for it.
+            _stop.wait(0.5)
+            if conn.closed:
+                return "closed: while hung"
+            continue
+        now = lab_now()
+        if now >= silence_at:
+            log("warn", f"{kind.upper()} Connection hasn't had any activity for too long; closing")
+            conn.close(1000, "")
+            return "silence"
+        if now >= disconnect_at:
+            conn.close(1000, "")
+            return "disconnect"
+        if backoff_reset_at and now >= backoff_reset_at:
+            backoff.reset()  # a session that lasted resets the reconnect backoff
+            backoff_reset_at = 0.0
+        if kind == TCS and now >= publish_at:
+            publish_at = now + METRICS_PUBLISH_SECONDS
+            try:
+                conn.send_text(ws_message("PublishMetricsRequest", metrics_request(cfg, arn)))
+            except WsClosed as exc:
+                return f"closed: {exc}"
+        wake = min(silence_at, disconnect_at, publish_at if kind == TCS else silence_at, now + 1.0)
+        try:
+            text = conn.receive(max(0.01, (wake - now) / _scale))
+        except WsClosed as exc:
+            return f"closed: {exc}"
+        if text is None:
+            continue
+        silence_at = lab_now() + HEARTBEAT_TIMEOUT + HEARTBEAT_JITTER * random.random()  # noqa: S311
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            continue
+        kind_of = str(doc.get("type", "")) if isinstance(doc, dict) else ""
+        body = doc.get("message") if isinstance(doc, dict) else None
+        body = body if isinstance(body, dict) else {}
+        if kind_of == "HeartbeatMessage" and kind == ACS:
+            ack = {"messageId": str(body.get("messageId", ""))}
+            try:
+                conn.send_text(ws_message("HeartbeatAckRequest", ack))
+            except WsClosed as exc:
+                return f"closed: {exc}"
+        elif kind_of == "InactiveInstanceException":
+            log("warn", f"{kind.upper()}: container instance is inactive")
+            return "inactive"
+        elif kind_of.endswith("Exception") or kind_of == "CloseMessage":
+            log("warn", f"{kind.upper()} sent {kind_of}: {body.get('message', '')}")
+
+
+def metrics_request(cfg: Config, arn: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "cluster": cfg.cluster,
+            "containerInstance": arn,
+            "idle": True,
+            "messageId": str(uuid.uuid4()),
+            "fin": True,
+        },
+        "taskMetrics": [],
+        "timestamp": time.time(),
+    }
+
+
+def ws_message(kind: str, body: dict[str, Any]) -> str:
+    return compact({"type": kind, "message": body})
+
+
+class WsClosed(Exception):
+    pass
+
+
+class WsConn:
+    """The client half of RFC 6455 (masked frames out, plain frames in), stdlib only."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+        self.sock, self.buffer = sock, bytearray(buffered)
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send_text(self, text: str) -> None:
+        self._send(0x1, text.encode())
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(payload)
+        head = bytearray([0x80 | opcode])
+        if size < 126:
+            head.append(0x80 | size)
+        elif size < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", size)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", size)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        with self.lock:
+            if self.closed:
+                raise WsClosed("connection closed")
+            try:
+                self.sock.sendall(bytes(head) + mask + masked)
+            except OSError as exc:
+                self.closed = True
+                raise WsClosed(str(exc)) from None
+
+    def receive(self, timeout: float) -> Optional[str]:
+        """The next text message, None after `timeout` real seconds; WsClosed at the end."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self._frame()
+            if frame is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.sock.settimeout(left)
+                try:
+                    chunk = self.sock.recv(65536)
+                except (socket.timeout, TimeoutError):
+                    return None
+                except OSError as exc:
+                    self.closed = True
+                    raise WsClosed(str(exc)) from None
+                if not chunk:
+                    self.closed = True
+                    raise WsClosed("end of stream")
+                self.buffer += chunk
+                continue
+            opcode, payload = frame
+            if opcode == 0x9:
+                self._send(0xA, payload)
+            elif opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                try:
+                    self._send(0x8, payload[:2])
+                except WsClosed:
+                    pass
+                self.shutdown()
+                raise WsClosed(f"close {code} {payload[2:].decode('utf-8', 'replace')}".strip())
+            elif opcode in (0x0, 0x1, 0x2):
+                return payload.decode("utf-8", "replace")
+
+    def _frame(self) -> Optional[tuple[int, bytes]]:
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        opcode, size, at = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if size == 126:
+            if len(buf) < 4:
+                return None
+            size, at = struct.unpack("!H", bytes(buf[2:4]))[0], 4
+        elif size == 127:
+            if len(buf) < 10:
+                return None
+            size, at = struct.unpack("!Q", bytes(buf[2:10]))[0], 10
+        if len(buf) < at + size:
+            return None
+        payload = bytes(buf[at : at + size])
+        del buf[: at + size]
+        return opcode, payload
+
+    def close(self, code: int, reason: str) -> None:
+        try:
+            self._send(0x8, struct.pack("!H", code) + reason.encode())
+        except WsClosed:
+            pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def ws_connect(
+    cfg: Config, creds: Credentials, endpoint: str, query: list[tuple[str, str]]
+) -> WsConn:
+    """The signed upgrade (GET /ws, SigV4 for service ecs), as wsclient.Connect sends it."""
+    if not endpoint:
+        raise AwsError("RequestError", "DiscoverPollEndpoint returned no endpoint")
+    values = creds.get()
+    if values is None:
+        raise AwsError("NoCredentialProviders", "no valid providers in chain")
+    base = endpoint if endpoint.endswith("/") else endpoint + "/"
+    encoded = urllib.parse.urlencode(
+        sorted(query), quote_via=lambda v, *_: urllib.parse.quote(v, safe="-_.~")
+    )
+    url = base + "ws?" + encoded
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "ws"):
+        raise AwsError("RequestError", f"the lab double dials only plain ws://, not {url}")
+    when = now_utc()
+    headers = {"Host": parts.netloc, "X-Amz-Date": when.strftime("%Y%m%dT%H%M%SZ")}
+    if values.get("token"):
+        headers["X-Amz-Security-Token"] = values["token"]
+    headers["Authorization"] = sign("GET", url, headers, b"", cfg.region, "ecs", values, when)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {parts.path}?{parts.query} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines += [
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        f"User-Agent: {VERSION_STRING}",
+    ]
+    try:
+        sock = socket.create_connection(
+            (parts.hostname or "", parts.port or 80), timeout=cfg.http_timeout
+        )
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise OSError("connection closed during the upgrade")
+            raw += chunk
+    except OSError as exc:
+        raise AwsError(
+            "RequestError", f"websocket client: unable to dial {parts.netloc}: {exc}"
+        ) from None
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    answer = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    status = status_line.split(" ")[1] if " " in status_line else ""
+    if status != "101":
+        body = rest
+        length = int(answer.get("content-length", "0") or 0)
+        try:
+            while len(body) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+        except OSError:
+            pass
+        sock.close()
+        try:
+            doc = json.loads(body or b"{}")
+        except ValueError:
+            doc = {}
+        inner = doc.get("message") if isinstance(doc.get("message"), dict) else {}
+        raise AwsError(
+            str(doc.get("type") or f"HTTP{status}"), str(inner.get("message", status_line))
+        )
+    expect = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324
+    if answer.get("sec-websocket-accept") != expect:
+        sock.close()
+        raise AwsError("RequestError", "websocket: bad handshake")
+    return WsConn(sock, rest)
 
 
 def _on_term(signum: int, _frame: Any) -> None:
@@ -712,6 +1453,8 @@ def _on_term(signum: int, _frame: Any) -> None:
 
 
 def action_start() -> int:
+    global _scale
+    _scale = time_scale()
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     init_log("info", "start")

@@ -183,6 +183,20 @@ class Host:
     instance_id: str
     credentials: dict[str, Any]
 
+    def acs(self, arn: str, cluster: str, kind: str = "acs", region: str = REGION,
+            endpoint: Optional[str] = None) -> Any:
+        """Dial ACS (or TCS) for `arn` with this host's keys, as the ECS agent double does."""
+        from anywhere_agent.lab.doubles import ecs_agent
+
+        cfg = ecs_agent.Config(env={
+            "AWS_DEFAULT_REGION": region, "ECS_CLUSTER": cluster,
+            "AWS_ACCESS_KEY_ID": self.credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": self.credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": self.credentials["SessionToken"]})
+        query = ecs_agent.session_query(kind, cfg, arn)
+        return ecs_agent.ws_connect(cfg, ecs_agent.Credentials(cfg),
+                                    endpoint or self.agent.plane.url, query)
+
     def ecs(self) -> Any:
         """An ECS client holding the role credentials, like the ECS agent on that host."""
         return self.agent.client("ecs", key=self.credentials["AccessKeyId"],
@@ -199,7 +213,8 @@ def _session_plane(shared_control_plane: ControlPlane) -> ControlPlane:
 def plane(_session_plane: ControlPlane) -> ControlPlane:
     _session_plane.reset()
     _session_plane.ssm.ping_timeout = 60
-    _session_plane.ecs.connect_timeout = 60
+    _session_plane.sessions.heartbeat_seconds = 30
+    _session_plane.ssm.long_poll_seconds = 0
     _session_plane.ssm.credential_lifetime = 1800
     return _session_plane
 

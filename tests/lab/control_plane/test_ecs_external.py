@@ -30,7 +30,8 @@ def test_agent_registration_uses_the_managed_instance_id_and_echoes_its_attribut
                                            tags=[{"key": "rack", "value": "r7"}])
     assert instance["ec2InstanceId"] == host.instance_id
     assert instance["status"] == "ACTIVE"
-    assert instance["agentConnected"] is True
+    # On AWS an instance is connected only once its agent's ACS session is up.
+    assert instance["agentConnected"] is False
     assert instance["tags"] == [{"key": "rack", "value": "r7"}]
     echoed = attributes(instance)
     for sent in agent.attributes:
@@ -65,7 +66,7 @@ def test_re_registration_with_the_known_arn_keeps_the_arn(
         first["containerInstanceArn"]]
 
 
-def test_agent_connected_follows_discover_poll_endpoint_heartbeats(
+def test_discover_poll_endpoint_names_acs_and_tcs_and_connects_nobody(
     plane: ControlPlane, host: Host, cluster: str, ecs: Any, admin: LabAdmin, agent: Agent) -> None:
     agent_ecs = host.ecs()
     arn = agent.register_container_instance(agent_ecs, cluster)["containerInstanceArn"]
@@ -75,13 +76,16 @@ def test_agent_connected_follows_discover_poll_endpoint_heartbeats(
                                                   include=["CONTAINER_INSTANCE_HEALTH"])
         return dict(answer["containerInstances"][0])
 
-    admin.advance_clock(61)
-    assert described()["agentConnected"] is False
-    assert described()["healthStatus"]["overallStatus"] == "INSUFFICIENT_DATA"
     endpoints = agent_ecs.discover_poll_endpoint(cluster=cluster, containerInstance=arn)
     assert endpoints["endpoint"] == endpoints["telemetryEndpoint"] == plane.url + "/"
-    assert described()["agentConnected"] is True
-    assert described()["healthStatus"]["overallStatus"] == "OK"
+    assert described()["agentConnected"] is False
+    assert described()["healthStatus"]["overallStatus"] == "INSUFFICIENT_DATA"
+    session = host.acs(arn, cluster, endpoint=endpoints["endpoint"])
+    try:
+        assert described()["agentConnected"] is True
+        assert described()["healthStatus"]["overallStatus"] == "OK"
+    finally:
+        session.close(1000, "")
 
 
 def test_health_status_and_tags_appear_only_when_included(

@@ -92,7 +92,7 @@ def test_registration_counts_against_the_limit_and_then_is_refused(
     assert first.body["InstanceId"] != second.body["InstanceId"]
     assert first.body["InstanceId"].startswith("mi-") and len(first.body["InstanceId"]) == 20
     third = agent.register(activation_id, code)
-    assert (third.status, third.error) == (400, "InvalidActivation")
+    assert (third.status, third.error) == (400, "RegistrationLimitExceeded")
     activation = ssm.describe_activations()["ActivationList"][0]
     assert activation["RegistrationsCount"] == 2
 

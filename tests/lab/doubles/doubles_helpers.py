@@ -69,6 +69,11 @@ class FakePlane:
         with self.lock:
             return [s for s in self.seen if s.target.endswith("." + operation)]
 
+    def dials(self) -> list[Seen]:
+        """WebSocket upgrades (ACS/TCS) the fake saw; it refuses them all."""
+        with self.lock:
+            return [s for s in self.seen if s.path.startswith("/ws")]
+
     def wait_for(self, operation: str, count: int = 1, timeout: float = 15.0) -> list[Seen]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -99,6 +104,9 @@ class FakePlane:
             }
         if op == "UpdateInstanceInformation":
             return 200, {}
+        if op == "GetMessages":
+            return 200, {"Destination": body.get("Destination", ""), "Messages": [],
+                         "MessagesRequestId": body.get("MessagesRequestId", "")}
         if op == "RegisterContainerInstance":
             if body.get("cluster") in self.missing_clusters:
                 return 400, {"__type": "ClusterNotFoundException", "message": "Cluster not found."}
@@ -154,6 +162,20 @@ def _make_handler(plane_ref: list[FakePlane]) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self) -> None:
+            plane = plane_ref[0]
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with plane.lock:
+                plane.seen.append(Seen(self.path, headers, b"", False))
+            data = json.dumps(
+                {"type": "ServerException", "message": {"message": "the fake has no ACS"}}
+            ).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
     return Handler
 
 
@@ -202,7 +224,7 @@ def double_env(root: Path, **extra: str) -> dict[str, str]:
 def write_ssm_config(root: Path, endpoint: str) -> None:
     cfg = root / "etc/amazon/ssm/amazon-ssm-agent.json"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(json.dumps({"Ssm": {"Endpoint": endpoint}}))
+    cfg.write_text(json.dumps({"Ssm": {"Endpoint": endpoint}, "Mds": {"Endpoint": endpoint}}))
 
 
 def run_ssm(

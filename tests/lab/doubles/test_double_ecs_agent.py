@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,19 @@ def test_the_agent_registers_with_the_real_body_signed_with_the_shared_credentia
     assert resources["CPU"]["type"] == "INTEGER" and resources["CPU"]["integerValue"] >= 1024
     assert resources["MEMORY"]["integerValue"] > 0
     assert "51678" in resources["PORTS"]["stringSetValue"]
-    dpe = fake_plane.wait_for("DiscoverPollEndpoint", count=3)  # the heartbeat keeps going
-    assert dpe[0].json == {"cluster": "lab", "containerInstance": CI_ARN}
+    [dpe] = fake_plane.wait_for("DiscoverPollEndpoint")
+    assert dpe.json == {"cluster": "lab", "containerInstance": CI_ARN}
+    # Then signed upgrades to ACS and TCS, re-dialled with backoff while they are refused;
+    # DiscoverPollEndpoint is not asked again (the real agent caches it for 12 hours).
+    wait_until(lambda: len(fake_plane.dials()) >= 4, timeout=10, what="ACS/TCS re-dials")
+    queries = [urllib.parse.parse_qs(urllib.parse.urlsplit(d.path).query)
+               for d in fake_plane.dials()]
+    acs = [q for q in queries if "containerInstanceArn" in q]
+    assert acs and acs[0]["protocolVersion"] == ["2"] and acs[0]["seqNum"] == ["1"]
+    assert acs[0]["containerInstanceArn"] == [CI_ARN] and acs[0]["agentVersion"] == ["1.105.1"]
+    assert any(q.get("containerInstance") == [CI_ARN] for q in queries)  # TCS
+    assert all("/us-east-1/ecs/" in d.headers["authorization"] for d in fake_plane.dials())
+    assert len(fake_plane.calls("DiscoverPollEndpoint")) == 1
 
 
 def test_introspection_answers_null_until_registered_then_the_arn(
@@ -278,28 +290,28 @@ def test_without_ecs_cluster_the_agent_creates_the_default_cluster(
     assert [c.json for c in fake_plane.calls("CreateCluster")] == [{"clusterName": "default"}]
 
 
-def test_the_ecs_hang_fault_stops_introspection_and_heartbeats(
+def test_the_ecs_hang_fault_stops_introspection_and_acs_dials(
     lab_root: Path, fake_plane: FakePlane, processes: Processes, tmp_path: Path
 ) -> None:
     _host(lab_root, fake_plane)
     ecs = Ecs(lab_root, processes, tmp_path)
     proc = ecs.start()
-    fake_plane.wait_for("DiscoverPollEndpoint")
+    wait_until(lambda: fake_plane.dials(), timeout=10, what="an ACS dial")
     fault = lab_root / "run/anywhere-lab/faults/ecs-hang"
     fault.parent.mkdir(parents=True)
     fault.touch()
     time.sleep(0.6)
-    frozen = len(fake_plane.calls("DiscoverPollEndpoint"))
+    frozen = len(fake_plane.dials())
     try:
         ecs.get("/v1/metadata", timeout=1.0)
         raise AssertionError("introspection answered while hung")
     except TimeoutError:
         pass
-    assert len(fake_plane.calls("DiscoverPollEndpoint")) == frozen
+    assert len(fake_plane.dials()) == frozen
     assert proc.poll() is None
     fault.unlink()
     assert ecs.get("/v1/metadata")[0] == 200
-    fake_plane.wait_for("DiscoverPollEndpoint", count=frozen + 1)
+    wait_until(lambda: len(fake_plane.dials()) > frozen, timeout=10, what="dials again")
 
 
 def test_the_ecs_crash_fault_exits_1_about_a_second_after_start(
