@@ -57,8 +57,12 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 inventory = Path(tmp) / "hosts.ini"
                 inventory.write_text(lab.inventory())
-                extra = {**lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(),
-                                    LAB), "rollout_batches": BATCHES}
+                from anywhere_agent.lab.operators import create_operator
+
+                url = lab.control_plane_url()
+                controller = create_operator(url, "registrar", lab.region).environment()
+                extra = {**lab_vars(url, lab.region, lab.product_wheel(), LAB, controller),
+                         "rollout_batches": BATCHES}
                 one = timed_rollout(inventory, extra, "n1", tmp)
                 ten = timed_rollout(inventory, extra, ",".join(f"n{i}" for i in range(2, 12)),
                                     tmp)
