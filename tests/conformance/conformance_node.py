@@ -55,7 +55,7 @@ class RealNode:
     activation_code: str = ""
     instance_id: str = ""
     register_result: Optional[subprocess.CompletedProcess[bytes]] = None
-    notes: list[str] = field(default_factory=list)
+    measured: dict[str, Any] = field(default_factory=dict)  # figures for the run's summary
 
     # -- clients and environments ---------------------------------------------------------
 
