@@ -12,9 +12,15 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
 from anywhere_agent.errors import AgentError, CloudError, NetworkError
 
 LOG = logging.getLogger(__name__)
+
+
+class TransientCloudError(CloudError):
+    """AWS said "not now" (throttling, a 5xx) even after botocore's retries: a poller that
+    still has time left tries again on its next round instead of giving up."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,21 @@ _ACCESS = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",
            "SignatureDoesNotMatch", "InvalidSignatureException", "MissingAuthenticationToken"}
 
 
+# botocore's throttling codes (standard retry mode) less LimitExceededException, which IAM
+# also uses for a full quota: retrying that would not help.
+_THROTTLING = frozenset({"Throttling", "ThrottlingException", "ThrottledException",
+                         "RequestThrottledException", "TooManyRequestsException",
+                         "ProvisionedThroughputExceededException", "TransactionInProgressException",
+                         "RequestLimitExceeded", "BandwidthLimitExceeded", "RequestThrottled",
+                         "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException"})
+
+
+def doing_of(err: BaseException) -> str:
+    """What was being done, from the error itself: its operation name when botocore says."""
+    operation = getattr(err, "operation_name", "")
+    return f"AWS {operation}" if operation else "calling AWS"
+
+
 def translate(err: Exception, doing: str) -> AgentError:
     """Turn a botocore error into our one-line error with a fix."""
     if isinstance(err, AgentError):
@@ -74,15 +95,23 @@ def translate(err: Exception, doing: str) -> AgentError:
     if isinstance(err, botocore.exceptions.ClientError):
         code = err.response.get("Error", {}).get("Code", "Unknown")
         message = err.response.get("Error", {}).get("Message", "") or code
+        if is_clock_skew(code, message):
+            return CloudError(f"{doing}: AWS refused the request's time ({code}: {message})",
+                              CLOCK_FIX)
         if code in _ACCESS:
             return CloudError(f"{doing}: access denied ({code})",
                               "use credentials allowed to call this API (see README 'IAM')")
         if code == "ClusterNotFoundException":
             return CloudError(f"{doing}: cluster not found",
                               "create it with `anywhere-agent registrar ensure` or fix --cluster")
-        if code in ("ThrottlingException", "Throttling", "RequestLimitExceeded"):
-            return CloudError(f"{doing}: throttled by AWS after retries",
-                              "retry later or lower the rollout's batch size")
+        if code in _THROTTLING:
+            return TransientCloudError(f"{doing}: throttled by AWS after retries",
+                                       "retry later or lower the rollout's batch size")
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500:
+            return TransientCloudError(f"{doing}: AWS answered {status} {code}: {message}",
+                                       "retry later; if it lasts, check the AWS Health "
+                                       "Dashboard for the region")
         return CloudError(f"{doing}: {code}: {message}", "see the AWS error above")
     if isinstance(err, (botocore.exceptions.EndpointConnectionError,
                         botocore.exceptions.ConnectTimeoutError,
@@ -96,9 +125,21 @@ def translate(err: Exception, doing: str) -> AgentError:
     if isinstance(err, botocore.exceptions.NoCredentialsError):
         return CloudError(f"{doing}: no AWS credentials found",
                           "configure credentials (AWS_PROFILE, ~/.aws/credentials or a role)")
+    if isinstance(err, botocore.exceptions.ProfileNotFound):
+        return CloudError(f"{doing}: {err}",
+                          "name a profile from ~/.aws/config in AWS_PROFILE, or unset it")
     if isinstance(err, botocore.exceptions.BotoCoreError):
         return CloudError(f"{doing}: {err}", "see the error above")
     raise err
+
+
+def is_transient(err: BaseException) -> bool:
+    """AWS said "not now" (throttling, a 5xx): worth another round within a poll's bound."""
+    if isinstance(err, TransientCloudError):
+        return True
+    if isinstance(err, botocore.exceptions.ClientError):
+        return isinstance(translate(err, ""), TransientCloudError)
+    return False
 
 
 @contextmanager

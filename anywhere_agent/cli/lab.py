@@ -24,11 +24,13 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
 HOST_COLUMNS = ("name", "ip", "running", "systemd", "ssh", "pss_kib", "rss_kib", "faults")
 
 
-def _lab(name: str, region: str = "us-east-1", subnet: Optional[int] = None) -> Any:
+def _lab(
+    name: str, region: str = "us-east-1", subnet: Optional[int] = None, time_scale: float = 1.0
+) -> Any:
     # Imported here so `anywhere-agent --help` does not pay for the lab's imports.
     from anywhere_agent.lab.orchestrator import Lab
 
-    return Lab(name=name, region=region, subnet_octet=subnet)
+    return Lab(name=name, region=region, subnet_octet=subnet, time_scale=time_scale)
 
 
 @app.command("up")
@@ -43,13 +45,20 @@ def up(
         max=250,
         help="X of the lab subnet 10.213.X.0/24 (default: derived from the name).",
     ),
+    time_scale: float = typer.Option(
+        1.0,
+        "--time-scale",
+        min=0.001,
+        help="Lab seconds per real second, shared by the control plane and the agent doubles "
+        "(20: a 5-minute SSM ping every 15 s; intervals keep their AWS values in lab time).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring a lab up (cleaning a crashed one of the same name first).
 
     The first run builds the cached host image (about a minute); later runs take seconds.
     """
-    info = run(lambda: _lab(name, region, subnet).up(hosts), as_json)
+    info = run(lambda: _lab(name, region, subnet, time_scale).up(hosts), as_json)
     if as_json:
         typer.echo(to_json(info.to_dict()))
         return
@@ -133,6 +142,7 @@ Control-plane faults:
   deny         AccessDenied(Exception) at --rate, as for a role without the action
   expire-activation   expire --activation-id now
   deregister   deregister --host centrally (SSM DeregisterManagedInstance)
+  acs-outage   refuse ACS to --host: agentConnected false until --off
 """
 
 

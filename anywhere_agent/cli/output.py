@@ -48,11 +48,23 @@ def fail(err: AgentError, as_json: bool) -> NoReturn:
 
 @contextmanager
 def errors_to_exit(as_json: bool = False) -> Iterator[None]:
-    """Map AgentError to its exit code with no traceback; anything else is a bug (exit 1)."""
+    """Map AgentError to its exit code with no traceback; anything else is a bug (exit 1).
+
+    An AWS error that no inner `aws_errors` caught still gets the one mapping (an unreachable
+    endpoint is exit 7 with its fix wherever the call was made); botocore is imported only
+    then, so the commands that never call AWS do not pay for it.
+    """
     try:
         yield
     except AgentError as err:
         fail(err, as_json)
+    except Exception as err:
+        if not type(err).__module__.startswith("botocore."):
+            raise
+        from anywhere_agent.aws.clients import doing_of, translate
+
+        LOG.debug("AWS error outside aws_errors()", exc_info=True)
+        fail(translate(err, doing_of(err)), as_json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

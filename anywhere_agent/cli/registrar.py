@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -13,6 +16,7 @@ from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.cli.output import is_tty, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
 from anywhere_agent.registrar import activations, drain, ensure, fleet, inputs, prune, wait
+from anywhere_agent.registrar import inventory as fleet_inventory
 
 app = typer.Typer(help="Central side: IAM role and cluster, activations, fleet view, prune, wait.",
                   no_args_is_help=True)
@@ -73,24 +77,29 @@ def ensure_cmd(
 
 @app.command("activate")
 def activate_cmd(
-    count: Annotated[int, typer.Option(help="Hosts the rollout registers (split past 1,000).")],
+    count: Annotated[int, typer.Option(
+        help="Hosts the rollout registers (split past 1,000; more than SSM's standard-tier "
+             "1,000 nodes needs --yes).")],
     output: Annotated[Optional[str], typer.Option(
         help="Where the codes go: a new 0600 file, or - for JSON on standard output.")] = None,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 2h, 7d (at most 30d).")] = "2h",
     name_prefix: Annotated[str, typer.Option(
         help="Default instance name for registered hosts.")] = "",
     tag: Annotated[Optional[list[str]], typer.Option(
-        help="Extra tag key=value; repeat for several.")] = None,
+        help="Extra tag key=value; repeat for several (at most 48: AWS allows 50 and two "
+             "are anywhere-agent's).")] = None,
     rollout: Annotated[str, typer.Option(help="Rollout ID to tag with (default: a new one).")] = "",
     role: Role = ensure.DEFAULT_ROLE,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Confirm a --count above SSM's standard-tier 1,000 nodes.")] = False,
     region: Region = None,
     as_json: AsJson = False,
 ) -> None:
     """Create activations covering --count hosts; the codes go only to --output."""
     def body() -> None:
-        n = inputs.parse_count(count)
+        n = inputs.parse_count(count, yes)
         lifetime = inputs.parse_expiry(expires)
-        tags = inputs.parse_tags(tag or [])
+        tags = inputs.parse_tags(tag or [], ours=len(activations.OWN_TAGS))
         if not output:
             raise UsageError("--output is required",
                              "--output FILE (created 0600) or --output - (JSON on stdout)")
@@ -130,30 +139,101 @@ def revoke_cmd(
 
 
 FLEET_COLUMNS = ("name", "instance_id", "ping_status", "ping_age_s", "agent_version",
-                 "ecs_agent_version", "cluster", "container_instance_status", "agent_connected",
-                 "running_tasks", "health", "flags")
+                 "ecs_agent_version", "region", "cluster", "container_instance_status",
+                 "agent_connected", "running_tasks", "health", "flags")
+Regions = Annotated[Optional[list[str]], typer.Option(
+    "--region", help="AWS region; several as a,b or by repeating the option, read side by side "
+                     "(default: AWS_REGION / AWS_DEFAULT_REGION / the profile's).")]
+AllClusters = Annotated[bool, typer.Option(
+    "--all-clusters", help="Every cluster of every region (the default without --cluster).")]
+OfflineAfter = Annotated[str, typer.Option(help="Flag hosts without a ping for this long.")]
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+def fleet_clients(regions: Sequence[str]) -> dict[str, Clients]:
+    """Clients for each region (a,b or repeated), sharing one session built for bulk reads."""
+    names = list(dict.fromkeys(r.strip() for item in regions for r in item.split(",")
+                               if r.strip()))
+    bad = [r for r in names if not _REGION.match(r)]
+    if bad:
+        raise UsageError(f"--region {', '.join(bad)} is not a region name",
+                         "give region codes such as us-east-1, separated by commas")
+    base = make_clients(names[0] if names else None)  # the default region and retry settings
+    session = fleet.reading_session()
+    return {r: Clients(dataclasses.replace(base.settings, region=r), session)
+            for r in names or [base.settings.region]}
+
+
+def _read_fleet(cluster: Optional[list[str]], all_clusters: bool, offline_after: str,
+                region: Optional[list[str]]) -> fleet.Fleet:
+    if all_clusters and cluster:
+        raise UsageError("--all-clusters and --cluster contradict each other",
+                         "give one of them")
+    threshold = inputs.parse_duration(offline_after, "--offline-after")
+    return fleet.read(fleet_clients(region or []), cluster or [], threshold)
+
+
+def _print_table(rows: Callable[[], Iterable[Mapping[str, Any]]], columns: Sequence[str]) -> None:
+    """An aligned table printed row by row: the rows are produced twice (widths, then lines)
+    rather than held as strings; the header alone when there are none."""
+    widths = [len(c) for c in columns]
+    for row in rows():
+        widths = [max(w, len(_cell(row.get(c)))) for w, c in zip(widths, columns)]
+    out = sys.stdout
+    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    for row in rows():
+        out.write("  ".join(_cell(row.get(c)).ljust(w)
+                            for c, w in zip(columns, widths)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 @app.command("fleet")
 def fleet_cmd(
     cluster: Clusters = None,
-    offline_after: Annotated[str, typer.Option(
-        help="Flag hosts without a ping for this long.")] = "1h",
-    region: Region = None,
+    all_clusters: AllClusters = False,
+    offline_after: OfflineAfter = "1h",
+    region: Regions = None,
     as_json: AsJson = False,
 ) -> None:
-    """One row per host, joining SSM and ECS on the mi- ID, with flags and a summary."""
+    """One row per host, joining SSM and ECS on the mi- ID, with flags and a summary.
+
+    With --cluster the view is exact: managed instances in other clusters (or none) are
+    counted, not listed. Regions and clusters are read side by side, each at its pagination minimum.
+    """
     def body() -> None:
-        threshold = inputs.parse_duration(offline_after, "--offline-after")
-        view = fleet.collect(make_clients(region), cluster or [], threshold)
+        view = _read_fleet(cluster, all_clusters, offline_after, region)
         if as_json:
-            print(to_json(view.to_dict()))
+            sys.stdout.writelines(view.json_chunks())
+            sys.stdout.write("\n")
             return
-        rows = [{**h.to_dict(), "flags": ",".join(h.flags)} for h in view.hosts]
-        if rows:
-            print(table(rows, FLEET_COLUMNS))
+        _print_table(lambda: ({**h.to_dict(), "flags": ",".join(h.flags)} for h in view.hosts),
+                     FLEET_COLUMNS)
         print(view.summary_line())
     run(body, as_json)
+
+
+@app.command("inventory")
+def inventory_cmd(
+    fmt: Annotated[str, typer.Option(
+        "--format", help="ansible: dynamic-inventory JSON (_meta.hostvars and groups).")
+    ] = "ansible",
+    cluster: Clusters = None,
+    all_clusters: AllClusters = False,
+    offline_after: OfflineAfter = "1h",
+    region: Regions = None,
+) -> None:
+    """An Ansible inventory from the fleet view: groups by cluster, region, status, flag and
+    agent version; each host's address as SSM reports it (see ansible/inventory/fleet.sh)."""
+    def body() -> None:
+        if fmt != "ansible":
+            raise UsageError(f"--format {fmt!r} is not supported", "use --format ansible")
+        view = _read_fleet(cluster, all_clusters, offline_after, region)
+        print(to_json(fleet_inventory.ansible(view)))
+    # Errors go to standard error as one line: Ansible reads standard output as the inventory.
+    run(body, False)
 
 
 @app.command("prune")

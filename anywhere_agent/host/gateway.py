@@ -377,6 +377,31 @@ class PackageManager:
         res = self._host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
         return res.stdout.strip() if res.ok else None
 
+    def providers(self, capability: str, *, available: bool = False) -> list[str]:
+        """Packages providing `capability`: installed ones, or (available=True) the ones the
+        repositories offer (dnf only; [] elsewhere). Reads only."""
+        if self.kind == "apt":
+            return []
+        if available:
+            if self.kind != "dnf":
+                return []
+            res = self._host.run(["dnf", "repoquery", "-q", "--whatprovides", capability,
+                                  "--qf", "%{name}"], env=self._env, timeout=300)
+        else:
+            res = self._host.run(["rpm", "-q", "--whatprovides", capability,
+                                  "--qf", "%{NAME}\n"], timeout=60)
+        if not res.ok:
+            return []
+        return list(dict.fromkeys(n.strip() for n in res.stdout.splitlines() if n.strip()))
+
+    def files(self, package: str, *, available: bool = False) -> list[str]:
+        """Paths a package installs (rpm family): installed, or from the repositories."""
+        if self.kind == "apt" or (available and self.kind != "dnf"):
+            return []
+        argv = ["dnf", "repoquery", "-q", "-l", package] if available else ["rpm", "-ql", package]
+        res = self._host.run(argv, env=self._env if available else None, timeout=300)
+        return [ln.strip() for ln in res.stdout.splitlines() if ln.strip()] if res.ok else []
+
     def _install_argv(self, what: Sequence[str]) -> list[str]:
         if self.kind == "apt":
             return ["apt-get", "install", "-y", "-q", "--no-install-recommends",

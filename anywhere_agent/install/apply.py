@@ -177,6 +177,8 @@ def apply(ctx: Context, progress: Progress | None = None,
     started = time.monotonic()
     chosen = [s for s in (steps or all_steps()) if s.applies(ctx)]
     with install_lock(ctx.host):
+        for step in chosen:
+            step.guard(ctx)  # what no step can fix stops the run before anything changed
         journal = ctx.journal
         journal.begin_run("install")
         undo = _Undo()

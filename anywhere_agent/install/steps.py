@@ -16,6 +16,7 @@ from typing import Any
 
 import tenacity
 
+from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
 from anywhere_agent.errors import ActivationError, CloudError, NotJoinedError, PreflightError
 from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import (
@@ -78,6 +79,9 @@ class Step:
 
     def applies(self, ctx: Context) -> bool:
         return True
+
+    def guard(self, ctx: Context) -> None:
+        """Raise a user error that no step could fix, before any step has touched the host."""
 
     def check(self, ctx: Context) -> Delta | None:
         raise NotImplementedError
@@ -335,6 +339,13 @@ class PackageStep(Step):
 
 
 class DockerStep(Step):
+    """Docker from the chosen source; satisfied by any engine that brings docker.service.
+
+    On EL8/9 the distribution's `docker` is podman-docker: a `docker` command with no daemon
+    and no docker.service, which the ECS agent cannot use. That is detected (installed, or
+    what dnf would install) and stops the install with the fix instead of installing it.
+    """
+
     name, title = "docker-package", "install Docker"
 
     def _package(self, ctx: Context) -> str:
@@ -347,10 +358,34 @@ class DockerStep(Step):
     def applies(self, ctx: Context) -> bool:
         return _docker_managed(ctx)
 
+    def _engine_present(self, ctx: Context) -> bool:
+        if ctx.host.services.state(layout.DOCKER_UNIT).exists:
+            return True  # an engine is there (ours from an earlier run, or the operator's)
+        return any(ctx.source.pm.installed_version(candidate)
+                   for candidate in ("docker-ce", "docker.io", "moby-engine"))
+
+    def guard(self, ctx: Context) -> None:
+        if self._engine_present(ctx):
+            return
+        pm = ctx.source.pm
+        daemonless = _daemonless_docker(ctx, pm.providers("docker"), available=False)
+        if daemonless is None and _is_rpm(ctx) and ctx.cfg.docker_source == "distro":
+            daemonless = _daemonless_docker(ctx, pm.providers(self._package(ctx),
+                                                              available=True), available=True)
+        if daemonless is not None:
+            where = ctx.platform.pretty_name or ctx.platform.distro
+            raise PreflightError(
+                f"`docker` on {where} is {daemonless}, which has no docker.service for the "
+                "ECS agent",
+                "set docker_source = \"docker\" (Docker's own repository) in agent.toml, or "
+                "install a Docker engine (docker-ce) before running install")
+
     def check(self, ctx: Context) -> Delta | None:
-        for candidate in ("docker-ce", "docker.io", "docker", "moby-engine"):
-            if ctx.source.pm.installed_version(candidate):
-                return None
+        if self._engine_present(ctx):
+            return None
+        self.guard(ctx)
+        if ctx.source.pm.installed_version(self._package(ctx)):
+            return None
         return Delta(f"install {self._package(ctx)} ({ctx.cfg.docker_source} source)",
                      packages=[self._package(ctx)])
 
@@ -362,6 +397,15 @@ class DockerStep(Step):
         ctx.source.pm.install([self._package(ctx)])
         _record_installed(ctx, self._package(ctx))
         return [f"package {self._package(ctx)}"]
+
+
+def _daemonless_docker(ctx: Context, providers: list[str], *, available: bool) -> str | None:
+    """The first provider of `docker` that ships no docker.service (podman-docker), if any."""
+    for name in providers:
+        files = ctx.source.pm.files(name, available=available)
+        if not any(f.endswith("/docker.service") for f in files):
+            return name
+    return None
 
 
 # -- services ------------------------------------------------------------------------------
@@ -578,6 +622,10 @@ class CredentialsStep(Step):
         deadline = ctx.clock() + 60
         while read_host_credentials(ctx.host) is None:
             if ctx.clock() > deadline:
+                skew = _clock_skew_logged(ctx)
+                if skew:
+                    raise CloudError("the SSM agent could not fetch role credentials: AWS "
+                                     f"refused its request's time ({skew})", CLOCK_FIX)
                 raise CloudError("the SSM agent did not fetch role credentials within 60 s",
                                  "check the ssm endpoint/proxy and "
                                  "/var/log/amazon/ssm/amazon-ssm-agent.log")
@@ -599,6 +647,23 @@ class CredentialsStep(Step):
         ctx.journal.data["cluster_checked"] = ctx.cfg.cluster
         ctx.journal.save()
         return []
+
+
+_SSM_AGENT_LOG = "/var/log/amazon/ssm/amazon-ssm-agent.log"
+
+
+def _clock_skew_logged(ctx: Context) -> str:
+    """The SSM agent's last logged AWS error, when it is a refusal of the request's time."""
+    text = ctx.host.read_text(_SSM_AGENT_LOG) or ""
+    for line in reversed(text.splitlines()[-200:]):
+        for code in ("InvalidSignatureException", "SignatureDoesNotMatch",
+                     "RequestTimeTooSkewed", "RequestExpired"):
+            at = line.find(code + ":")
+            if at >= 0:
+                message = line[at + len(code) + 1:].strip()
+                if is_clock_skew(code, message):
+                    return f"{code}: {message}"[:200]
+    return ""
 
 
 class ClusterMoveStep(Step):
@@ -677,6 +742,14 @@ class VerifyJoinStep(Step):
                 resp = clients.client("ecs").describe_container_instances(
                     cluster=ctx.cfg.cluster, containerInstances=[arn])
             except Exception as err:  # noqa: BLE001 - the role may not allow Describe*
+                from anywhere_agent.aws.clients import is_transient
+
+                # Throttling or a 5xx says "not now", not "not allowed": poll on within the
+                # join bound rather than give up verifying on one answer.
+                if is_transient(err) and ctx.clock() <= deadline:
+                    LOG.info("DescribeContainerInstances: %s; trying again", err)
+                    ctx.sleep(0.5)
+                    continue
                 ctx.note(f"could not verify ACTIVE/agentConnected ({type(err).__name__}); "
                          "introspection shows the container instance ARN")
                 return False

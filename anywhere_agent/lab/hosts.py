@@ -25,6 +25,10 @@ LOG = logging.getLogger(__name__)
 BOOT_TIMEOUT = 90.0  # 10 hosts booting at once on 2 cores take a few seconds each
 SSH_PORT = 22
 LAB_APT_LIST = "etc/apt/sources.list.d/anywhere-lab.list"
+DEBIAN_APT_LIST = "etc/apt/sources.list.d/anywhere-lab-debian.list"
+# Each host's /var/lib/docker, bound from a plain directory of the build machine: overlay2
+# cannot stack on the host's overlayfs root (dockerd would fall back to the slow vfs driver).
+DOCKER_DATA = "docker-data"
 FAULT_DIR = "/run/anywhere-lab/faults"
 HOST_FAULTS = ("ecs-hang", "ecs-crash", "ssm-stale")
 CGROUP_PARENT = "anywhere-lab"
@@ -111,10 +115,16 @@ class Host:
 # -- preparing the root ------------------------------------------------------------------
 
 
-def render_files(host: Host, gateway: str, pubkey: str) -> dict[str, tuple[str, int]]:
-    """Per-host files relative to the root: {path: (content, mode)}; pure."""
+def render_files(
+    host: Host, gateway: str, pubkey: str, debian_sources: str = ""
+) -> dict[str, tuple[str, int]]:
+    """Per-host files relative to the root: {path: (content, mode)}; pure.
+
+    `debian_sources` are the deb lines of the lab's Debian proxy (aptcache.Upstream), so a
+    host installs distribution packages (docker.io) as a customer's server does.
+    """
     hostname = host.machine
-    return {
+    files = {
         "etc/hostname": (hostname + "\n", 0o644),
         "etc/hosts": (
             "127.0.0.1\tlocalhost\n"
@@ -127,6 +137,13 @@ def render_files(host: Host, gateway: str, pubkey: str) -> dict[str, tuple[str, 
         "root/.ssh/authorized_keys": (pubkey.strip() + "\n", 0o600),
         LAB_APT_LIST: (f"deb [trusted=yes] http://{gateway}:8080/apt ./\n", 0o644),
     }
+    if debian_sources:
+        files[DEBIAN_APT_LIST] = (
+            "# anywhere-agent lab: Debian through the lab's caching proxy\n"
+            + debian_sources.rstrip("\n") + "\n",
+            0o644,
+        )
+    return files
 
 
 def mount_root(host: Host, lowerdirs: str) -> None:
@@ -148,9 +165,10 @@ def mount_root(host: Host, lowerdirs: str) -> None:
     )
 
 
-def write_files(host: Host, gateway: str, pubkey: str) -> None:
+def write_files(host: Host, gateway: str, pubkey: str, debian_sources: str = "") -> None:
     root = host.merged
-    for rel, (content, mode) in render_files(host, gateway, pubkey).items():
+    files = render_files(host, gateway, pubkey, debian_sources)
+    for rel, (content, mode) in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink():
@@ -160,9 +178,10 @@ def write_files(host: Host, gateway: str, pubkey: str) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     os.chmod(root / "root/.ssh", 0o700)
+    ours = {Path(rel).name for rel in files if rel.startswith("etc/apt/sources.list.d/")}
     for extra in (root / "etc/apt/sources.list.d").iterdir():
-        if extra.name != "anywhere-lab.list":
-            extra.unlink()  # the lab repo is the only apt source
+        if extra.name not in ours:
+            extra.unlink()  # the lab's repos are the only apt sources
     hostkey = root / "etc/ssh/ssh_host_ed25519_key"
     if not hostkey.exists():
         system.run(
@@ -186,6 +205,17 @@ def write_files(host: Host, gateway: str, pubkey: str) -> None:
 
 
 def nspawn_argv(host: Host) -> list[str]:
+    """How a lab host boots. The last three options are what dockerd needs (machine-notes.md):
+
+    - `--capability=all`: dockerd mounts, creates network namespaces and sets up cgroups for
+      its containers; nspawn's default capability set lacks CAP_SYS_ADMIN's relatives it uses
+      (CAP_NET_ADMIN is there, CAP_SYS_RESOURCE, CAP_MKNOD for device nodes ... are not).
+    - `--system-call-filter=@keyring bpf`: runc joins a session keyring per container ("unable
+      to join session keyring" without @keyring) and, under cgroup v2, installs the device
+      filter as a BPF program ("bpf_prog_query(BPF_CGROUP_DEVICE) failed" without bpf).
+    - `--bind=DIR:/var/lib/docker`: a plain ext4 directory, so dockerd can use overlay2.
+    The environment of `boot` adds SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 (see there).
+    """
     return [
         "systemd-nspawn",
         "--quiet",
@@ -201,6 +231,9 @@ def nspawn_argv(host: Host) -> list[str]:
         "--timezone=off",
         "--link-journal=no",
         "--console=passive",
+        "--capability=all",
+        "--system-call-filter=@keyring bpf",
+        f"--bind={host.dir / DOCKER_DATA}:/var/lib/docker",
     ]
 
 
@@ -262,6 +295,7 @@ def _rmdir(path: Path, failed: list[str]) -> None:
 def boot(host: Host, cgroups: Sequence[Path] = ()) -> ProcessRef:
     """Start nspawn in the background, in its own session and cgroups, output to the host log."""
     argv = nspawn_argv(host)
+    (host.dir / DOCKER_DATA).mkdir(mode=0o710, parents=True, exist_ok=True)
     if cgroups:
         # A launcher joins the cgroups first: nspawn forks at once, so moving it after
         # Popen would leave its children behind.
@@ -273,7 +307,15 @@ def boot(host: Host, cgroups: Sequence[Path] = ()) -> ProcessRef:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**system.HOST_ENV, "SYSTEMD_LOG_LEVEL": "warning"},
+            env={
+                **system.HOST_ENV,
+                "SYSTEMD_LOG_LEVEL": "warning",
+                # The build machine's cgroups are hybrid, and nspawn without a scope unit
+                # (--keep-unit) would mount the v1 controllers read-only: dockerd could not
+                # make its containers' cgroups. With this the host gets a writable cgroup2
+                # subtree of its own and Docker uses cgroup v2 with the systemd driver.
+                "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
+            },
         )
     return ProcessRef.of(proc.pid)
 

@@ -19,7 +19,6 @@ from anywhere_agent.lab import system
 LOG = logging.getLogger(__name__)
 
 CACHE_ROOT = Path("/var/cache/anywhere-agent-lab")
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 VENV = "/opt/anywhere-agent/venv"
 BUILD_LOCK_TIMEOUT = 1800.0  # a cold build of both layers takes a few minutes
 
@@ -154,7 +153,8 @@ class ImageCache:
         base: BaseRecipe | None = None,
     ) -> None:
         self.root = root
-        self.mirror = mirror or os.environ.get("ANYWHERE_LAB_MIRROR", DEFAULT_MIRROR)
+        # No mirror in the repo: the caller's, the environment's, or this machine's apt's.
+        self.mirror = mirror or os.environ.get("ANYWHERE_LAB_MIRROR") or _apt_mirror()
         self.base_recipe = base or BaseRecipe()
 
     def ensure(self) -> Images:
@@ -439,6 +439,19 @@ class ImageCache:
             timeout=600,
             what=f"{argv[0]} in the node layer",
         )
+
+
+def _apt_mirror() -> str:
+    from anywhere_agent.lab import aptcache
+
+    release = aptcache.codename(Path("/etc/os-release").read_text())
+    found = aptcache.main_mirror(aptcache.upstreams_from_apt(), release)
+    if found is None:
+        raise LabError(
+            f"this machine's apt has no http(s) repository for {release or 'its release'}",
+            "add the Debian mirror to /etc/apt/sources.list(.d), or set ANYWHERE_LAB_MIRROR",
+        )
+    return found
 
 
 def _used_as_lower(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import LabError
+from anywhere_agent.lab import aptcache, image, network, system
 from anywhere_agent.lab import hosts as hostlib
-from anywhere_agent.lab import image, network, system
 from anywhere_agent.lab.control_plane.admin import LabAdmin, LabAdminError
 from anywhere_agent.lab.control_plane.faults import FaultRule
 from anywhere_agent.lab.hosts import Host
@@ -36,13 +37,24 @@ STATE_ROOT = Path("/var/lib/anywhere-agent-lab")
 DEFAULT_LAB = "aalab"
 LAB_SUFFIX_ENV = "ANYWHERE_LAB_SUFFIX"
 CONTROL_PLANE_PORT = 4566
+# Every other region the lab answers has its own port (AWS: one endpoint host per region), so
+# an anonymous call (RegisterManagedInstance) belongs to the region whose endpoint it reached.
+REGION_PORTS = {
+    "us-east-1": 4571,
+    "us-east-2": 4572,
+    "us-west-2": 4573,
+    "eu-west-1": 4574,
+    "eu-central-1": 4575,
+    "ap-southeast-2": 4576,
+}
+TIME_SCALE_FILE = "etc/anywhere-lab/time-scale"  # read by both doubles on every host
 PACKAGE_PORT = 8080
 SERVICE_START_TIMEOUT = 60.0
 LAB_LOCK_TIMEOUT = 600.0
 STATE_VERSION = 1
 MAX_PARALLEL_BOOTS = 8
 API_FAULTS = ("throttle", "5xx", "latency", "deny")
-CONTROL_PLANE_FAULTS = (*API_FAULTS, "expire-activation", "deregister")
+CONTROL_PLANE_FAULTS = (*API_FAULTS, "expire-activation", "deregister", "acs-outage")
 
 
 # -- state file --------------------------------------------------------------------------
@@ -155,11 +167,13 @@ class LabInfo:
     state_file: Path
     hosts: tuple[HostInfo, ...]
     seconds: dict[str, float] = field(default_factory=dict)
+    time_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "region": self.region,
+            "time_scale": self.time_scale,
             "subnet": self.subnet,
             "gateway": self.gateway,
             "control_plane_url": self.control_plane_url,
@@ -218,6 +232,7 @@ class Lab:
         region: str = "us-east-1",
         subnet_octet: int | None = None,
         mirror: str | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         # Several checkouts on one machine (helpers, CI beside a session) each set their own
         # suffix, so their labs never share a name, a lock or a state directory.
@@ -227,7 +242,12 @@ class Lab:
         self.region = region
         self.subnet_octet = subnet_octet
         self.mirror = mirror
+        if time_scale <= 0:
+            raise LabError(f"time scale {time_scale} is not positive", "use e.g. 1 or 20")
+        # Lab seconds per real second, for the control plane and both doubles alike.
+        self.time_scale = time_scale
         self._wheel_lock = threading.Lock()
+        self._upstreams: list[aptcache.Upstream] | None = None
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -242,6 +262,16 @@ class Lab:
     @property
     def key(self) -> Path:
         return self.dir / "ssh" / "id_ed25519"
+
+    @property
+    def apt_stats_file(self) -> Path:
+        return self.dir / "apt-cache-stats.json"
+
+    def upstreams(self) -> list[aptcache.Upstream]:
+        """The Debian repositories of this machine's apt, read once per Lab object."""
+        if self._upstreams is None:
+            self._upstreams = aptcache.upstreams_from_apt()
+        return self._upstreams
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -288,6 +318,7 @@ class Lab:
             with system.file_lock(network.ALLOC_LOCK, 60, "subnet allocation"):
                 net = network.allocate(self.name, self.subnet_octet)
                 state = LabState.new(self.state_file, self.name, net, self.region)
+                state.set("time_scale", self.time_scale)
                 state.record("interfaces", net.bridge)
                 network.create_bridge(net)
             try:
@@ -330,6 +361,7 @@ class Lab:
             ssh_key=self.key,
             state_file=self.state_file,
             hosts=tuple(booted),
+            time_scale=self.time_scale,
         )
 
     def _make_key(self) -> None:
@@ -356,6 +388,8 @@ class Lab:
         self, state: LabState, net: LabNet, images: image.Images, names: Sequence[str]
     ) -> list[HostInfo]:
         pubkey = self.key.with_suffix(".pub").read_text()
+        base_url = f"http://{net.gateway}:{PACKAGE_PORT}"
+        debian_sources = "\n".join(u.source_line(base_url) for u in self.upstreams())
 
         def one(name: str) -> HostInfo:
             host = Host(
@@ -371,8 +405,17 @@ class Lab:
             state.record("interfaces", net.veth(name))
             network.create_host_link(net, name)
             state.record("mounts", str(host.merged))
+            # dockerd turns on forwarding unless it is on already, and nspawn keeps
+            # /proc/sys/net read-only in a namespace it did not make: switch it on from here.
+            system.run(
+                ["ip", "netns", "exec", host.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+                what=f"ip_forward in {host.netns}",
+            )
             hostlib.mount_root(host, images.lowerdirs())
-            hostlib.write_files(host, net.gateway, pubkey)
+            hostlib.write_files(host, net.gateway, pubkey, debian_sources)
+            scale_file = host.merged / TIME_SCALE_FILE
+            scale_file.parent.mkdir(parents=True, exist_ok=True)
+            scale_file.write_text(f"{self.time_scale:g}\n")
             cgroups = hostlib.cgroup_dirs(host.machine)
             for cg in cgroups:
                 state.record("cgroups", str(cg))
@@ -460,9 +503,14 @@ class Lab:
             str(CONTROL_PLANE_PORT),
             "--region",
             self.region,
+            "--time-scale",
+            f"{self.time_scale:g}",
             "--pid-file",
             str(self.dir / "control-plane.pid"),
         ]
+        for region, port in REGION_PORTS.items():
+            if region != self.region:
+                argv += ["--region-port", f"{region}={port}"]
         self._start_service(
             state,
             "control-plane",
@@ -487,7 +535,15 @@ class Lab:
             str(root),
             "--pid-file",
             str(self.dir / "package-server.pid"),
+            "--apt-cache",
+            str(self.cache_root / "apt"),
+            "--apt-stats",
+            str(self.apt_stats_file),
+            *aptcache.upstreams_to_args(self.upstreams()),
         ]
+        proxy = aptcache.apt_proxy()
+        if proxy:
+            argv += ["--apt-proxy", proxy]
         self._start_service(state, "package-server", argv, net.gateway, PACKAGE_PORT)
         return f"http://{net.gateway}:{PACKAGE_PORT}"
 
@@ -500,7 +556,14 @@ class Lab:
                 "the lab agent doubles are not available (anywhere_agent.lab.doubles)",
                 "install anywhere-agent[lab] from a complete checkout",
             ) from exc
-        out = self.cache_root / "repos"
+        # One directory per version of the doubles: labs from different checkouts share the
+        # cache, and one rebuilding in place would swap the packages under another's hosts.
+        from anywhere_agent.lab import doubles
+
+        digest = hashlib.sha256()
+        for src in sorted(Path(doubles.__file__).parent.glob("*.py")):
+            digest.update(src.name.encode() + b"\0" + src.read_bytes())
+        out = self.cache_root / f"repos-{digest.hexdigest()[:16]}"
         # Labs coming up together must not build into the same directory at once.
         with system.file_lock(
             self.cache_root / "repos.lock", image.BUILD_LOCK_TIMEOUT, "package build"
@@ -701,7 +764,14 @@ class Lab:
             "services": services,
             "hosts": rows,
             "images": image.image_info(self.cache_root),
+            "apt_cache": self.apt_cache_stats(),
         }
+
+    def apt_cache_stats(self) -> dict[str, Any]:
+        """Hits and misses of this lab's Debian proxy, and the share served from the cache."""
+        stats: dict[str, Any] = dict(aptcache.read_stats(self.apt_stats_file))
+        stats["hit_rate"] = aptcache.hit_rate(stats)
+        return stats
 
     def inventory(self) -> str:
         state = self._state()
@@ -842,7 +912,9 @@ class Lab:
         Host faults (ecs-hang, ecs-crash, ssm-stale) are marker files the agent doubles watch,
         on `hosts` (default all). API faults (throttle, 5xx, latency) are control-plane rules
         for service/operation at `rate`; expire-activation expires `activation_id`;
-        deregister deregisters each of `hosts` centrally (SSM DeregisterManagedInstance).
+        deregister deregisters each of `hosts` centrally (SSM DeregisterManagedInstance);
+        acs-outage refuses (off: allows again) ACS sessions of `hosts`, whose agents then read
+        agentConnected=false and keep re-dialling.
         """
         if kind in hostlib.HOST_FAULTS:
             targets = [self.host(n) for n in hosts] if hosts else self.hosts()
@@ -868,6 +940,13 @@ class Lab:
                     )
                 admin.expire_activation(activation_id)
                 return {"fault": kind, "activation_id": activation_id}
+            if kind == "acs-outage":
+                if not hosts:
+                    raise LabError("acs-outage needs the hosts to cut off", "pass --host n1 ...")
+                ids = {name: self._instance_id(name) for name in hosts}
+                for instance_id in ids.values():
+                    admin.refuse_acs(instance_id, refuse=on)
+                return {"fault": kind, "on": on, "hosts": ids}
             return self._deregister(kind, hosts)
         except LabAdminError as exc:
             raise LabError(
@@ -879,6 +958,17 @@ class Lab:
     def _admin(self) -> LabAdmin:
         url = self.control_plane_url()
         return LabAdmin(url, timeout=10.0)
+
+    def region_url(self, region: str) -> str:
+        """The control plane's endpoint of `region` (the lab's own region: the main URL)."""
+        if region == self.region:
+            return self.control_plane_url()
+        if region not in REGION_PORTS:
+            raise LabError(
+                f"the lab serves no endpoint for {region}",
+                f"use one of: {', '.join(sorted(REGION_PORTS))}",
+            )
+        return f"http://{self._state().data['gateway']}:{REGION_PORTS[region]}"
 
     def control_plane_url(self) -> str:
         state = self._state()
@@ -932,22 +1022,26 @@ class Lab:
             "ssm",
             region_name=self.region,
             endpoint_url=self.control_plane_url(),
-            # The lab control plane accepts any signature; these are not secrets.
+            # The lab account's documented root key (control_plane/principals.py).
             aws_access_key_id="lab",
             aws_secret_access_key="lab",  # noqa: S106
         )
         done: dict[str, str] = {}
         for name in hosts:
-            proc = self.exec(name, ["cat", "/var/lib/amazon/ssm/registration"], check=False)
-            try:
-                instance_id = str(json.loads(proc.stdout)["ManagedInstanceID"])
-            except (ValueError, KeyError, TypeError):
-                raise LabError(
-                    f"{name} is not registered with SSM", f"install the node agent on {name} first"
-                ) from None
+            instance_id = self._instance_id(name)
             ssm.deregister_managed_instance(InstanceId=instance_id)
             done[name] = instance_id
         return {"fault": kind, "deregistered": done}
+
+    def _instance_id(self, name: str) -> str:
+        """The host's managed instance ID, as its SSM agent recorded it."""
+        proc = self.exec(name, ["cat", "/var/lib/amazon/ssm/registration"], check=False)
+        try:
+            return str(json.loads(proc.stdout)["ManagedInstanceID"])
+        except (ValueError, KeyError, TypeError):
+            raise LabError(
+                f"{name} is not registered with SSM", f"install the node agent on {name} first"
+            ) from None
 
 
 # -- small helpers -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s
 
 
 def lab_client(url: str, service: str, region: str) -> Any:
-    """A boto3 client for the lab control plane (moto accepts any credentials)."""
+    """A boto3 client for the lab control plane holding the lab account's root key."""
     session: Any = boto3.session.Session(aws_access_key_id="lab",
                                          aws_secret_access_key="lab",  # noqa: S106 - lab only
                                          region_name=region)
@@ -39,10 +39,11 @@ class LabActivation:
     code: Secret
 
 
-def node_config(url: str, region: str, cluster: str) -> str:
-    """agent.toml for a lab host: the lab's apt repo, no Docker, every endpoint on the lab."""
+def node_config(url: str, region: str, cluster: str, docker_source: str = "distro") -> str:
+    """agent.toml for a lab host: the lab's apt repo, Docker from the distribution (through the
+    lab's Debian proxy) unless `docker_source` says otherwise, every endpoint on the lab."""
     return (f'region = "{region}"\ncluster = "{cluster}"\npackage_source = "repo"\n'
-            f'docker_source = "none"\njoin_timeout_seconds = 60\n\n'
+            f'docker_source = "{docker_source}"\njoin_timeout_seconds = 60\n\n'
             f'[endpoints]\nssm = "{url}"\nec2messages = "{url}"\nssmmessages = "{url}"\n'
             f'ecs = "{url}"\nsts = "{url}"\n\n[supervise]\ninterval_seconds = 5\n')
 

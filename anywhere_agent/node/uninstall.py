@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from anywhere_agent.errors import AgentError, PartialFailure, RefusedError
+from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
 from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import Context, read_registration
 from anywhere_agent.install.journal import install_lock
@@ -98,6 +98,25 @@ def _ssm_config_cleanup(ctx: Context) -> Callable[[], object] | None:
                    json.dumps(left, indent=2, sort_keys=True) + "\n", mode)
 
 
+def _in_cloud(doing: str, call: Callable[[], object]) -> Callable[[], object]:
+    """`call` with AWS errors mapped to ours; an unreachable endpoint stops the uninstall
+    before anything local changes, since removing the agents would orphan the identity."""
+    def run() -> object:
+        from anywhere_agent.aws.clients import aws_errors
+
+        try:
+            with aws_errors(doing):
+                return call()
+        except NetworkError as err:
+            raise _Unreachable(err.message, err.fix + "; or uninstall with --force-local and "
+                               "remove the identity centrally (`registrar prune`)") from None
+    return run
+
+
+class _Unreachable(NetworkError):
+    """Raised through `attempt`, which collects every other failure."""
+
+
 def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
               force_local: bool = False) -> UninstallResult:
     result = UninstallResult()
@@ -107,6 +126,8 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
             action()
             result.done.append(what)
             return True
+        except _Unreachable:
+            raise
         except AgentError as err:
             result.errors.append(f"{what}: {err}")
         except Exception as err:  # noqa: BLE001 - collect every failure, report together
@@ -129,12 +150,14 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
         elif clients is not None:
             ecs, ssm = clients.client("ecs"), clients.client("ssm")
             cluster = ident.get("cluster") or ctx.cfg.cluster
-            if arn and not attempt(f"deregister container instance {arn}",
-                                   lambda: ecs.deregister_container_instance(
-                                       cluster=cluster, containerInstance=arn, force=force)):
+            if arn and not attempt(f"deregister container instance {arn}", _in_cloud(
+                    f"deregistering container instance {arn}",
+                    lambda: ecs.deregister_container_instance(
+                        cluster=cluster, containerInstance=arn, force=force))):
                 result.left_in_cloud.append(arn)
-            if mi and not attempt(f"deregister managed instance {mi}",
-                                  lambda: ssm.deregister_managed_instance(InstanceId=mi)):
+            if mi and not attempt(f"deregister managed instance {mi}", _in_cloud(
+                    f"deregistering managed instance {mi}",
+                    lambda: ssm.deregister_managed_instance(InstanceId=mi))):
                 result.left_in_cloud.append(mi)
         svc = ctx.host.services
         for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):

@@ -27,6 +27,7 @@ LOG = logging.getLogger(__name__)
 REGISTRATION_LIMIT = 1000  # SSM's cap per activation
 TAG_ROLLOUT = "anywhere-agent:rollout"
 TAG_CREATED_BY = "anywhere-agent:created-by"
+OWN_TAGS = (TAG_ROLLOUT, TAG_CREATED_BY)  # on every activation, besides the operator's
 PAGE = 50  # DescribeActivations MaxResults maximum
 
 
@@ -163,6 +164,8 @@ def _check_role(clients: Clients, role: str) -> None:
             # iam:GetRole is a courtesy check; CreateActivation needs only iam:PassRole.
             LOG.debug("cannot read IAM role %s (%s); CreateActivation will judge it", role, code)
             return
+        raise translate(err, f"checking IAM role {role}") from None
+    except botocore.exceptions.BotoCoreError as err:
         raise translate(err, f"checking IAM role {role}") from None
 
 

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import tenacity
-
 from anywhere_agent.aws.clients import Clients, aws_errors
 from anywhere_agent.errors import UsageError, WaitTimeoutError
 from anywhere_agent.registrar import fleet
+from anywhere_agent.registrar.wait import poll_until
 
 LOG = logging.getLogger(__name__)
 BATCH = 10  # UpdateContainerInstancesState takes at most 10 container instances per call
@@ -97,19 +96,16 @@ def drain(clients: Clients, hosts: Sequence[str], timeout: timedelta,
             LOG.info("draining: %s hosts still run tasks", len(busy))
         return not busy
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_delay(timeout.total_seconds()),
-        wait=tenacity.wait_fixed(interval),
-        retry=tenacity.retry_if_result(lambda done: not done),
-        retry_error_callback=lambda _state: False,
-        sleep=sleep or tenacity.nap.sleep,
-    )
-    if retrying(poll):
+    polled = poll_until(poll, timeout, interval, sleep)
+    if polled.done:
         return last
     busy = [t for t in last if t.running_tasks]
+    # With no answered poll, nothing is known to have left: say so rather than "0 tasks".
+    detail = ("; ".join(f"{t.host}: {t.running_tasks} tasks" for t in busy) if busy else
+              f"{', '.join(sorted({t.host for t in last}))}: not confirmed")
     raise WaitTimeoutError(
-        f"{len(busy)} hosts still run tasks after {int(timeout.total_seconds())}s: "
-        + "; ".join(f"{t.host}: {t.running_tasks} tasks" for t in busy),
+        f"{len(busy) or len(last)} hosts still run tasks after "
+        f"{int(timeout.total_seconds())}s: " + detail + polled.why(),
         "wait longer (--timeout), stop the tasks, or undrain with `registrar undrain`")
 
 

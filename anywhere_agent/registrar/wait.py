@@ -10,7 +10,7 @@ from typing import Any
 
 import tenacity
 
-from anywhere_agent.aws.clients import Clients
+from anywhere_agent.aws.clients import Clients, TransientCloudError
 from anywhere_agent.errors import WaitTimeoutError
 from anywhere_agent.registrar import fleet
 from anywhere_agent.registrar.fleet import Host
@@ -28,6 +28,49 @@ class HostState:
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "ready": self.ready, "reason": self.reason,
                 "instance_id": self.instance_id or None}
+
+
+@dataclass(frozen=True)
+class Polled:
+    """How a bounded poll ended: done, or not, and the AWS error of its last round if any."""
+
+    done: bool
+    error: TransientCloudError | None = None
+
+    def why(self) -> str:
+        return f"; the last poll failed: {self.error.message}" if self.error else ""
+
+
+def poll_until(step: Callable[[], bool], timeout: timedelta, interval: float,
+               sleep: Callable[[float], None] | None = None) -> Polled:
+    """Run `step` every `interval` s until it returns True or `timeout` has passed.
+
+    A round that AWS throttles or answers with a 5xx (after botocore's own retries, whose
+    retry quota a long poll can use up) is a round that is not done yet: the next one may
+    succeed, and only the time bound decides when to give up. Every other error ends the poll.
+    """
+    def on_retry(state: tenacity.RetryCallState) -> None:
+        if state.outcome is not None and state.outcome.failed:
+            LOG.warning("poll %s failed, trying again within the bound: %s",
+                        state.attempt_number, state.outcome.exception())
+
+    def gave_up(state: tenacity.RetryCallState) -> Polled:
+        if state.outcome is not None and state.outcome.failed:
+            err = state.outcome.exception()
+            return Polled(False, err if isinstance(err, TransientCloudError) else None)
+        return Polled(False)
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(timeout.total_seconds()),
+        wait=tenacity.wait_fixed(interval),
+        retry=(tenacity.retry_if_result(lambda polled: not polled.done)
+               | tenacity.retry_if_exception_type(TransientCloudError)),
+        before_sleep=on_retry,
+        retry_error_callback=gave_up,
+        sleep=sleep or tenacity.nap.sleep,
+    )
+    outcome: Polled = retrying(lambda: Polled(step()))
+    return outcome
 
 
 def _why_not(rows: Sequence[Host]) -> str:
@@ -79,19 +122,13 @@ def wait(clients: Clients, hosts: Sequence[str], timeout: timedelta,
                      ", ".join(waiting[:10]))
         return not waiting
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_delay(timeout.total_seconds()),
-        wait=tenacity.wait_fixed(interval),
-        retry=tenacity.retry_if_result(lambda ready: not ready),
-        retry_error_callback=lambda _state: False,
-        reraise=True,
-        sleep=sleep or tenacity.nap.sleep,
-    )
-    if retrying(poll):
+    polled = poll_until(poll, timeout, interval, sleep)
+    if polled.done:
         return last
-    laggards = [s for s in last if not s.ready]
+    laggards = [s for s in last if not s.ready] if last else \
+        [HostState(h, False, "never seen: no poll succeeded") for h in hosts]
     raise WaitTimeoutError(
         f"{len(laggards)} of {len(hosts)} hosts not ready after "
         f"{int(timeout.total_seconds())}s: "
-        + "; ".join(f"{s.host}: {s.reason}" for s in laggards),
+        + "; ".join(f"{s.host}: {s.reason}" for s in laggards) + polled.why(),
         "check those hosts with `anywhere-agent registrar fleet` and their agents' logs")

@@ -18,6 +18,7 @@ from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.cli.registrar import app
 from anywhere_agent.lab.control_plane.admin import LabAdmin
 from anywhere_agent.lab.control_plane.server import ControlPlane
+from anywhere_agent.lab.operators import create_operator
 
 REGION = "us-east-1"
 
@@ -58,12 +59,14 @@ def control_plane(shared_control_plane: ControlPlane) -> ControlPlane:
 
 @pytest.fixture()
 def lab(control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Lab:
-    """A fresh control plane state and an environment that points boto3 (and only it) there."""
+    """A fresh control plane state and an environment that points boto3 (and only it) there,
+    holding the key of an IAM user with the registrar's published policy (iam/registrar.json)."""
     control_plane.reset()
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDREGISTRARTEST")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "registrar-test-secret")
+    for name, value in create_operator(control_plane.url, "registrar").environment().items():
+        monkeypatch.setenv(name, value)
+    control_plane.calls.reset()  # the tests count their own calls, not the operator's setup
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

@@ -133,8 +133,10 @@ class LabAdmin:
         agent_connected: bool = True,
         activation_id: str = "",
         region: Optional[str] = None,
+        name_prefix: str = "seed",
     ) -> SeedResult:
-        """Add count managed instances (and container instances in cluster) without API calls."""
+        """Add count managed instances (and container instances in cluster) without API calls;
+        their computer names are name_prefix-0, name_prefix-1, ..."""
         data = self._request(
             "POST",
             "/_lab/seed",
@@ -145,6 +147,7 @@ class LabAdmin:
                 "agent_connected": agent_connected,
                 "activation_id": activation_id,
                 "region": region,
+                "name_prefix": name_prefix,
             },
         )
         return SeedResult(data["instance_ids"], data["container_instance_arns"])

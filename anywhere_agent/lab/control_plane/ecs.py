@@ -57,6 +57,7 @@ class ExternalContainerInstance(ContainerInstance):
         self._seeded_connected = False
         self._status = "ACTIVE"
         self._tasks = 0
+        self.reported_tasks: dict[str, str] = {}  # task ARN -> last status the agent submitted
         self.drain_delay = 0.0
         self._drain_started: Optional[float] = None
         self.registered_at = datetime.fromtimestamp(now, timezone.utc)
@@ -93,7 +94,8 @@ class ExternalContainerInstance(ContainerInstance):
         started = self._drain_started
         if started is not None and self._clock.now() - started >= self.drain_delay:
             self._tasks = 0  # simulated tasks have been moved elsewhere by the scheduler
-        return self._tasks
+        # Tasks the agent reported (real containers on the host) count until it says STOPPED.
+        return self._tasks + sum(1 for s in self.reported_tasks.values() if s != "STOPPED")
 
     @running_tasks_count.setter
     def running_tasks_count(self, value: int) -> None:
@@ -111,6 +113,7 @@ class EcsAnywhere:
             "DescribeContainerInstances",
             "DeregisterContainerInstance",
             "PutAttributes",
+            "SubmitTaskStateChange",
         }
     )
 
@@ -259,6 +262,27 @@ class EcsAnywhere:
         instance.tags = list(params.get("tags") or [])
         instance.status = "ACTIVE"
         return {"containerInstance": self._render(instance, {"TAGS"})}
+
+    def _op_SubmitTaskStateChange(
+        self, backend: EC2ContainerServiceBackend, call: AwsCall
+    ) -> Json:
+        """The agent's report of a task's state; the caller's managed instance places it."""
+        params = call.params
+        cluster = _cluster(backend, params)
+        instance_id = self._instance_for_key(call.access_key or "")
+        instance = next(
+            (
+                i
+                for i in backend.container_instances.get(cluster, {}).values()
+                if isinstance(i, ExternalContainerInstance) and i.ec2_instance_id == instance_id
+            ),
+            None,
+        )
+        task, status = str(params.get("task", "")), str(params.get("status", ""))
+        if instance is None or not task or not status:
+            raise AwsError("InvalidParameterException", "Task or container instance not found.")
+        instance.reported_tasks[task] = status
+        return {"acknowledgment": "ACK"}
 
     def _discover(self, backend: EC2ContainerServiceBackend, params: Json, base_url: str) -> Json:
         # The agent dials GET /ws on both; ACS and TCS tell themselves apart by their query.

@@ -177,7 +177,11 @@ class LabApi:
             raise ValueError("count must be within 1..100000")
         region = str(payload.get("region") or self._plane.region)
         instance_ids = self._plane.ssm.seed(
-            region, count, bool(payload.get("online", True)), str(payload.get("activation_id", ""))
+            region,
+            count,
+            bool(payload.get("online", True)),
+            str(payload.get("activation_id", "")),
+            str(payload.get("name_prefix") or "seed"),
         )
         arns: list[str] = []
         if payload.get("cluster"):

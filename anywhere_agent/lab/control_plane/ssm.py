@@ -22,10 +22,10 @@ from anywhere_agent.lab.control_plane.wire import (
 
 DAY = 86400.0
 # PingStatus turns ConnectionLost after this much lab time without UpdateInstanceInformation.
-# The real agent (agent/health/healthcheck.go) pings at start, schedules its 5-minute job
-# after a random 0-300 s and that job first runs 5 minutes later, so with the default
-# HealthFrequencyMinutes the longest gap is 600 s. 900 s = that gap plus half an interval,
-# so one slow or retried ping never flaps a healthy host (AWS publishes no figure).
+# The real agent (agent/health/healthcheck.go) pings at start, again after a random 0-300 s,
+# then every HealthFrequencyMinutes (default 5): its longest gap is 300 s. 900 s = three
+# intervals, so one or two lost or retried pings never flap a healthy host (AWS publishes no
+# figure). A host whose HealthFrequencyMinutes is raised above 15 would flap in the lab.
 PING_TIMEOUT = 900.0
 # ec2messages GetMessages holds an empty poll open this long (lab time). The agent's HTTP
 # timeout for it is Mds.StopTimeoutMillis = 20 s, so the service must answer before that.
@@ -88,6 +88,7 @@ class ManagedInstance:
     platform_version: str = ""
     fingerprint: str = ""
     deny_tokens: bool = False
+    public_key: str = field(default="", repr=False)  # verifies RequestManagedInstanceRoleToken
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ class RoleCredentials:
     instance_id: str
     access_key: str
     expires: float
+    # Kept so the control plane can verify signatures and act as the role (iam.py).
+    secret: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    iam_role: str = ""
 
 
 class SsmAnywhere:
@@ -160,7 +165,9 @@ class SsmAnywhere:
         with self._lock:
             self._instance(instance_id).deny_tokens = deny
 
-    def seed(self, region: str, count: int, online: bool, activation_id: str = "") -> list[str]:
+    def seed(
+        self, region: str, count: int, online: bool, activation_id: str = "", prefix: str = "seed"
+    ) -> list[str]:
         """Add registered, heartbeating instances directly (no API calls, no counters)."""
         now = self.clock.now()
         ids = []
@@ -172,11 +179,11 @@ class SsmAnywhere:
                     activation_id=activation_id,
                     iam_role="ecsAnywhereRole",
                     registered=now,
-                    name=f"seed-{index}",
+                    name=f"{prefix}-{index}",
                     last_ping=now if online else now - self.ping_timeout - 1,
                     agent_name="amazon-ssm-agent",
                     agent_version="3.3.1611.0",
-                    computer_name=f"seed-{index}",
+                    computer_name=f"{prefix}-{index}",
                     ip_address=f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}",
                     platform_name="Debian GNU/Linux",
                     platform_version="12",
@@ -340,7 +347,8 @@ class SsmAnywhere:
         if self.clock.now() >= activation.expiration:
             raise AwsError("ActivationExpired", "Activation has expired")
         if activation.registrations >= activation.registration_limit:
-            raise AwsError("InvalidActivation", "Activation registration limit reached")
+            # The code SSM's API model lists for RegisterManagedInstance (botocore, aws-sdk-go).
+            raise AwsError("RegistrationLimitExceeded", "Activation registration limit reached")
         activation.registrations += 1
         instance = ManagedInstance(
             instance_id=_instance_id(),
@@ -351,6 +359,7 @@ class SsmAnywhere:
             name=activation.default_instance_name,
             tags=list(activation.tags),
             fingerprint=str(params["Fingerprint"]),
+            public_key=str(params["PublicKey"]),
         )
         self.instances[instance.instance_id] = instance
         return {"InstanceId": instance.instance_id}
@@ -366,12 +375,19 @@ class SsmAnywhere:
             )
         access_key = "ASIA" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
         expires = self.clock.now() + self.credential_lifetime
-        self._keys[access_key] = RoleCredentials(instance.instance_id, access_key, expires)
+        secret, token = secrets.token_urlsafe(30)[:40], secrets.token_urlsafe(192)
+        self._keys[access_key] = RoleCredentials(
+            instance.instance_id, access_key, expires, secret, token, instance.iam_role
+        )
         return {
             "AccessKeyId": access_key,
-            "SecretAccessKey": secrets.token_urlsafe(30)[:40],
-            "SessionToken": secrets.token_urlsafe(192),
-            "TokenExpirationDate": int(expires),
+            "SecretAccessKey": secret,
+            "SessionToken": token,
+            # The agent schedules its rotation on its own (wall) clock: the same lifetime,
+            # lasting 1/scale as long in real time.
+            "TokenExpirationDate": int(
+                self.clock.wall() + self.clock.real_seconds(self.credential_lifetime)
+            ),
             "UpdateKeyPair": False,
         }
 

@@ -51,6 +51,10 @@ class Clock:
             real = self._source()
             return real + (real - self._origin) * (self._scale - 1.0) + self._offset
 
+    def wall(self) -> float:
+        """The wall clock itself (for what agents compare with their own clock)."""
+        return self._source()
+
     def real_seconds(self, lab_seconds: float) -> float:
         """How long `lab_seconds` of lab time last on the wall clock."""
         return max(0.0, lab_seconds) / self._scale

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """LAB DOUBLE of amazon-ecs-init + ECS agent: registers, heartbeats, serves introspection.
 
-THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab
-(lab hosts run no Docker). It honours ecs-init's actions and exit codes, the agent's config
-files, its RegisterContainerInstance call and its introspection API (see README.md next to
-this file); it runs no tasks.
+THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab.
+It honours ecs-init's actions and exit codes, the agent's config files, its
+RegisterContainerInstance call and its introspection API (see README.md next to this file);
+where dockerd answers it talks the Docker Engine API and runs lab tasks as containers.
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import http.client
+import io
 import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.error
@@ -181,6 +186,13 @@ class Config:
         )
         self.retry_max_seconds = _num(
             merged, "ANYWHERE_LAB_ECS_RETRY_MAX_SECONDS", lab, "retry_max_seconds", 15.0
+        )
+        # Lab tasks as real containers when a Docker daemon answers (see LabTasks).
+        self.docker_tasks = int(
+            _num(merged, "ANYWHERE_LAB_ECS_DOCKER_TASKS", lab, "docker_tasks", 1.0)
+        )
+        self.task_stop_delay_seconds = _num(
+            merged, "ANYWHERE_LAB_ECS_TASK_STOP_DELAY_SECONDS", lab, "task_stop_delay_seconds", 3.0
         )
         tasks = lab.get("tasks")
         self.lab_tasks: list[dict[str, Any]] = (
@@ -435,11 +447,20 @@ NAME_ONLY_CAPABILITIES = [
 ]
 
 
-def attributes(cfg: Config, first_registration: bool) -> list[dict[str, str]]:
+def attributes(
+    cfg: Config, first_registration: bool, docker_apis: Optional[list[str]] = None
+) -> list[dict[str, str]]:
+    """`docker_apis`: the daemon's API versions the agent knows; None keeps the static list
+    (no Docker on the host: the real agent would not start at all)."""
     attrs: list[dict[str, str]] = []
     if first_registration:  # the real agent sends custom attributes only at first registration
         attrs += [{"name": k, "value": v} for k, v in cfg.instance_attributes.items()]
-    attrs += [{"name": name} for name in NAME_ONLY_CAPABILITIES]
+    names = NAME_ONLY_CAPABILITIES
+    if docker_apis is not None:
+        prefix = "com.amazonaws.ecs.capability.docker-remote-api."
+        names = [n for n in names if not n.startswith(prefix)]
+        names[1:1] = [prefix + v for v in docker_apis]
+    attrs += [{"name": name} for name in names]
     attrs += [
         {"name": "ecs.os-type", "value": "linux"},
         {"name": "ecs.os-family", "value": "LINUX"},
@@ -454,8 +475,10 @@ VALIDATED = ("ecs.os-type", "ecs.os-family", "ecs.os-type-detailed", "ecs.cpu-ar
 
 def registration_body(cfg: Config, arn: str) -> dict[str, Any]:
     memory = memory_mib() - cfg.reserved_memory
+    engine = docker_version_doc()
+    apis = supported_docker_apis(engine) if engine else None
     body: dict[str, Any] = {
-        "attributes": attributes(cfg, first_registration=not arn),
+        "attributes": attributes(cfg, first_registration=not arn, docker_apis=apis),
         "clientToken": str(uuid.uuid4()),
         "cluster": cfg.cluster,
         "instanceIdentityDocument": "",
@@ -479,6 +502,307 @@ def registration_body(cfg: Config, arn: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Docker Engine API and lab tasks (the docker side of the double; the protocol side is above)
+#
+# Like the real agent, the double talks to dockerd over its unix socket: the engine's version
+# and API range feed the registration's docker-remote-api capabilities and the ACS connect's
+# dockerVersion, and "lab tasks" run as real containers. Lab tasks are a lab simplification:
+# the double starts them itself (no scheduler places them), reports each with
+# SubmitTaskStateChange (as the real agent reports state changes), and stops them once its
+# container instance is DRAINING, which it learns by reading its own instance
+# (DescribeContainerInstances) where the real agent would get a stop from ACS.
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+TASK_IMAGE = "anywhere-lab/task"
+TASK_TAG = "1"
+TASK_FAMILY = "lab-sleep"
+TASK_LABEL = "com.amazonaws.ecs.task-arn"
+# The agent's known Docker API versions (agent/dockerclient/versions.go), oldest first.
+KNOWN_DOCKER_APIS = [f"1.{n}" for n in range(17, 45)]
+
+
+class DockerError(Exception):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._socket_path)
+        self.sock = sock
+
+
+def docker_call(
+    method: str,
+    api_path: str,
+    body: Any = None,
+    *,
+    raw: Optional[bytes] = None,
+    content_type: str = "application/json",
+    timeout: float = 30.0,
+) -> tuple[int, Any]:
+    """One Docker Engine API request; returns (status, decoded JSON or None)."""
+    conn = _UnixConnection(str(path(DOCKER_SOCKET)), timeout)
+    data = raw if raw is not None else (compact(body).encode() if body is not None else None)
+    headers = {"Content-Type": content_type} if data is not None else {}
+    try:
+        conn.request(method, api_path, body=data, headers=headers)
+        resp = conn.getresponse()
+        payload = resp.read()
+    except OSError as exc:
+        raise DockerError(f"Cannot connect to the Docker daemon at {DOCKER_SOCKET}: {exc}") \
+            from None
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(payload) if payload else None
+    except ValueError:
+        doc = None
+    return resp.status, doc
+
+
+def docker_version_doc() -> Optional[dict[str, Any]]:
+    try:
+        status, doc = docker_call("GET", "/version", timeout=5.0)
+    except DockerError:
+        return None
+    return doc if status == 200 and isinstance(doc, dict) else None
+
+
+def docker_version() -> str:
+    """The engine's version ("20.10.24"), or "" without a reachable daemon."""
+    doc = docker_version_doc()
+    return str(doc.get("Version", "")) if doc else ""
+
+
+def acs_docker_version(version: str) -> str:
+    """The ACS connect's dockerVersion value (acs/session/session.go formatDockerVersion)."""
+    if not version or version == "containerd":
+        return version
+    return "DockerVersion: " + version
+
+
+def _api_tuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+def supported_docker_apis(doc: dict[str, Any]) -> list[str]:
+    """The agent's known API versions the daemon serves (dockerclient SupportedVersions)."""
+    low = _api_tuple(str(doc.get("MinAPIVersion", "1.12")))
+    high = _api_tuple(str(doc.get("ApiVersion", "0")))
+    return [v for v in KNOWN_DOCKER_APIS if low <= _api_tuple(v) <= high]
+
+
+def _rootfs_tar() -> bytes:
+    """A tiny image root: /bin/sleep and the libraries it loads, taken from this host."""
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    files = [sleep]
+    ldd = subprocess.run(["ldd", sleep], capture_output=True, text=True, timeout=30, check=False)
+    for line in ldd.stdout.splitlines():
+        for part in line.split():
+            if part.startswith("/") and os.path.exists(part):
+                files.append(part)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in dict.fromkeys(files):
+            # Dereference: the image needs the library itself, not the host's symlink to it.
+            tar.add(os.path.realpath(name), arcname=name.lstrip("/"), recursive=False)
+        tar.add(os.path.realpath(sleep), arcname="bin/sleep", recursive=False)
+    return buf.getvalue()
+
+
+def ensure_task_image() -> str:
+    """The lab task image, imported locally from a root filesystem (no registry)."""
+    ref = f"{TASK_IMAGE}:{TASK_TAG}"
+    status, _ = docker_call("GET", f"/images/{ref}/json")
+    if status == 200:
+        return ref
+    query = urllib.parse.urlencode(
+        {"fromSrc": "-", "repo": TASK_IMAGE, "tag": TASK_TAG, "message": "anywhere-agent lab task"}
+    )
+    status, _ = docker_call(
+        "POST", f"/images/create?{query}", raw=_rootfs_tar(), content_type="application/x-tar",
+        timeout=120.0,
+    )
+    if status != 200:
+        raise DockerError(f"docker import of {ref} answered HTTP {status}")
+    log("info", f"Imported the lab task image {ref}")
+    return ref
+
+
+def task_containers(cluster: str) -> list[dict[str, Any]]:
+    """Containers of lab tasks in this cluster (the labels the real agent sets), any state."""
+    filters = compact({"label": [TASK_LABEL, f"com.amazonaws.ecs.cluster={cluster}"]})
+    query = urllib.parse.urlencode({"filters": filters, "all": "true"})
+    status, doc = docker_call("GET", f"/containers/json?{query}")
+    if status != 200 or not isinstance(doc, list):
+        raise DockerError(f"listing containers answered HTTP {status}")
+    return [c for c in doc if isinstance(c, dict)]
+
+
+def start_task_container(cluster: str, task_arn: str, image: str) -> dict[str, Any]:
+    task_id = task_arn.rsplit("/", 1)[-1]
+    name = f"ecs-{TASK_FAMILY}-1-sleep-{task_id[:20]}"
+    spec = {
+        "Image": image,
+        "Cmd": ["/bin/sleep", "infinity"],
+        "Labels": {
+            TASK_LABEL: task_arn,
+            "com.amazonaws.ecs.cluster": cluster,
+            "com.amazonaws.ecs.container-name": "sleep",
+            "com.amazonaws.ecs.task-definition-family": TASK_FAMILY,
+            "com.amazonaws.ecs.task-definition-version": "1",
+        },
+        # docker-init forwards SIGTERM, so `stop` ends sleep at once instead of after a kill.
+        "HostConfig": {"Init": True, "NetworkMode": "none"},
+    }
+    status, doc = docker_call("POST", f"/containers/create?name={name}", spec)
+    if status != 201 or not isinstance(doc, dict):
+        raise DockerError(f"creating {name} answered HTTP {status}: {doc}")
+    cid = str(doc["Id"])
+    status, _ = docker_call("POST", f"/containers/{cid}/start")
+    if status not in (204, 304):
+        raise DockerError(f"starting {name} answered HTTP {status}")
+    return {"Id": cid, "Names": ["/" + name], "Labels": spec["Labels"]}
+
+
+def stop_task_container(cid: str) -> None:
+    status, _ = docker_call("POST", f"/containers/{cid}/stop?t=5", timeout=30.0)
+    if status not in (204, 304, 404):
+        raise DockerError(f"stopping {cid[:12]} answered HTTP {status}")
+    docker_call("DELETE", f"/containers/{cid}")
+
+
+def introspection_task(container: dict[str, Any], status: str) -> dict[str, Any]:
+    labels = container.get("Labels") or {}
+    names = container.get("Names") or ["/"]
+    return {
+        "Arn": labels.get(TASK_LABEL, ""),
+        "DesiredStatus": status,
+        "KnownStatus": status,
+        "Family": TASK_FAMILY,
+        "Version": "1",
+        "Containers": [
+            {
+                "DockerId": container.get("Id", ""),
+                "DockerName": str(names[0]).lstrip("/"),
+                "Name": "sleep",
+            }
+        ],
+    }
+
+
+def _task_arn(container: dict[str, Any]) -> str:
+    return str((container.get("Labels") or {}).get(TASK_LABEL, ""))
+
+
+class LabTasks:
+    """Keeps `count` lab task containers running while ACTIVE, stops them when DRAINING."""
+
+    def __init__(self, cfg: Config, creds: Credentials, state: AgentState) -> None:
+        self.cfg, self.creds, self.state = cfg, creds, state
+        self.count = cfg.docker_tasks
+        self.stop_delay = cfg.task_stop_delay_seconds
+        self._draining_since: Optional[float] = None
+
+    def _report(self, task_arn: str, status: str, reason: str = "") -> None:
+        payload: dict[str, Any] = {"cluster": self.cfg.cluster, "task": task_arn, "status": status}
+        if reason:
+            payload["reason"] = reason
+        try:
+            call(self.cfg, self.creds, "SubmitTaskStateChange", payload)
+        except AwsError as exc:
+            log("warn", f"Error submitting task state change {task_arn} {status}: {exc}")
+
+    def _instance_status(self, arn: str) -> str:
+        try:
+            doc = call(self.cfg, self.creds, "DescribeContainerInstances",
+                       {"cluster": self.cfg.cluster, "containerInstances": [arn]})
+        except AwsError as exc:
+            log("debug", f"lab tasks: cannot read the instance status: {exc}")
+            return ""
+        found = doc.get("containerInstances") or [{}]
+        return str(found[0].get("status", ""))
+
+    def tick(self) -> None:
+        with self.state.lock:
+            arn = self.state.arn or ""
+        if not arn or self.count <= 0:
+            return
+        running = []
+        for c in task_containers(self.cfg.cluster):
+            if c.get("State") == "running":
+                running.append(c)
+                continue
+            # Ended without us (dockerd restarted, killed): ECS must hear it stopped.
+            stop_task_container(str(c["Id"]))
+            self._report(_task_arn(c), "STOPPED", f"Essential container exited ({c.get('Status')})")
+        status = self._instance_status(arn)
+        if status == "DRAINING":
+            if self._draining_since is None:
+                self._draining_since = time.monotonic()
+                log("info", f"Instance DRAINING: stopping {len(running)} lab tasks "
+                    f"after {self.stop_delay:.0f}s")
+            if running and time.monotonic() - self._draining_since >= self.stop_delay:
+                for c in running:
+                    stop_task_container(str(c["Id"]))
+                    self._report(_task_arn(c), "STOPPED", "Service draining")
+                running = []
+        else:
+            self._draining_since = None
+            if status == "ACTIVE" and len(running) < self.count:
+                image = ensure_task_image()
+                for _ in range(self.count - len(running)):
+                    task_arn = (
+                        f"arn:aws:ecs:{self.cfg.region}:{arn.split(':')[4]}:task/"
+                        f"{self.cfg.cluster}/{uuid.uuid4().hex}"
+                    )
+                    started = start_task_container(self.cfg.cluster, task_arn, image)
+                    log("info", f"Started lab task {task_arn} in container {started['Id'][:12]}")
+                    running.append(started)
+            for c in running:
+                # Reported on every pass, like the agent's state-change resubmission: a new
+                # control plane or a lost report still learns the task is there.
+                self._report(_task_arn(c), "RUNNING")
+        with self.state.lock:
+            self.state.tasks = [introspection_task(c, "RUNNING") for c in running]
+
+    def run(self) -> None:
+        while not _stop.is_set():
+            if not fault("ecs-hang"):
+                try:
+                    self.tick()
+                except DockerError as exc:
+                    log("warn", f"lab tasks: {exc}")
+            _stop.wait(LAB_TASKS_TICK_SECONDS)
+
+
+# How often the lab-task worker reconciles its containers (lab-only; the real agent acts on
+# ACS task payloads instead).
+LAB_TASKS_TICK_SECONDS = 5.0
+
+
+def start_lab_tasks(
+    cfg: Config, creds: Credentials, state: AgentState
+) -> Optional[threading.Thread]:
+    """Run lab tasks in a thread when a Docker daemon answers; the double needs none."""
+    if cfg.docker_tasks <= 0 or docker_version_doc() is None:
+        return None
+    worker = threading.Thread(target=LabTasks(cfg, creds, state).run, name="lab-tasks",
+                              daemon=True)
+    worker.start()
+    return worker
+
+
+# ---------------------------------------------------------------------------------------------
 # Introspection API (127.0.0.1:51678)
 
 
@@ -489,6 +813,7 @@ class AgentState:
         self.arn: Optional[str] = None
         self.tasks: list[dict[str, Any]] = list(cfg.lab_tasks)
         self.sessions: dict[str, bool] = {}
+        self.lab_tasks: Optional[threading.Thread] = None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -705,6 +1030,8 @@ def run_agent(cfg: Config, state: AgentState) -> int:
     code = register(cfg, creds, state, arn)
     if code != EXIT_OK or _stop.is_set():
         return code
+    if state.lab_tasks is None or not state.lab_tasks.is_alive():
+        state.lab_tasks = start_lab_tasks(cfg, creds, state)
     with state.lock:
         arn = state.arn or ""
     # Like the real agent: DiscoverPollEndpoint once (cached 12 h), then ACS and TCS sessions
@@ -786,6 +1113,12 @@ def lab_now() -> float:
     return (time.monotonic() - _lab_epoch[0]) * _scale
 
 
+def _docker_version_param() -> list[tuple[str, str]]:
+    # acs/session/session.go acsURL: dockerVersion only when the agent knows the engine's.
+    version = acs_docker_version(docker_version())
+    return [("dockerVersion", version)] if version else []
+
+
 def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
     if kind == ACS:
         return [
@@ -795,6 +1128,7 @@ def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
             ("agentVersion", AGENT_VERSION),
             ("seqNum", "1"),
             ("protocolVersion", "2"),
+            *_docker_version_param(),
             ("sendCredentials", "true"),
         ]
     return [

@@ -70,14 +70,15 @@ WantedBy=multi-user.target
 
 ECS_UNIT = """\
 # LAB DOUBLE: anywhere-agent lab stand-in for amazon-ecs-init (not the AWS agent).
-# Modelled on amazon-ecs-agent packaging/generic-deb-integrated/debian/ecs.service, except:
-# the real unit has Wants=docker.service, PartOf=docker.service, After=docker.service. Lab hosts
-# run no Docker (systemd-nspawn hosts, docker_source=none) and the double needs none, so those
-# lines are left out; with them the unit would still start (Wants is weak) but would be stopped
-# and restarted with a docker.service the lab can never have.
+# Same unit as amazon-ecs-agent packaging/generic-deb-integrated/debian/ecs.service. On a lab
+# host without Docker (docker_source = none) the Docker lines are inert: Wants= of a unit that
+# does not exist is no error, and the double runs without Docker.
 [Unit]
 Description=Amazon Elastic Container Service - container agent (anywhere-agent lab double)
 Documentation=https://aws.amazon.com/documentation/ecs/
+Wants=docker.service
+PartOf=docker.service
+After=docker.service
 
 [Service]
 Type=simple
@@ -159,7 +160,6 @@ SSM_CONFIG_TEMPLATE = {
 }
 SSM_LAB_CONFIG = {
     "_comment": "anywhere-agent LAB DOUBLE settings; the real SSM agent has no such file",
-    "heartbeat_seconds": 5,
     "retry_max_seconds": 30,
     "http_timeout_seconds": 10,
 }
@@ -394,7 +394,8 @@ def build_ecs_deb(arch: str, work: Path, out_dir: Path) -> Path:
     )
     for d in ("etc/ecs", "var/log/ecs", "var/lib/ecs/data", "var/cache/ecs"):
         (stage / d).mkdir(parents=True, exist_ok=True)
-    # The real package also Depends on docker-ce | docker.io; the lab hosts have no Docker.
+    # The real package also Depends on docker-ce | docker.io; lab hosts with
+    # docker_source = none have no Docker, so the double leaves that out.
     _write(
         stage / "DEBIAN/control",
         _control(
@@ -405,7 +406,7 @@ def build_ecs_deb(arch: str, work: Path, out_dir: Path) -> Path:
             "LAB DOUBLE of amazon-ecs-init and the ECS agent (anywhere-agent lab only)\n"
             " A stdlib-only Python stand-in that honours ecs-init's actions, the agent's\n"
             " config files, registration call and introspection API for the anywhere-agent\n"
-            " lab. It runs no containers. It is not the AWS agent.",
+            " lab. With a Docker daemon it runs lab tasks as containers. It is not the AWS agent.",
         ),
     )
     _write(stage / "DEBIAN/conffiles", "/etc/ecs/lab-double.json\n")

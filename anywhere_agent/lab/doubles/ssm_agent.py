@@ -18,9 +18,11 @@ import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -47,13 +49,37 @@ MANIFEST_FILE = VAULT_DIR + "/Manifest"
 IDENTITY_CONFIG = DATA_DIR + "/runtimeconfig/identity_config.json"
 LOG_FILE = "/var/log/amazon/ssm/amazon-ssm-agent.log"
 FAULT_DIR = "/run/anywhere-lab/faults"
+TIME_SCALE_FILE = "/etc/anywhere-lab/time-scale"
 REG_KEY = "RegistrationKey"
 FP_KEY = "InstanceFingerprint"
 # Go's time.Format layout "2006-01-02 15:04:05.999999999 -0700 MST" as the real vault stores it.
 KEY_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.%f +0000 UTC"
 ZERO_TIME = "0001-01-01T00:00:00Z"
+MDS_TIMEOUT_SECONDS = 20.0  # appconfig Mds.StopTimeoutMillis: the GetMessages HTTP timeout
+MDS_MIN_CYCLE_SECONDS = 2.2  # the real agent re-polls about this often when answered at once
 
 _stop = False
+_scale = 1.0
+
+
+def time_scale() -> float:
+    """Lab seconds per real second, shared with the control plane (the lab writes the file)."""
+    raw = os.environ.get("ANYWHERE_LAB_TIME_SCALE")
+    if raw is None:
+        try:
+            raw = path(TIME_SCALE_FILE).read_text().strip()
+        except OSError:
+            raw = "1"
+    try:
+        value = float(raw)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else 1.0
+
+
+def real(lab_seconds: float) -> float:
+    """Real seconds that `lab_seconds` of lab time last."""
+    return max(0.0, lab_seconds) / _scale
 
 
 def path(p: str) -> Path:
@@ -122,26 +148,32 @@ class Config:
         real = read_json(path(CONFIG_FILE))
         ssm = real.get("Ssm") if isinstance(real.get("Ssm"), dict) else {}
         profile = real.get("Profile") if isinstance(real.get("Profile"), dict) else {}
+        mds = real.get("Mds") if isinstance(real.get("Mds"), dict) else {}
         self.endpoint_override = str((ssm or {}).get("Endpoint") or "")
+        self.mds_override = str((mds or {}).get("Endpoint") or "")
         self.share_creds = bool((profile or {}).get("ShareCreds", True))
-        self.share_profile = str((profile or {}).get("ShareProfile") or "") or "default"
+        # identity_config records the configured value ("" by default); the credentials file
+        # section is "default" when none is configured.
+        self.share_profile_setting = str((profile or {}).get("ShareProfile") or "")
+        self.share_profile = self.share_profile_setting or "default"
         self.region = region
         lab = read_json(path(LAB_CONFIG_FILE))
-        # Real agent: a health ping every 5 minutes; the lab wants seconds.
-        self.heartbeat_seconds = _num(
-            "ANYWHERE_LAB_SSM_HEARTBEAT_SECONDS", lab, "heartbeat_seconds", 5.0
-        )
+        # appconfig: HealthFrequencyMinutes within 5..60, else the default 5.
+        minutes = (ssm or {}).get("HealthFrequencyMinutes", 5)
+        if not isinstance(minutes, int) or not 5 <= minutes <= 60:
+            minutes = 5
+        self.health_minutes = minutes
         self.retry_max_seconds = _num(
             "ANYWHERE_LAB_SSM_RETRY_MAX_SECONDS", lab, "retry_max_seconds", 30.0
         )
         self.http_timeout = _num("ANYWHERE_LAB_SSM_HTTP_TIMEOUT", lab, "http_timeout_seconds", 10.0)
 
-    def endpoint(self) -> str:
-        if self.endpoint_override:
-            ep = self.endpoint_override
-            return ep if "://" in ep else "https://" + ep
+    def endpoint(self, service: str = "ssm") -> str:
+        override = self.mds_override if service == "ec2messages" else self.endpoint_override
+        if override:
+            return override if "://" in override else "https://" + override
         suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
-        return f"https://ssm.{self.region}.{suffix}"
+        return f"https://{service}.{self.region}.{suffix}"
 
 
 def _num(env: str, lab: dict[str, Any], key: str, default: float) -> float:
@@ -246,12 +278,24 @@ def instance_fingerprint() -> str:
 
 
 def primary_ip() -> str:
+    """The first non-loopback IPv4 address by interface order, as the agent's platform.IP()."""
+    import fcntl
+
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))  # no packet is sent; this only picks a route
-            return str(s.getsockname()[0])
+        interfaces = socket.if_nameindex()
     except OSError:
-        return "127.0.0.1"
+        interfaces = []
+    for _index, name in interfaces:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                request = struct.pack("256s", name.encode()[:15])
+                answer = fcntl.ioctl(s.fileno(), 0x8915, request)  # SIOCGIFADDR
+        except OSError:
+            continue
+        address = socket.inet_ntoa(answer[20:24])
+        if not address.startswith("127."):
+            return address
+    return "127.0.0.1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,9 +425,11 @@ def call(
     private_key: str = "",
     instance_id: str = "",
     chunked: bool = False,
+    service: str = "ssm",
+    timeout: Optional[float] = None,
 ) -> dict[str, Any]:
     """POST one AWS JSON 1.1 request; proxies come from http(s)_proxy/no_proxy like Go's."""
-    url = cfg.endpoint().rstrip("/") + "/"
+    url = cfg.endpoint(service).rstrip("/") + "/"
     body = compact(payload).encode()
     when = now_utc()
     headers = {
@@ -397,9 +443,9 @@ def call(
         if creds.get("token"):
             headers["X-Amz-Security-Token"] = creds["token"]
         to_sign, prefix, signed = sigv4_parts(
-            "POST", url, headers, body, cfg.region, "ssm", creds["key"], when
+            "POST", url, headers, body, cfg.region, service, creds["key"], when
         )
-        sig = hmac_signature(creds["secret"], when, cfg.region, "ssm", to_sign)
+        sig = hmac_signature(creds["secret"], when, cfg.region, service, to_sign)
         headers["Authorization"] = f"{prefix}, SignedHeaders={signed}, Signature={sig}"
     elif signer == "rsa":
         to_sign, prefix, signed = sigv4_parts(
@@ -416,7 +462,7 @@ def call(
     req = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310
     opener = urllib.request.build_opener(urllib.request.ProxyHandler())
     try:
-        with opener.open(req, timeout=cfg.http_timeout) as resp:
+        with opener.open(req, timeout=timeout or cfg.http_timeout) as resp:
             raw = resp.read()
     except urllib.error.HTTPError as err:
         raw = err.read()
@@ -783,6 +829,8 @@ class Daemon:
         self.next_ping = time.monotonic()
         self.refresh_failures = 0
         self.ping_failures = 0
+        self.pings = 0
+        self.channel = ""  # SSMConnectionChannel: "" until a message channel is up
         self.stale_logged = False
 
     def restore(self) -> None:
@@ -798,7 +846,9 @@ class Daemon:
                 self.creds = creds
                 self.next_refresh = time.monotonic() + max(0.0, left - half)
                 return
-        save_identity_config(self.instance_id, str(self.share_path_host()), self.cfg.share_profile)
+        save_identity_config(
+            self.instance_id, str(self.share_path_host()), self.cfg.share_profile_setting
+        )
 
     def share_path_host(self) -> Path:
         """The path as the host sees it (no lab root prefix), as identity_config records it."""
@@ -874,7 +924,7 @@ class Daemon:
         save_identity_config(
             self.instance_id,
             str(self.share_path_host()) if self.cfg.share_creds else "",
-            self.cfg.share_profile,
+            self.cfg.share_profile_setting,
             rfc3339(expires),
             rfc3339(retrieved),
             "SSM",
@@ -887,6 +937,7 @@ class Daemon:
         )
 
     def ping(self) -> None:
+        """healthcheck.go's updateHealth: UpdateInstanceInformation with the host's facts."""
         if self.creds is None:
             self.next_ping = time.monotonic() + 1.0
             return
@@ -902,7 +953,7 @@ class Daemon:
             "PlatformName": os_release().get("NAME", "Linux"),
             "PlatformType": "Linux",
             "PlatformVersion": os_release().get("VERSION_ID", ""),
-            "SSMConnectionChannel": "ssmmessages",
+            "SSMConnectionChannel": self.channel,
         }
         try:
             call(
@@ -918,11 +969,49 @@ class Daemon:
         except AwsError as exc:
             self.ping_failures += 1
             log("ERROR", f"Health ping failed: {exc}")
-        self.next_ping = time.monotonic() + self.cfg.heartbeat_seconds
+        # ModuleExecute: once now, again after a random 0..frequency, then every frequency.
+        interval = self.cfg.health_minutes * 60.0
+        self.pings += 1
+        wait = random.uniform(0, interval) if self.pings == 1 else interval  # noqa: S311
+        self.next_ping = time.monotonic() + real(wait)
+
+    def poll_messages(self) -> None:
+        """The MDS processor: ec2messages GetMessages in a loop (the service long-polls)."""
+        failures = 0
+        while not _stop:
+            creds = self.creds
+            if creds is None or fault("ssm-stale"):
+                time.sleep(0.5)
+                continue
+            started = time.monotonic()
+            try:
+                call(
+                    self.cfg,
+                    "EC2WindowsMessageDeliveryService.GetMessages",
+                    {
+                        "Destination": self.instance_id,
+                        "MessagesRequestId": str(uuid.uuid4()),
+                        "VisibilityTimeoutInSeconds": 10,
+                    },
+                    signer="sigv4",
+                    creds=creds,
+                    service="ec2messages",
+                    timeout=MDS_TIMEOUT_SECONDS,
+                )
+                failures = 0
+                self.channel = "ec2messages"
+            except AwsError as exc:
+                failures += 1
+                log("WARN", f"error when calling AWS APIs. error: {exc}")
+                time.sleep(self.backoff(failures))
+                continue
+            # Never spin: an answer that came at once (no long poll) is re-asked ~2 s later.
+            time.sleep(max(0.0, MDS_MIN_CYCLE_SECONDS - (time.monotonic() - started)))
 
     def run(self) -> None:
         self.restore()
         log("INFO", "credentialRefresher has started")
+        threading.Thread(target=self.poll_messages, name="mds", daemon=True).start()
         while not _stop:
             if fault("ssm-stale"):
                 if not self.stale_logged:
@@ -954,13 +1043,28 @@ def proxy_settings() -> Iterator[tuple[str, str]]:
         yield key, value
 
 
+def redact_proxy(value: str) -> str:
+    """A proxy URL with its password masked: the log never holds the secret."""
+    try:
+        parts = urllib.parse.urlsplit(value if "://" in value else "http://" + value)
+    except ValueError:
+        return "(unparsable proxy setting)"
+    if parts.password is None:
+        return value
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:xxxxx@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)) if "://" in value else netloc
+
+
 def run_daemon() -> int:
+    global _scale
+    _scale = time_scale()
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     log("INFO", f"amazon-ssm-agent - v{VERSION} ({LAB_LABEL}) starting")
     log("INFO", "Proxy environment variables:")
     for key, value in proxy_settings():
-        log("INFO", f"{key}: {value}")
+        log("INFO", f"{key}: {redact_proxy(value)}")
     reg = vault_get(REG_KEY)
     instance_id, region, private_key = (
         str(reg.get(k, "")) for k in ("instanceID", "region", "privateKey")

@@ -3,18 +3,30 @@ caller that makes AWS calls the way the real SSM and ECS agents make them."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from anywhere_agent.lab.control_plane import sigv4
 from anywhere_agent.lab.control_plane.admin import LabAdmin
+from anywhere_agent.lab.control_plane.principals import (
+    ROOT_ACCESS_KEY_ID,
+    ROOT_SECRET_ACCESS_KEY,
+)
 from anywhere_agent.lab.control_plane.server import ControlPlane
 
 REGION = "us-east-1"
@@ -23,6 +35,8 @@ TRUST_SSM = json.dumps({
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
                    "Action": "sts:AssumeRole"}],
 })
+HOST_MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore",
+                         "service-role/AmazonEC2ContainerServiceforEC2Role")
 AGENT_ATTRIBUTES = [
     {"name": "ecs.capability.external"},
     {"name": "ecs.os-type", "value": "linux"},
@@ -55,8 +69,13 @@ class Agent:
 
     plane: ControlPlane
     attributes: tuple[dict[str, Any], ...] = tuple(AGENT_ATTRIBUTES)
+    # What the agents hold: access key -> (secret, session token); mi- ID -> RSA key.
+    secrets: dict[str, tuple[str, Optional[str]]] = field(default_factory=lambda: {
+        ROOT_ACCESS_KEY_ID: (ROOT_SECRET_ACCESS_KEY, None)})
+    instance_keys: dict[str, Any] = field(default_factory=dict)
 
-    def client(self, service: str, key: str = "AKIAOPERATOR", secret: str = "s",
+    def client(self, service: str, key: str = ROOT_ACCESS_KEY_ID,
+               secret: str = ROOT_SECRET_ACCESS_KEY,
                token: Optional[str] = None, retries: int = 1) -> Any:
         return boto3.client(
             service, endpoint_url=self.plane.url, region_name=REGION, aws_access_key_id=key,
@@ -68,13 +87,10 @@ class Agent:
              chunked: bool = False) -> Answer:
         url = urlsplit(self.plane.url)
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target}
+        data = json.dumps(body).encode()
         if credential is not None:
             service = "ec2messages" if target.startswith("EC2Windows") else "ssm"
-            headers["Authorization"] = (
-                f"AWS4-HMAC-SHA256 Credential={credential}/20261126/{REGION}/{service}/"
-                "aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00")
-            headers["X-Amz-Date"] = "20261126T000000Z"
-        data = json.dumps(body).encode()
+            headers = self._signed(headers, data, credential, service)
         connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
         try:
             if chunked:
@@ -89,22 +105,59 @@ class Agent:
         finally:
             connection.close()
 
+    def _signed(self, headers: dict[str, str], data: bytes, credential: str,
+                service: str) -> dict[str, str]:
+        """Sign as the agents do: SigV4 with a secret, or the registration key for an mi- ID."""
+        if credential in self.instance_keys:
+            when = datetime.now(timezone.utc)
+            headers = {**headers, "Host": str(urlsplit(self.plane.url).netloc),
+                       "X-Amz-Date": when.strftime("%Y%m%dT%H%M%SZ")}
+            signature = sigv4.Signature(
+                credential, when.strftime("%Y%m%d"), REGION, service,
+                ("content-type", "host", "x-amz-date", "x-amz-target"), "",
+                headers["X-Amz-Date"], False)
+            request = sigv4.Request("POST", "/", "", {k.lower(): v for k, v in headers.items()},
+                                    data)
+            signed = self.instance_keys[credential].sign(
+                sigv4.string_to_sign(request, signature).encode(),
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                hashes.SHA256())
+            headers["Authorization"] = (
+                f"AWS4-HMAC-SHA256 Credential={credential}/{signature.scope}, "
+                f"SignedHeaders={';'.join(signature.signed_headers)}, "
+                f"Signature={base64.b64encode(signed).decode()}")
+            return headers
+        secret, token = self.secrets.get(credential, ("not-a-known-secret", None))
+        request = AWSRequest("POST", self.plane.url + "/", headers=headers, data=data)
+        SigV4Auth(Credentials(credential, secret, token), service, REGION).add_auth(request)
+        return dict(request.headers.items())
+
     def create_activation(self, ssm: Any, role: str, limit: int = 1,
                           **extra: Any) -> tuple[str, str]:
         answer = ssm.create_activation(IamRole=role, RegistrationLimit=limit, **extra)
         return answer["ActivationId"], answer["ActivationCode"]
 
     def register(self, activation_id: str, code: str) -> Answer:
-        return self.call("AmazonSSM.RegisterManagedInstance", {
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        answer = self.call("AmazonSSM.RegisterManagedInstance", {
             "ActivationCode": code, "ActivationId": activation_id,
             "Fingerprint": str(uuid.uuid4()),
-            "PublicKey": "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=",
+            "PublicKey": base64.b64encode(public).decode(),
             "PublicKeyType": "Rsa"})
+        if answer.status == 200:
+            self.instance_keys[answer.body["InstanceId"]] = key
+        return answer
 
     def role_token(self, instance_id: str) -> Answer:
-        return self.call("AmazonSSM.RequestManagedInstanceRoleToken",
-                         {"Fingerprint": str(uuid.uuid4())}, credential=instance_id,
-                         chunked=True)
+        answer = self.call("AmazonSSM.RequestManagedInstanceRoleToken",
+                           {"Fingerprint": str(uuid.uuid4())}, credential=instance_id,
+                           chunked=True)
+        if answer.status == 200:
+            self.secrets[answer.body["AccessKeyId"]] = (answer.body["SecretAccessKey"],
+                                                       answer.body["SessionToken"])
+        return answer
 
     def heartbeat(self, instance_id: str, access_key: str) -> Answer:
         return self.call("AmazonSSM.UpdateInstanceInformation", {
@@ -188,8 +241,12 @@ def ecs(agent: Agent) -> Any:
 
 @pytest.fixture
 def role(agent: Agent) -> str:
-    agent.client("iam").create_role(RoleName="ecsAnywhereRole",
-                                    AssumeRolePolicyDocument=TRUST_SSM)
+    """The hosts' role as `registrar ensure` builds it: its two AWS managed policies."""
+    iam = agent.client("iam")
+    iam.create_role(RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=TRUST_SSM)
+    for policy in HOST_MANAGED_POLICIES:
+        iam.attach_role_policy(RoleName="ecsAnywhereRole",
+                               PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
     return "ecsAnywhereRole"
 
 

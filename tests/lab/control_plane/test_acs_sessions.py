@@ -130,9 +130,47 @@ def test_an_upgrade_signed_with_another_hosts_keys_is_refused(
         other.acs(arn, cluster)
     assert refused.value.code == "AccessDeniedException"
     with pytest.raises(ecs_agent.AwsError) as anonymous:
-        host_type(agent, "mi-0", {"AccessKeyId": "AKIAOPERATOR", "SecretAccessKey": "s",
-                                 "SessionToken": ""}).acs(arn, cluster)
-    assert anonymous.value.code == "AccessDeniedException"
+        host_type(agent, "mi-0", {"AccessKeyId": "AKIAUNKNOWNKEY", "SecretAccessKey": "s",
+                                  "SessionToken": ""}).acs(arn, cluster)
+    assert anonymous.value.code == "UnrecognizedClientException"
+    forged = dict(host.credentials, SecretAccessKey="not-the-vended-secret")
+    with pytest.raises(ecs_agent.AwsError) as tampered:
+        host_type(agent, host.instance_id, forged).acs(arn, cluster)
+    assert tampered.value.code == "InvalidSignatureException"
+
+
+def test_an_upgrade_signed_ten_minutes_off_is_refused_as_expired(
+        plane: ControlPlane, host: Host, cluster: str, arn: str) -> None:
+    import datetime as dt
+    import http.client
+    import urllib.parse
+
+    cfg = ecs_agent.Config(env={"AWS_DEFAULT_REGION": "us-east-1", "ECS_CLUSTER": cluster})
+    query = urllib.parse.urlencode(sorted(ecs_agent.session_query("acs", cfg, arn)),
+                                   quote_via=lambda v, *_: urllib.parse.quote(v, safe="-_.~"))
+    url = f"{plane.url}/ws?{query}"
+    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+    headers = {"Host": urllib.parse.urlsplit(url).netloc,
+               "X-Amz-Date": when.strftime("%Y%m%dT%H%M%SZ"),
+               "X-Amz-Security-Token": host.credentials["SessionToken"]}
+    creds = {"key": host.credentials["AccessKeyId"],
+             "secret": host.credentials["SecretAccessKey"]}
+    headers["Authorization"] = ecs_agent.sign("GET", url, headers, b"", "us-east-1", "ecs",
+                                              creds, when)
+    headers.update({"Upgrade": "websocket", "Connection": "Upgrade",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                    "Sec-WebSocket-Version": "13"})
+    parts = urllib.parse.urlsplit(plane.url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request("GET", f"/ws?{query}", headers=headers)
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 403
+    assert body["type"] == "InvalidSignatureException"
+    assert body["message"]["message"].startswith("Signature expired")
 
 
 def test_a_deregistered_instance_gets_inactive_instance_exception(
@@ -161,3 +199,35 @@ def test_the_admin_switch_refuses_acs_to_one_host_until_turned_back(
         assert admin.state()["sessions"]["acs_open"] == 1
     finally:
         again.close(1000, "")
+
+
+def test_heartbeat_cadence_and_the_missed_ack_close_run_on_the_lab_clock() -> None:
+    import socket
+    import threading
+
+    from anywhere_agent.lab.control_plane.acs import Sessions, SessionTarget
+    from anywhere_agent.lab.control_plane.websocket import WebSocket
+    from anywhere_agent.lab.control_plane.wire import Clock
+
+    sessions = Sessions(Clock(scale=100))  # 30 lab s between heartbeats = 0.3 s here
+    server_side, agent_side = socket.socketpair()
+    target = SessionTarget("acs", "edge", "arn:ci/1", "mi-1")
+    thread = threading.Thread(
+        target=sessions.serve, args=(WebSocket(server_side), target, lambda: True))
+    started = time.monotonic()
+    thread.start()
+    client = ecs_agent.WsConn(agent_side, b"")
+    first = json.loads(client.receive(2.0) or "{}")
+    client.send_text(ecs_agent.ws_message(
+        "HeartbeatAckRequest", {"messageId": first["message"]["messageId"]}))
+    assert sessions.connected("arn:ci/1")
+    second = json.loads(client.receive(2.0) or "{}")
+    gap = time.monotonic() - started
+    assert second["type"] == "HeartbeatMessage" and 0.25 <= gap < 1.5, gap
+    # No more acks: the third heartbeat goes out, then two are outstanding and ACS closes.
+    with pytest.raises(ecs_agent.WsClosed, match="1008"):
+        for _ in range(10):
+            client.receive(2.0)
+    thread.join(5)
+    assert not sessions.connected("arn:ci/1")
+    assert 0.6 <= time.monotonic() - started < 3.0

@@ -9,6 +9,7 @@ import botocore.exceptions
 import pytest
 
 from anywhere_agent.lab.control_plane.admin import LabAdmin
+from anywhere_agent.lab.control_plane.principals import ROOT_ACCESS_KEY_ID
 from anywhere_agent.lab.control_plane.server import ControlPlane
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ def test_create_activation_rejects_a_role_that_does_not_exist_or_trust_ssm(
 def test_create_activation_rejects_a_registration_limit_outside_1_to_1000(
     plane: ControlPlane, role: str, limit: int, agent: Agent) -> None:
     answer = agent.call("AmazonSSM.CreateActivation",
-                        {"IamRole": role, "RegistrationLimit": limit}, credential="AKIAOPERATOR")
+                        {"IamRole": role, "RegistrationLimit": limit},
+                        credential=ROOT_ACCESS_KEY_ID)
     assert (answer.status, answer.error) == (400, "ValidationException")
 
 
@@ -90,7 +92,7 @@ def test_registration_counts_against_the_limit_and_then_is_refused(
     assert first.body["InstanceId"] != second.body["InstanceId"]
     assert first.body["InstanceId"].startswith("mi-") and len(first.body["InstanceId"]) == 20
     third = agent.register(activation_id, code)
-    assert (third.status, third.error) == (400, "InvalidActivation")
+    assert (third.status, third.error) == (400, "RegistrationLimitExceeded")
     activation = ssm.describe_activations()["ActivationList"][0]
     assert activation["RegistrationsCount"] == 2
 
@@ -179,7 +181,7 @@ def test_describe_instance_information_validates_max_results_and_filter_keys(
     plane: ControlPlane, ssm: Any, agent: Agent) -> None:
     for bad in (4, 51):
         answer = agent.call("AmazonSSM.DescribeInstanceInformation",
-                            {"MaxResults": bad}, credential="AKIAOPERATOR")
+                            {"MaxResults": bad}, credential=ROOT_ACCESS_KEY_ID)
         assert (answer.status, answer.error) == (400, "ValidationException")
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         ssm.describe_instance_information(Filters=[{"Key": "Colour", "Values": ["red"]}])
@@ -238,10 +240,10 @@ def test_vended_credentials_expire_after_their_lifetime(
     plane: ControlPlane, host: Host, admin: LabAdmin, agent: Agent) -> None:
     agent_ecs = host.ecs()
     agent.client("ecs").create_cluster(clusterName="edge")
-    agent_ecs.list_container_instances(cluster="edge")
+    agent_ecs.discover_poll_endpoint(cluster="edge")  # a call the host role may make
     admin.advance_clock(1801)
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
-        agent_ecs.list_container_instances(cluster="edge")
+        agent_ecs.discover_poll_endpoint(cluster="edge")
     assert error_code(excinfo) == "ExpiredTokenException"
 
 

@@ -104,6 +104,9 @@ class FakePlane:
             }
         if op == "UpdateInstanceInformation":
             return 200, {}
+        if op == "GetMessages":
+            return 200, {"Destination": body.get("Destination", ""), "Messages": [],
+                         "MessagesRequestId": body.get("MessagesRequestId", "")}
         if op == "RegisterContainerInstance":
             if body.get("cluster") in self.missing_clusters:
                 return 400, {"__type": "ClusterNotFoundException", "message": "Cluster not found."}
@@ -221,7 +224,7 @@ def double_env(root: Path, **extra: str) -> dict[str, str]:
 def write_ssm_config(root: Path, endpoint: str) -> None:
     cfg = root / "etc/amazon/ssm/amazon-ssm-agent.json"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(json.dumps({"Ssm": {"Endpoint": endpoint}}))
+    cfg.write_text(json.dumps({"Ssm": {"Endpoint": endpoint}, "Mds": {"Endpoint": endpoint}}))
 
 
 def run_ssm(

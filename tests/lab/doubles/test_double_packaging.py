@@ -63,7 +63,7 @@ def test_the_ssm_postinst_enables_and_starts_the_service_like_the_real_package(
     assert (tree / "usr/bin/amazon-ssm-agent").read_bytes().startswith(b"#!/usr/bin/python3\n")
 
 
-def test_the_ecs_deb_ships_ecs_init_and_a_unit_without_docker(repos: Any, tmp_path: Path) -> None:
+def test_the_ecs_deb_ships_ecs_init_and_the_real_unit(repos: Any, tmp_path: Path) -> None:
     deb = _deb(repos, "amazon-ecs-init", "arm64")
     assert deb.name == "amazon-ecs-init_1.105.1-1_arm64.deb"
     fields = _dpkg("-f", str(deb))
@@ -71,8 +71,10 @@ def test_the_ecs_deb_ships_ecs_init_and_a_unit_without_docker(repos: Any, tmp_pa
     tree = _extract(deb, tmp_path)
     unit = (tree / "lib/systemd/system/ecs.service").read_text()
     directives = [ln for ln in unit.splitlines() if ln and not ln.startswith("#")]
-    assert not [ln for ln in directives if "docker" in ln.lower()]
     for line in (
+        "Wants=docker.service",
+        "PartOf=docker.service",
+        "After=docker.service",
         "Restart=on-failure",
         "RestartSec=10s",
         "EnvironmentFile=-/var/lib/ecs/ecs.config",
@@ -84,7 +86,6 @@ def test_the_ecs_deb_ships_ecs_init_and_a_unit_without_docker(repos: Any, tmp_pa
     assert unit.index("EnvironmentFile=-/var/lib/ecs/ecs.config") < unit.index(
         "EnvironmentFile=-/etc/ecs/ecs.config"
     )
-    assert "docker.service" in unit  # the comment says why it is left out
     assert (tree / "usr/libexec/amazon-ecs-init").stat().st_mode & 0o111
     for d in ("etc/ecs", "var/log/ecs", "var/lib/ecs/data", "var/cache/ecs"):
         assert (tree / d).is_dir()

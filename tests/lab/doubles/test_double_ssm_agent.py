@@ -240,7 +240,8 @@ def test_the_daemon_without_a_registration_logs_no_identity_and_exits_0(lab_root
 
 def _start_daemon(root: Path, procs: Processes, tmp: Path, **env: str):  # type: ignore[no-untyped-def]
     base = {
-        "ANYWHERE_LAB_SSM_HEARTBEAT_SECONDS": "0.5",
+        # 600 lab seconds per second: the 5-minute health cadence takes half a second.
+        "ANYWHERE_LAB_TIME_SCALE": "600",
         "ANYWHERE_LAB_SSM_RETRY_MAX_SECONDS": "0.5",
     }
     base.update(env)
@@ -274,7 +275,7 @@ def test_the_daemon_fetches_credentials_chunked_and_writes_the_real_files(
     ident = json.loads((lab_root / DATA / "runtimeconfig/identity_config.json").read_text())
     assert ident["SchemaVersion"] == "1.1" and ident["IdentityType"] == "OnPrem"
     assert ident["InstanceId"] == INSTANCE_ID and ident["CredentialSource"] == "SSM"
-    assert ident["ShareFile"] == "/root/.aws/credentials" and ident["ShareProfile"] == "default"
+    assert ident["ShareFile"] == "/root/.aws/credentials" and ident["ShareProfile"] == ""
     assert ident["CredentialsExpiresAt"].endswith("Z") and ident["CredentialsRetrievedAt"].endswith(
         "Z"
     )
@@ -283,7 +284,40 @@ def test_the_daemon_fetches_credentials_chunked_and_writes_the_real_files(
     assert ping.json["AgentName"] == "amazon-ssm-agent"
     assert f"Credential={ini['default']['aws_access_key_id']}/" in ping.headers["authorization"]
     assert ping.headers["x-amz-security-token"] == ini["default"]["aws_session_token"]
-    fake_plane.wait_for("UpdateInstanceInformation", count=3)  # every heartbeat_seconds
+    fake_plane.wait_for("UpdateInstanceInformation", count=3)  # now, 0-300 s later, every 300 s
+    [poll, *_] = fake_plane.wait_for("GetMessages")
+    assert poll.json["Destination"] == INSTANCE_ID and poll.json["VisibilityTimeoutInSeconds"] == 10
+    assert "/us-east-1/ec2messages/aws4_request" in poll.headers["authorization"]
+
+
+def test_the_health_ping_keeps_the_real_agents_cadence(
+    lab_root: Path, fake_plane: FakePlane, processes: Processes, tmp_path: Path
+) -> None:
+    assert _register(lab_root, fake_plane).returncode == 0
+    started = time.monotonic()
+    _start_daemon(lab_root, processes, tmp_path, ANYWHERE_LAB_TIME_SCALE="300")
+    fake_plane.wait_for("UpdateInstanceInformation", count=5, timeout=20)
+    elapsed = time.monotonic() - started
+    pings = len(fake_plane.calls("UpdateInstanceInformation"))
+    # At 300x, 300 s last one second: pings at 0, 0-1 s, then each second after that.
+    assert pings <= elapsed + 3, (pings, elapsed)
+    polls = len(fake_plane.calls("GetMessages"))
+    assert polls <= elapsed / 2.2 + 2, (polls, elapsed)  # never a hot loop
+
+
+def test_the_daemon_never_logs_a_proxy_password(
+    lab_root: Path, fake_plane: FakePlane, processes: Processes, tmp_path: Path
+) -> None:
+    assert _register(lab_root, fake_plane).returncode == 0
+    secret = "pr0xy-Passw0rd"
+    proc = _start_daemon(lab_root, processes, tmp_path,
+                         https_proxy=f"http://op:{secret}@proxy.invalid:3128",
+                         no_proxy="127.0.0.1,localhost")
+    fake_plane.wait_for("UpdateInstanceInformation")
+    log_text = (lab_root / "var/log/amazon/ssm/amazon-ssm-agent.log").read_text()
+    assert "https_proxy: http://op:xxxxx@proxy.invalid:3128" in log_text
+    assert secret not in log_text
+    assert proc.poll() is None
 
 
 def test_the_daemon_keeps_other_profiles_in_the_shared_credentials_file(

@@ -23,6 +23,11 @@ from doubles_helpers import (
     write_ssm_config,
 )
 
+from anywhere_agent.lab.control_plane.principals import (
+    ROOT_ACCESS_KEY_ID,
+    ROOT_SECRET_ACCESS_KEY,
+)
+
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("anywhere_agent.lab.control_plane.server")
 
@@ -78,17 +83,20 @@ def _client(url: str, service: str) -> Any:
         service,
         endpoint_url=url,
         region_name=REGION,
-        aws_access_key_id="AKIAOPERATOR",
-        aws_secret_access_key="s",
+        aws_access_key_id=ROOT_ACCESS_KEY_ID,  # the operator bootstraps the lab as root
+        aws_secret_access_key=ROOT_SECRET_ACCESS_KEY,
     )
 
 
 def test_a_host_joins_the_cluster_through_both_doubles(
     plane_url: str, lab_root: Path, processes: Processes, tmp_path: Path
 ) -> None:
-    _client(plane_url, "iam").create_role(
-        RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=TRUST_SSM
-    )
+    iam = _client(plane_url, "iam")
+    iam.create_role(RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=TRUST_SSM)
+    for policy in ("AmazonSSMManagedInstanceCore",
+                   "service-role/AmazonEC2ContainerServiceforEC2Role"):
+        iam.attach_role_policy(RoleName="ecsAnywhereRole",
+                               PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
     activation = _client(plane_url, "ssm").create_activation(
         IamRole="ecsAnywhereRole", RegistrationLimit=1
     )

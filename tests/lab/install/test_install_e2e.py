@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,10 @@ pytestmark = pytest.mark.lab
 
 if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
     pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from argv_watch import ArgvWatch  # noqa: E402
 
 from anywhere_agent.errors import ExitCode  # noqa: E402
 from anywhere_agent.lab import rollout  # noqa: E402
@@ -89,13 +95,6 @@ def test_fresh_install_joins_and_rerun_changes_nothing(lab: Lab, activation: Any
     assert len(mis) == 1 and len(cis) == 1
 
 
-def our_argv_holding(lab: Lab, host: str, code: str) -> list[str]:
-    """Command lines on the host that hold `code`, other than AWS's own register child."""
-    out = lab.exec(host, ["ps", "-eo", "args="], check=False).stdout.decode()
-    return [line for line in out.splitlines()
-            if code in line and "amazon-ssm-agent -register" not in line]
-
-
 def test_kill_at_step_boundaries_converges_to_one_registration(lab: Lab,
                                                                activation: Any) -> None:
     for boundary in ("ssm-agent-package", "ssm-registration", "ssm-agent-service",
@@ -107,22 +106,24 @@ def test_kill_at_step_boundaries_converges_to_one_registration(lab: Lab,
                                                             CLUSTER))
         argv = [*lab_nsenter(lab, "n2"), "anywhere-agent", "install", "--activation-id",
                 activation.activation_id, "--activation-code-file", "-"]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, start_new_session=True)
-        assert proc.stdin is not None and proc.stderr is not None
-        proc.stdin.write(activation.code.reveal().encode())
-        proc.stdin.close()
-        killed = False
-        assert our_argv_holding(lab, "n2", activation.code.reveal()) == []
-        for line in proc.stderr:
-            if line.startswith(f"step={boundary} ".encode()):
-                os.killpg(proc.pid, 9)
-                killed = b"result=changed" in line
-                break
-        proc.wait(timeout=120)
-        lab.exec("n2", ["pkill", "-9", "-f", "anywhere-agent install"], check=False)
-        assert killed, f"install never acted at {boundary}"
-        code, _, err = rollout.install(lab, "n2", activation)
+        # Every command line on the machine is sampled throughout the run and the re-run, not
+        # once before install acts: only AWS's register child may ever hold the code.
+        with ArgvWatch(activation.code.reveal()) as watch:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, start_new_session=True)
+            assert proc.stdin is not None and proc.stderr is not None
+            proc.stdin.write(activation.code.reveal().encode())
+            proc.stdin.close()
+            killed = False
+            for line in proc.stderr:
+                if line.startswith(f"step={boundary} ".encode()):
+                    os.killpg(proc.pid, 9)
+                    killed = b"result=changed" in line
+                    break
+            proc.wait(timeout=120)
+            assert killed, f"install never acted at {boundary}"
+            code, _, err = rollout.install(lab, "n2", activation)
+        assert watch.scans > 10 and watch.holders() == [], (boundary, watch.holders())
         assert code == 0, (boundary, err)
         mis, cis = registrations_of(lab, "n2")
         assert len(mis) == 1 and len(cis) == 1, (boundary, mis, cis)
@@ -176,13 +177,20 @@ def test_bad_inputs_fail_with_their_exit_code_and_leave_the_host_untouched(
         (rollout.LabActivation(activation.activation_id, type(activation.code)("WRONGCODE0123")),
          (), ExitCode.ACTIVATION),
         (activation, ("--cluster", "no-such-cluster"), ExitCode.CLOUD),
-        # The lab serves every region on one address, so a wrong region is caught by the
-        # cluster check signed for that region (on AWS the registration itself would fail).
+        # Another region, with that region's endpoints (as on AWS): the registration itself
+        # fails there, since activations are regional.
         (activation, ("--region", "eu-west-1"), ExitCode.CLOUD),
     ]
     for act, extra, want in cases:
+        region = extra[1] if extra[:1] == ("--region",) else lab.region
+        rollout.write_config(lab, host, rollout.node_config(lab.region_url(region), region,
+                                                            CLUSTER))
         code, result, err = rollout.install(lab, host, act, extra=extra)
         assert code == want, (extra, result, err)
+        if region != lab.region:
+            assert "SSM registration failed (wrong region)" in json.dumps(result), result
+            assert lab.exec(host, ["test", "-e", "/var/lib/amazon/ssm/registration"],
+                            check=False).returncode != 0
         pkgs = lab.exec(host, ["dpkg-query", "-W", "-f=${db:Status-Status} ${Package}\n",
                                "amazon-ssm-agent", "amazon-ecs-init"], check=False).stdout
         assert b"installed" not in pkgs.replace(b"not-installed", b""), (extra, pkgs)

@@ -1,0 +1,118 @@
+"""Secrets and refusals on a real lab host: a proxy password is in no world-readable file and in
+none of our output, re-runs tighten modes already on disk, and a masked unit is refused by
+preflight before anything changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
+    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
+
+from anywhere_agent.errors import ExitCode  # noqa: E402
+from anywhere_agent.lab import rollout  # noqa: E402
+from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
+
+CLUSTER = "secrets"
+HOST = "n1"
+PASSWORD = "pr0xyPassw0rd"
+# Connection refused at once: the agents reach the lab directly through no_proxy, and apt has
+# nothing to fetch on these re-runs (the packages are installed by then).
+PROXY = f"http://alice:{PASSWORD}@127.0.0.1:9"
+SECRET_FILES = ("/etc/apt/apt.conf.d/90anywhere-agent-proxy", "/etc/ecs/ecs.config",
+                "/etc/systemd/system/ecs.service.d/http-proxy.conf",
+                "/etc/systemd/system/amazon-ssm-agent.service.d/http-proxy.conf")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    lab = Lab(name="aasecret")
+    lab.up(1)
+    try:
+        lab.install_product(HOST)
+        rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
+                                                            CLUSTER))
+        yield lab
+    finally:
+        lab.down()
+    assert not any(lab.leftovers().values()), lab.leftovers()
+
+
+@pytest.fixture(scope="module")
+def activation(lab: Lab) -> rollout.LabActivation:
+    return rollout.prepare(lab.control_plane_url(), lab.region, CLUSTER, 10)
+
+
+def proxy_flags(lab: Lab) -> tuple[str, ...]:
+    lab_host = urlsplit(lab.control_plane_url()).hostname or ""
+    return ("--http-proxy", PROXY, "--https-proxy", PROXY, "--no-proxy", lab_host)
+
+
+def modes(lab: Lab, paths: tuple[str, ...]) -> dict[str, str]:
+    out = lab.exec(HOST, ["stat", "-c", "%n %a", *paths]).stdout.decode()
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_proxy_password_is_in_no_world_readable_file_and_none_of_our_output(
+        lab: Lab, activation: Any) -> None:
+    code, _, err = rollout.install(lab, HOST, activation)
+    assert code == 0, err
+    code, result, err = rollout.install(lab, HOST, None, extra=proxy_flags(lab))
+    assert code == 0, err
+    outputs = [json.dumps(result), err]
+    assert modes(lab, SECRET_FILES) == {p: "600" for p in SECRET_FILES}
+    # Every file under the places install writes that holds the password: none world-readable.
+    # (/var/log/amazon/ssm is the lab SSM double's own log: not ours, see its README.)
+    holders = lab.exec(HOST, ["grep", "-rlF", PASSWORD, "/etc", "/var/lib", "/run/systemd",
+                              "/root"], check=False).stdout.decode().split()
+    assert set(SECRET_FILES) <= set(holders)
+    loose = {p: m for p, m in modes(lab, tuple(holders)).items() if int(m, 8) & 0o044}
+    assert loose == {}
+    # A re-run tightens files left 0644 (by an older version or by hand).
+    lab.exec(HOST, ["chmod", "0644", *SECRET_FILES])
+    code, result, err = rollout.install(lab, HOST, None, extra=proxy_flags(lab))
+    assert code == 0, err
+    assert {"apt-proxy", "ecs-config", "ecs-proxy", "ssm-agent-proxy"} <= set(result["changes"])
+    assert modes(lab, SECRET_FILES) == {p: "600" for p in SECRET_FILES}
+    outputs += [json.dumps(result), err]
+    # Our own output: a plan that changes the proxy, status, the journal of our runs.
+    changed_proxy = PROXY.replace("127.0.0.1:9", "127.0.0.1:10")
+    for argv in (["anywhere-agent", "install", "--dry-run", "--http-proxy", changed_proxy,
+                  "--https-proxy", changed_proxy, *proxy_flags(lab)[-2:]],
+                 ["anywhere-agent", "status", "--json"],
+                 ["cat", "/var/lib/anywhere-agent/state.json"],
+                 ["journalctl", "--no-pager", "-o", "cat", "-u", "anywhere-agent"]):
+        proc = lab.ssh(HOST, argv, check=False)
+        outputs.append((proc.stdout + proc.stderr).decode())
+    assert "alice:***@127.0.0.1:10" in outputs[-4]  # the plan shows the change, masked
+    assert [o for o in outputs if PASSWORD in o] == []
+
+
+def test_a_masked_ecs_unit_is_refused_by_preflight_before_any_change(
+        lab: Lab, activation: Any) -> None:
+    lab.ssh(HOST, ["anywhere-agent", "uninstall", "--force"], check=False)
+    rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
+                                                        CLUSTER))
+    lab.exec(HOST, ["systemctl", "mask", "ecs.service"])
+    try:
+        code, result, err = rollout.install(lab, HOST, activation)
+        assert code == ExitCode.PREFLIGHT, (result, err)
+        assert "systemctl unmask ecs.service" in result["fix"]
+        pkgs = lab.exec(HOST, ["dpkg-query", "-W", "-f=${db:Status-Status} ${Package}\n",
+                               "amazon-ssm-agent", "amazon-ecs-init"], check=False).stdout
+        assert b"installed" not in pkgs.replace(b"not-installed", b""), pkgs
+        assert lab.exec(HOST, ["test", "-e", "/var/lib/amazon/ssm/registration"],
+                        check=False).returncode != 0
+    finally:
+        lab.exec(HOST, ["systemctl", "unmask", "ecs.service"])
+    code, _, err = rollout.install(lab, HOST, activation)
+    assert code == 0, err
