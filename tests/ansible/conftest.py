@@ -121,7 +121,9 @@ def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab
         tmp = tmp_path_factory.mktemp("ansible-lab")
         inventory = tmp / "hosts.ini"
         inventory.write_text(lab.inventory())
-        extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(), LAB_NAME)
+        # The inventory's group is the lab's full name ($ANYWHERE_LAB_SUFFIX included).
+        extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(),
+                         lab.name.replace("-", "_"))
         yield AnsibleLab(lab, inventory, extra, tmp)
     finally:
         lab.down()
