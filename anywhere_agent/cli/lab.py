@@ -142,6 +142,7 @@ Control-plane faults:
   deny         AccessDenied(Exception) at --rate, as for a role without the action
   expire-activation   expire --activation-id now
   deregister   deregister --host centrally (SSM DeregisterManagedInstance)
+  acs-outage   refuse ACS to --host: agentConnected false until --off
 """
 
 

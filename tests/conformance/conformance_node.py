@@ -176,12 +176,16 @@ class RealNode:
             "dockerd", "--bridge=none", "--iptables=false", "--ip-forward=false",
             "--ip-masq=false", f"--data-root={data}", "--exec-root=/run/docker",
             "-H", "unix:///var/run/docker.sock"], self.agent_env())
-        socket_path = self.ns.path("/var/run/docker.sock")
+        # /var/run is an absolute symlink, which would resolve outside the namespace from here.
+        socket_path = self.ns.path("/run/docker.sock")
         if not wait_for(lambda: _docker_ping(str(socket_path)), timeout=60):
             raise RuntimeError(f"the private dockerd did not answer; see {self.work}/dockerd.out")
 
     def start_ecs_agent(self) -> int:
         assert self.binaries.ecs_agent is not None
+        # ecs-init makes these before it starts the agent; the agent refuses to start without.
+        for directory in ("/var/lib/ecs/data", "/var/log/ecs", "/etc/ecs"):
+            self.ns.path(directory).mkdir(parents=True, exist_ok=True)
         env = self.agent_env(
             ECS_CLUSTER=CLUSTER, ECS_BACKEND_HOST=self.plane.url, AWS_DEFAULT_REGION=REGION,
             ECS_EXTERNAL="true", ECS_ENABLE_TASK_CPU_MEM_LIMIT="false",

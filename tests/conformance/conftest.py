@@ -112,7 +112,9 @@ def ssm_running(registered: RealNode) -> RealNode:
     node = registered
     if not node.ns.running("amazon-ssm-agent"):
         node.start_ssm_agent()
-        if not wait_for(lambda: node.role_credentials().get("aws_access_key_id"), 120):
+        if not wait_for(lambda: node.role_credentials().get("aws_access_key_id")
+                        or not node.ns.running("amazon-ssm-agent"), 120) \
+                or not node.ns.running("amazon-ssm-agent"):
             pytest.fail("the SSM agent wrote no role credentials in 120 s; its log ends:\n"
                         + node.log_tail(SSM_LOG), pytrace=False)
     return node
@@ -134,9 +136,13 @@ def ecs_running(ssm_running: RealNode) -> RealNode:
         if not node.ns.running("dockerd"):
             node.start_dockerd()
         node.start_ecs_agent()
-        if not wait_for(lambda: (node.introspection() or {}).get("ContainerInstanceArn"), 120):
-            pytest.fail("the ECS agent did not register in 120 s; its log ends:\n"
-                        + node.log_tail(ECS_LOG), pytrace=False)
+        arn = wait_for(lambda: (node.introspection() or {}).get("ContainerInstanceArn")
+                       or not node.ns.running("ecs-agent"), 120)
+        if not isinstance(arn, str):
+            exited = node.ns.processes["ecs-agent"].poll()
+            pytest.fail("the ECS agent did not register in 120 s"
+                        + (f" (it exited with {exited})" if exited is not None else "")
+                        + "; its log ends:\n" + node.log_tail(ECS_LOG), pytrace=False)
     return node
 
 

@@ -139,10 +139,10 @@ def test_activate_without_output_is_refused_before_any_call(cli, lab):
 
 def test_activate_with_a_missing_role_is_one_line_and_creates_nothing(cli, clients, lab,
                                                                       tmp_path):
-    result = cli("activate", "--count", "2", "--role", "noSuchRole",
+    result = cli("activate", "--count", "2", "--role", "ecsAnywhereNoSuchRole",
                  "--output", str(tmp_path / "c.json"))
     assert result.exit_code == ExitCode.USAGE
-    assert "IAM role noSuchRole does not exist" in result.stderr
+    assert "IAM role ecsAnywhereNoSuchRole does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert describe_all(clients) == []
     assert list(tmp_path.iterdir()) == []
