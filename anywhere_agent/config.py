@@ -81,6 +81,9 @@ class HealthConfig:
     # node_exporter textfile collector file, e.g. /var/lib/node_exporter/anywhere_agent.prom
     textfile_path: str = ""
     metrics_listen: str = ""  # e.g. 127.0.0.1:9799 serves /metrics; empty = off
+    # Where the supervisor says it cannot write state_file (tmpfs, so a full or read-only
+    # /var/lib does not silence it); `health` reads it before state_file.
+    write_error_file: str = "/run/anywhere-agent/health-write-error.json"
 
 
 @dataclass(frozen=True)
@@ -450,3 +453,24 @@ def render_toml(cfg: Config) -> str:
             lines += ["", f"[{title}]"] + [f'"{k}" = {_toml_value(v)}'
                                            for k, v in sorted(mapping.items())]
     return "\n".join(lines) + "\n"
+
+
+def load_health_config(root: Path = Path("/"), env: Mapping[str, str] | None = None,
+                       path: str | None = None) -> HealthConfig:
+    """The [health] settings for `health`, which monitoring users run without root.
+
+    agent.toml is 0600 because it can hold proxy passwords; a user who cannot read it gets
+    the defaults, which is where install and the supervisor put the state file unless told
+    otherwise (`health --state-file` names another). Anything else wrong with the file is
+    still a ConfigError.
+    """
+    env = env if env is not None else {}
+    config_path = path or env.get("ANYWHERE_AGENT_CONFIG") or CONFIG_PATH
+    try:
+        with open(root / config_path.lstrip("/"), "rb"):
+            pass
+    except PermissionError:
+        return HealthConfig()
+    except OSError:
+        pass  # missing or otherwise unreadable: load_config says what, or uses defaults
+    return load_config(root, env, {}, path).health

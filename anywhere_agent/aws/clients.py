@@ -133,6 +133,15 @@ def translate(err: Exception, doing: str) -> AgentError:
     raise err
 
 
+def is_transient(err: BaseException) -> bool:
+    """AWS said "not now" (throttling, a 5xx): worth another round within a poll's bound."""
+    if isinstance(err, TransientCloudError):
+        return True
+    if isinstance(err, botocore.exceptions.ClientError):
+        return isinstance(translate(err, ""), TransientCloudError)
+    return False
+
+
 @contextmanager
 def aws_errors(doing: str) -> Iterator[None]:
     try:

@@ -25,23 +25,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=FORMATS, default="nagios")
     parser.add_argument("--config", metavar="PATH", default=None,
-                        help="agent.toml to read (default /etc/anywhere-agent/agent.toml)")
+                        help="agent.toml to read (default /etc/anywhere-agent/agent.toml; "
+                             "a user who cannot read it gets the [health] defaults)")
+    parser.add_argument("--state-file", metavar="PATH", default=None,
+                        help="the supervisor's state file, when [health] state_file is not "
+                             "the default and agent.toml is not readable by this user")
     return parser
 
 
 def evaluate(config_path: Optional[str], now: Optional[float] = None,
-             root: Path = Path("/")) -> HostHealth:
+             root: Path = Path("/"), state_file: Optional[str] = None) -> HostHealth:
     """Load config and the daemon's state; any failure is UNKNOWN health, never a traceback."""
     # Imported here so a broken install still answers UNKNOWN instead of crashing the plugin.
-    from anywhere_agent.config import load_config
+    from dataclasses import replace
+
+    from anywhere_agent.config import load_health_config
     from anywhere_agent.host.gateway import Host
 
     now = time.time() if now is None else now
     try:
-        config = load_config(root=root, env=os.environ, path=config_path)
+        config = load_health_config(root=root, env=os.environ, path=config_path)
     except AgentError as err:
         return HostHealth.unknown(f"configuration: {err.message}", now, fix=err.fix)
-    return read_state(Host(root), config.health, now)
+    if state_file:
+        config = replace(config, state_file=state_file)
+    return read_state(Host(root), config, now)
 
 
 def render(health: HostHealth, fmt: str, now: float) -> str:
@@ -61,6 +69,6 @@ def main(argv: list[str]) -> int:
         # argparse exits 2 on bad usage, which Nagios would read as CRITICAL: say UNKNOWN.
         return 0 if exc.code == 0 else int(Status.UNKNOWN)
     now = time.time()
-    health = evaluate(args.config, now)
+    health = evaluate(args.config, now, state_file=args.state_file)
     sys.stdout.write(render(health, args.format, now) + "\n")
     return int(health.status)

@@ -15,7 +15,16 @@ import typer
 from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.cli.output import is_tty, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
-from anywhere_agent.registrar import activations, drain, ensure, fleet, inputs, prune, wait
+from anywhere_agent.registrar import (
+    activations,
+    deregister,
+    drain,
+    ensure,
+    fleet,
+    inputs,
+    prune,
+    wait,
+)
 from anywhere_agent.registrar import inventory as fleet_inventory
 
 app = typer.Typer(help="Central side: IAM role and cluster, activations, fleet view, prune, wait.",
@@ -77,24 +86,29 @@ def ensure_cmd(
 
 @app.command("activate")
 def activate_cmd(
-    count: Annotated[int, typer.Option(help="Hosts the rollout registers (split past 1,000).")],
+    count: Annotated[int, typer.Option(
+        help="Hosts the rollout registers (split past 1,000; more than SSM's standard-tier "
+             "1,000 nodes needs --yes).")],
     output: Annotated[Optional[str], typer.Option(
         help="Where the codes go: a new 0600 file, or - for JSON on standard output.")] = None,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 2h, 7d (at most 30d).")] = "2h",
     name_prefix: Annotated[str, typer.Option(
         help="Default instance name for registered hosts.")] = "",
     tag: Annotated[Optional[list[str]], typer.Option(
-        help="Extra tag key=value; repeat for several.")] = None,
+        help="Extra tag key=value; repeat for several (at most 48: AWS allows 50 and two "
+             "are anywhere-agent's).")] = None,
     rollout: Annotated[str, typer.Option(help="Rollout ID to tag with (default: a new one).")] = "",
     role: Role = ensure.DEFAULT_ROLE,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Confirm a --count above SSM's standard-tier 1,000 nodes.")] = False,
     region: Region = None,
     as_json: AsJson = False,
 ) -> None:
     """Create activations covering --count hosts; the codes go only to --output."""
     def body() -> None:
-        n = inputs.parse_count(count)
+        n = inputs.parse_count(count, yes)
         lifetime = inputs.parse_expiry(expires)
-        tags = inputs.parse_tags(tag or [])
+        tags = inputs.parse_tags(tag or [], ours=len(activations.OWN_TAGS))
         if not output:
             raise UsageError("--output is required",
                              "--output FILE (created 0600) or --output - (JSON on stdout)")
@@ -279,6 +293,31 @@ def prune_cmd(
             print(f"pruned: {len(result.done)} done, {len(result.already_gone)} already gone")
         for s in plan.skipped:
             print(f"skipped {s.host} ({s.instance_id}): {s.reason}")
+    run(body, as_json)
+
+
+@app.command("deregister")
+def deregister_cmd(
+    instance_ids: Annotated[list[str], typer.Argument(
+        help="Managed instance IDs (mi-...) of the hosts to remove.", show_default=False)],
+    cluster: Clusters = None,
+    force: Annotated[bool, typer.Option(
+        help="Deregister container instances even with running tasks.")] = False,
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove hosts centrally: their container instances, then their SSM registrations.
+
+    What a decommissioned host cannot remove with its own rights; already gone counts as done.
+    """
+    def body() -> None:
+        result = deregister.deregister(make_clients(region), instance_ids, cluster or [], force)
+        if as_json:
+            print(to_json(result.to_dict()))
+            return
+        for action in result.done:
+            print(f"{action.kind.replace('_', ' ')}: {action.target}")
+        print(f"deregistered: {len(result.done)} done, {len(result.already_gone)} already gone")
     run(body, as_json)
 
 

@@ -9,6 +9,9 @@ from enum import IntEnum
 from typing import Any, Optional
 
 SCHEMA_VERSION = 1
+# What a reader says about a state written by another version of anywhere-agent.
+VERSION_FIX = ("run `health` from the anywhere-agent that runs the supervisor (after an "
+               "upgrade: systemctl restart anywhere-agent)")
 
 
 class Status(IntEnum):
@@ -84,12 +87,18 @@ class Check:
             value = data.get(key)
             return float(value) if isinstance(value, (int, float)) else None
 
+        text = str(data.get("status", "UNKNOWN"))
+        summary, fix = str(data.get("summary", "")), str(data.get("fix", ""))
+        if text.upper() not in Status.__members__:
+            # A status from a newer supervisor (DEGRADED, say) is not ours to rank as OK.
+            summary = f"status {text!r} is unknown to this health reader: {summary}"
+            fix = VERSION_FIX
         return cls(
             name=str(data.get("name", "unnamed")),
-            status=Status.parse(str(data.get("status", "UNKNOWN"))),
-            summary=str(data.get("summary", "")),
+            status=Status.parse(text),
+            summary=summary,
             value=num("value"),
-            fix=str(data.get("fix", "")),
+            fix=fix,
             uom=str(data.get("uom", "")),
             warn=num("warn"),
             crit=num("crit"),
@@ -178,11 +187,18 @@ class HostHealth:
         raw_checks = data.get("checks") or []
         checks = tuple(Check.from_dict(c) for c in raw_checks if isinstance(c, Mapping))
         extra = data.get("extra")
+        recorded = Status.parse(str(data.get("status", "UNKNOWN")))
+        # Never better than its checks: a check the writer ranked differently (or that this
+        # reader cannot rank) must not hide behind the recorded overall status.
+        status = worst((recorded, overall(checks)))
+        summary = str(data.get("summary", ""))
+        if status is not recorded:
+            summary = summarize(status, checks)
         return cls(
-            status=Status.parse(str(data.get("status", "UNKNOWN"))),
+            status=status,
             checks=checks,
             generated_at=float(data.get("generated_at", 0.0) or 0.0),
-            summary=str(data.get("summary", "")),
+            summary=summary,
             cluster=str(data.get("cluster", "")),
             instance_id=str(data.get("instance_id", "")),
             container_instance_arn=str(data.get("container_instance_arn", "")),

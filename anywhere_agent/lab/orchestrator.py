@@ -54,7 +54,7 @@ LAB_LOCK_TIMEOUT = 600.0
 STATE_VERSION = 1
 MAX_PARALLEL_BOOTS = 8
 API_FAULTS = ("throttle", "5xx", "latency", "deny")
-CONTROL_PLANE_FAULTS = (*API_FAULTS, "expire-activation", "deregister")
+CONTROL_PLANE_FAULTS = (*API_FAULTS, "expire-activation", "deregister", "acs-outage")
 
 
 # -- state file --------------------------------------------------------------------------
@@ -912,7 +912,9 @@ class Lab:
         Host faults (ecs-hang, ecs-crash, ssm-stale) are marker files the agent doubles watch,
         on `hosts` (default all). API faults (throttle, 5xx, latency) are control-plane rules
         for service/operation at `rate`; expire-activation expires `activation_id`;
-        deregister deregisters each of `hosts` centrally (SSM DeregisterManagedInstance).
+        deregister deregisters each of `hosts` centrally (SSM DeregisterManagedInstance);
+        acs-outage refuses (off: allows again) ACS sessions of `hosts`, whose agents then read
+        agentConnected=false and keep re-dialling.
         """
         if kind in hostlib.HOST_FAULTS:
             targets = [self.host(n) for n in hosts] if hosts else self.hosts()
@@ -938,6 +940,13 @@ class Lab:
                     )
                 admin.expire_activation(activation_id)
                 return {"fault": kind, "activation_id": activation_id}
+            if kind == "acs-outage":
+                if not hosts:
+                    raise LabError("acs-outage needs the hosts to cut off", "pass --host n1 ...")
+                ids = {name: self._instance_id(name) for name in hosts}
+                for instance_id in ids.values():
+                    admin.refuse_acs(instance_id, refuse=on)
+                return {"fault": kind, "on": on, "hosts": ids}
             return self._deregister(kind, hosts)
         except LabAdminError as exc:
             raise LabError(
@@ -1019,16 +1028,20 @@ class Lab:
         )
         done: dict[str, str] = {}
         for name in hosts:
-            proc = self.exec(name, ["cat", "/var/lib/amazon/ssm/registration"], check=False)
-            try:
-                instance_id = str(json.loads(proc.stdout)["ManagedInstanceID"])
-            except (ValueError, KeyError, TypeError):
-                raise LabError(
-                    f"{name} is not registered with SSM", f"install the node agent on {name} first"
-                ) from None
+            instance_id = self._instance_id(name)
             ssm.deregister_managed_instance(InstanceId=instance_id)
             done[name] = instance_id
         return {"fault": kind, "deregistered": done}
+
+    def _instance_id(self, name: str) -> str:
+        """The host's managed instance ID, as its SSM agent recorded it."""
+        proc = self.exec(name, ["cat", "/var/lib/amazon/ssm/registration"], check=False)
+        try:
+            return str(json.loads(proc.stdout)["ManagedInstanceID"])
+        except (ValueError, KeyError, TypeError):
+            raise LabError(
+                f"{name} is not registered with SSM", f"install the node agent on {name} first"
+            ) from None
 
 
 # -- small helpers -----------------------------------------------------------------------

@@ -27,6 +27,7 @@ LOG = logging.getLogger(__name__)
 REGISTRATION_LIMIT = 1000  # SSM's cap per activation
 TAG_ROLLOUT = "anywhere-agent:rollout"
 TAG_CREATED_BY = "anywhere-agent:created-by"
+OWN_TAGS = (TAG_ROLLOUT, TAG_CREATED_BY)  # on every activation, besides the operator's
 PAGE = 50  # DescribeActivations MaxResults maximum
 
 

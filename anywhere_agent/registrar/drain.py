@@ -100,9 +100,12 @@ def drain(clients: Clients, hosts: Sequence[str], timeout: timedelta,
     if polled.done:
         return last
     busy = [t for t in last if t.running_tasks]
+    # With no answered poll, nothing is known to have left: say so rather than "0 tasks".
+    detail = ("; ".join(f"{t.host}: {t.running_tasks} tasks" for t in busy) if busy else
+              f"{', '.join(sorted({t.host for t in last}))}: not confirmed")
     raise WaitTimeoutError(
-        f"{len(busy)} hosts still run tasks after {int(timeout.total_seconds())}s: "
-        + "; ".join(f"{t.host}: {t.running_tasks} tasks" for t in busy) + polled.why(),
+        f"{len(busy) or len(last)} hosts still run tasks after "
+        f"{int(timeout.total_seconds())}s: " + detail + polled.why(),
         "wait longer (--timeout), stop the tasks, or undrain with `registrar undrain`")
 
 

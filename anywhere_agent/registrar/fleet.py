@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
+import botocore.parsers
 import botocore.session
 import botocore.utils
 
@@ -151,14 +152,45 @@ class Fleet:
         yield after
 
 
+# Answers of the bulk reads whose shapes hold only strings, numbers, booleans, lists, maps
+# and timestamps (which the rows convert themselves).
+_BULK_SHAPES = frozenset({"DescribeInstanceInformationResult", "ListContainerInstancesResponse",
+                          "DescribeContainerInstancesResponse"})
+
+
+def _as_sent(value: Any) -> Any:
+    return value
+
+
+class _BulkJsonParser(botocore.parsers.JSONParser):
+    """Takes the bulk reads' JSON as sent: walking the model over each of 20,000 rows only
+    spent CPU (half the command's), since their shapes need no conversion. Every other
+    answer, and every error, is parsed as botocore does."""
+
+    def _handle_json_body(self, raw_body: bytes, shape: Any) -> Any:
+        base: Any = super()  # botocore's stubs leave out its protected methods
+        if shape is not None and shape.name in _BULK_SHAPES:
+            return base._parse_body_as_json(raw_body)
+        return base._handle_json_body(raw_body, shape)
+
+
+class _BulkParsers(botocore.parsers.ResponseParserFactory):
+    def create_parser(self, protocol_name: str) -> Any:
+        if protocol_name == "json":
+            return _BulkJsonParser(timestamp_parser=_as_sent)
+        return super().create_parser(protocol_name)
+
+
 def reading_session() -> Any:
-    """A boto3 session for bulk reads: timestamps stay as sent (epoch numbers on the JSON
-    protocols) and are converted only where a row uses one. botocore's own conversion
-    (dateutil, local time zone) was a third of the client's CPU on a 5,000-host read. One
-    session serves every region, so credentials are resolved once."""
+    """A boto3 session for bulk reads. Timestamps stay as sent (epoch numbers on the JSON
+    protocols) and are converted only where a row uses one: botocore's conversion (dateutil,
+    local time zone) was a third of the command's CPU on a 5,000-host read. The bulk answers
+    skip the model walk (`_BulkJsonParser`). One session serves every region, so credentials
+    are resolved once."""
     core = botocore.session.get_session()
-    core.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=lambda value: value)
+    parsers = _BulkParsers()
+    parsers.set_parser_defaults(timestamp_parser=_as_sent)
+    core.register_component("response_parser_factory", parsers)
     return boto3.session.Session(botocore_session=core)
 
 

@@ -13,7 +13,7 @@ from anywhere_agent.config import Config
 from anywhere_agent.errors import AgentError
 from anywhere_agent.health.model import Check, HostHealth, Status
 from anywhere_agent.health.render import prometheus
-from anywhere_agent.health.state import state_bytes
+from anywhere_agent.health.state import state_bytes, write_error_bytes
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.supervise.clock import Clock, SystemClock
 from anywhere_agent.supervise.escalate import Escalator
@@ -77,7 +77,7 @@ class Supervisor:
         self._reported: dict[str, Check] = {}
         self._remedy_checks: dict[str, Check] = {}
         self._facts: dict[str, str] = {}
-        self._write_failed = False
+        self._write_failed: bool | None = None  # None until the first publish
 
     # -- one round -------------------------------------------------------------------------
     def step(self) -> HostHealth:
@@ -116,7 +116,8 @@ class Supervisor:
                 self._remedy_checks[remedy.name] = remedy.observe(self._raw, now)
 
     def _compose(self) -> HostHealth:
-        checks = [*self._reported.values(), *self._remedy_checks.values()]
+        checks = [*self._reported.values(), *self._remedy_checks.values(),
+                  *self.reporter.checks()]
         return HostHealth.build(
             checks, self.clock.time(), cluster=self.config.cluster,
             instance_id=self._facts.get("instance_id", ""),
@@ -140,13 +141,32 @@ class Supervisor:
                 self.host.write_atomic(cfg.textfile_path, prometheus(health), mode=0o644)
             if self._write_failed:
                 LOG.warning("health state writable again at %s", cfg.state_file)
+            if self._write_failed is not False:  # also on the first round: an older run's note
+                self._clear_write_error()
             self._write_failed = False
         except AgentError as err:
-            # `health` will call the state stale (UNKNOWN): log once, keep supervising.
+            # Log once, keep supervising; tell `health` why the state goes stale, every round
+            # (so the note stays fresh while the failure lasts).
             if not self._write_failed:
                 LOG.error("cannot publish health: %s", err)
             self._write_failed = True
+            self._note_write_error(str(err))
         self.reporter.report(health, now)
+
+    def _note_write_error(self, error: str) -> None:
+        cfg = self.config.health
+        try:
+            self.host.write_atomic(cfg.write_error_file,
+                                   write_error_bytes(cfg.state_file, error, self.clock.time()),
+                                   mode=0o644)
+        except AgentError as err:
+            LOG.debug("cannot note the write error either: %s", err)
+
+    def _clear_write_error(self) -> None:
+        try:
+            self.host.remove(self.config.health.write_error_file)
+        except AgentError as err:
+            LOG.warning("cannot remove %s: %s", self.config.health.write_error_file, err)
 
     # -- the loop --------------------------------------------------------------------------
     def sleep_for(self) -> float:

@@ -80,6 +80,10 @@ def node(binaries: Binaries, shared_control_plane: ControlPlane,
         pytest.fail(f"the lab clock runs at time scale {scale}; the real agents keep real time, "
                     "so the conformance tier needs scale 1", pytrace=False)
     shared_control_plane.reset()
+    # AWS authorizes every call: the agents act with the managed policies of the role our
+    # registrar made, the registrar with its published policy.
+    enforced = shared_control_plane.guard.enforce
+    shared_control_plane.guard.enforce = True
     work = scratch / "node"
     work.mkdir()
     trap = Trap().start()
@@ -92,6 +96,7 @@ def node(binaries: Binaries, shared_control_plane: ControlPlane,
     finally:
         leftovers = ns.close()
         trap.stop()
+        shared_control_plane.guard.enforce = enforced
         if leftovers:
             print(f"conformance: killed {len(leftovers)} leftover process(es) {leftovers}")
 
@@ -112,7 +117,9 @@ def ssm_running(registered: RealNode) -> RealNode:
     node = registered
     if not node.ns.running("amazon-ssm-agent"):
         node.start_ssm_agent()
-        if not wait_for(lambda: node.role_credentials().get("aws_access_key_id"), 120):
+        if not wait_for(lambda: node.role_credentials().get("aws_access_key_id")
+                        or not node.ns.running("amazon-ssm-agent"), 120) \
+                or not node.ns.running("amazon-ssm-agent"):
             pytest.fail("the SSM agent wrote no role credentials in 120 s; its log ends:\n"
                         + node.log_tail(SSM_LOG), pytrace=False)
     return node
@@ -134,9 +141,13 @@ def ecs_running(ssm_running: RealNode) -> RealNode:
         if not node.ns.running("dockerd"):
             node.start_dockerd()
         node.start_ecs_agent()
-        if not wait_for(lambda: (node.introspection() or {}).get("ContainerInstanceArn"), 120):
-            pytest.fail("the ECS agent did not register in 120 s; its log ends:\n"
-                        + node.log_tail(ECS_LOG), pytrace=False)
+        arn = wait_for(lambda: (node.introspection() or {}).get("ContainerInstanceArn")
+                       or not node.ns.running("ecs-agent"), 120)
+        if not isinstance(arn, str):
+            exited = node.ns.processes["ecs-agent"].poll()
+            pytest.fail("the ECS agent did not register in 120 s"
+                        + (f" (it exited with {exited})" if exited is not None else "")
+                        + "; its log ends:\n" + node.log_tail(ECS_LOG), pytrace=False)
     return node
 
 

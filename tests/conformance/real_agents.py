@@ -178,7 +178,8 @@ class Namespace:
         return self.holder.pid
 
     def path(self, inside: str) -> Path:
-        """The namespace's view of an absolute path, from outside it."""
+        """The namespace's view of an absolute path, from outside it (absolute symlinks on
+        the way, such as /var/run, resolve against the machine's root: avoid them)."""
         return Path(f"/proc/{self.pid}/root") / inside.lstrip("/")
 
     def write(self, inside: str, text: str, mode: int = 0o644) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -29,8 +31,17 @@ HELP = re.compile(rf"^# HELP ({_NAME}) ((?:[^\\\n]|\\\\|\\n)*)$")
 TYPE = re.compile(rf"^# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)$")
 
 
+def promtool(text: str) -> subprocess.CompletedProcess[str]:
+    """Prometheus' own checker: `promtool check metrics` (parse errors and lint)."""
+    tool = shutil.which("promtool")
+    assert tool, "promtool is missing: .ci/apt-deps installs Debian's prometheus package"
+    return subprocess.run([tool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
 def parse_exposition(text: str) -> dict[tuple[str, str], float]:
-    """A strict parser: fails on any line or ordering the format does not allow."""
+    """Read the samples for value checks; it also refuses ungrouped and duplicate series,
+    which promtool's linter lets through (validity itself is promtool's call)."""
     assert text.endswith("\n") and not text.endswith("\n\n")
     samples: dict[tuple[str, str], float] = {}
     helped: set[str] = set()
@@ -114,8 +125,11 @@ def test_nagios_text_never_carries_a_pipe_or_newline_from_a_summary() -> None:
     assert text.startswith("ANYWHERE-AGENT CRITICAL - ssm_credentials: credentials 31 min / old")
 
 
-def test_prometheus_exposition_passes_a_strict_parser() -> None:
-    samples = parse_exposition(prometheus(sample_health(), age_seconds=3.5))
+def test_prometheus_exposition_passes_promtool_check_metrics_without_a_lint_warning() -> None:
+    text = prometheus(sample_health(), age_seconds=3.5)
+    checked = promtool(text)
+    assert checked.returncode == 0 and checked.stdout + checked.stderr == "", checked
+    samples = parse_exposition(text)
     assert samples[("anywhere_agent_health_status", "")] == 1.0
     assert samples[("anywhere_agent_check_status", '{check="ssm_credentials"}')] == 1.0
     assert samples[("anywhere_agent_check_value",
@@ -131,14 +145,22 @@ def test_prometheus_escapes_backslash_quote_and_newline_in_label_values() -> Non
     text = prometheus(sample_health())
     assert 'check="weird \\"name\\"\\\\with\\nnewline"' in text
     assert 'cluster="la\\"b"' in text
+    assert promtool(text).returncode == 0
     parse_exposition(text)
 
 
-def test_the_parser_rejects_what_the_format_forbids() -> None:
-    for bad in ['m{check="a"b"} 1\n', "# TYPE m gauge\nm 1\nother 2\nm 3\n",
-                "m 1\n", "# TYPE m gauge\nm one\n", "# TYPE m gauge\nm 1\nm 1\n"]:
-        with pytest.raises(AssertionError):
-            parse_exposition(bad)
+@pytest.mark.parametrize("bad", ['# HELP m h\n# TYPE m gauge\nm{check="a"b"} 1\n',
+                                 "# HELP m h\n# TYPE m gauge\nm one\n",
+                                 "m 1\n"])
+def test_promtool_rejects_what_the_format_forbids(bad: str) -> None:
+    assert promtool(bad).returncode != 0
+
+
+@pytest.mark.parametrize("bad", ["# TYPE m gauge\nm 1\nother 2\nm 3\n",
+                                 "# TYPE m gauge\nm 1\nm 1\n"])
+def test_the_reader_refuses_series_promtool_lets_through(bad: str) -> None:
+    with pytest.raises(AssertionError):
+        parse_exposition(bad)
 
 
 def test_json_has_stable_snake_case_keys() -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ExitCode
@@ -16,14 +20,16 @@ NAMES = [
     "writable_etc", "writable_var_lib", "writable_etc_systemd_system",
     "credentials_env", "credentials_file", "instance_role", "registration",
     "endpoint_ssm", "endpoint_ec2messages", "endpoint_ssmmessages", "endpoint_ecs",
-    "package_ssm_agent", "package_ecs_init",
+    "package_ssm_agent", "package_ecs_init", "clock_skew",
 ]
 
 
 def test_a_healthy_host_passes_every_check_and_the_report_is_ok(
         preflight: Run, reachable: Any) -> None:
     report = preflight()
-    assert [(c.name, c.status) for c in report.checks] == [(n, "pass") for n in NAMES]
+    # The fake endpoints speak no TLS, so their clock cannot be read (skip, not a failure).
+    assert [(c.name, c.status) for c in report.checks] == [
+        (n, "skip" if n == "clock_skew" else "pass") for n in NAMES]
     assert report.ok
     assert all(c.fix == "" for c in report.checks)
 
@@ -59,8 +65,27 @@ def test_the_text_report_has_one_line_per_check_and_the_fix_of_each_failure(
     assert len(failed) == 2 and all(" -- fix: " in line for line in failed)
 
 
-def test_the_documented_exit_code_for_a_failed_preflight_is_4() -> None:
-    import anywhere_agent.preflight as preflight_pkg
-
-    assert int(ExitCode.PREFLIGHT) == 4
-    assert "ExitCode.PREFLIGHT (4)" in (preflight_pkg.__doc__ or "")
+def test_the_preflight_command_exits_4_naming_each_failed_check_and_its_fix(
+        tmp_path: Path) -> None:
+    # A root without systemd (no /run/systemd/system) and no cgroups: two hard failures.
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANYWHERE_"))}
+    argv = [sys.executable, "-m", "anywhere_agent", "preflight", "--root", str(tmp_path),
+            "--region", "us-east-1", "--no-network"]
+    text = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60,
+                          check=False)
+    as_json = subprocess.run([*argv, "--json"], capture_output=True, text=True, env=env,
+                             timeout=60, check=False)
+    assert text.returncode == as_json.returncode == ExitCode.PREFLIGHT == 4
+    assert "Traceback" not in text.stderr + as_json.stderr
+    doc = json.loads(as_json.stdout)
+    failed = {c["name"]: c["fix"] for c in doc["checks"] if c["status"] == "fail"}
+    assert doc["ok"] is False and {"systemd", "cgroup"} <= set(failed)
+    assert all(failed.values())
+    for name in failed:
+        (line,) = [ln for ln in text.stdout.splitlines() if ln.split()[:2] == ["FAIL", name]]
+        assert " -- fix: " in line
+    # Nothing under the root was changed by looking.
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "etc", "etc/os-release"]

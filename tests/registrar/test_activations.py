@@ -27,7 +27,8 @@ def test_activate_for_2500_hosts_splits_into_three_activations_in_a_0600_file(
         cli, clients, role, tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="anywhere_agent")
     out = tmp_path / "codes.json"
-    result = cli("activate", "--count", "2500", "--output", str(out), "--rollout", "r-test",
+    result = cli("activate", "--count", "2500", "--yes", "--output", str(out),
+                 "--rollout", "r-test",
                  "--tag", "team=platform", "--name-prefix", "dc1", "--json")
     assert result.exit_code == 0, result.stderr
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
@@ -77,7 +78,7 @@ def test_activate_to_stdout_prints_the_codes_as_json_and_logs_nothing_secret(
 
 def test_revoke_by_rollout_deletes_every_activation_of_it_and_is_idempotent(
         cli, clients, role, tmp_path):
-    cli("activate", "--count", "1200", "--output", str(tmp_path / "a"), "--rollout", "r-a")
+    cli("activate", "--count", "1200", "--yes", "--output", str(tmp_path / "a"), "--rollout", "r-a")
     cli("activate", "--count", "1", "--output", str(tmp_path / "b"), "--rollout", "r-b")
     assert len(describe_all(clients)) == 3
     result = cli("revoke", "--rollout", "r-a", "--json")
@@ -138,10 +139,10 @@ def test_activate_without_output_is_refused_before_any_call(cli, lab):
 
 def test_activate_with_a_missing_role_is_one_line_and_creates_nothing(cli, clients, lab,
                                                                       tmp_path):
-    result = cli("activate", "--count", "2", "--role", "noSuchRole",
+    result = cli("activate", "--count", "2", "--role", "ecsAnywhereNoSuchRole",
                  "--output", str(tmp_path / "c.json"))
     assert result.exit_code == ExitCode.USAGE
-    assert "IAM role noSuchRole does not exist" in result.stderr
+    assert "IAM role ecsAnywhereNoSuchRole does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert describe_all(clients) == []
     assert list(tmp_path.iterdir()) == []
@@ -157,7 +158,7 @@ def test_activate_into_an_unwritable_directory_fails_before_creating_activations
 def test_a_failed_split_rolls_back_the_activations_already_made(cli, clients, role, denying,
                                                                 tmp_path):
     denying.deny("CreateActivation", after=2)  # the third of three fails
-    result = cli("activate", "--count", "2100", "--output", str(tmp_path / "c.json"))
+    result = cli("activate", "--count", "2100", "--yes", "--output", str(tmp_path / "c.json"))
     assert result.exit_code == ExitCode.CLOUD
     assert "creating activation 3 of 3: access denied" in result.stderr
     assert describe_all(clients) == []

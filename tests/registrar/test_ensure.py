@@ -50,22 +50,22 @@ def test_ensure_adds_ssm_trust_and_a_missing_policy_to_an_existing_role(cli, cli
     iam = clients.client("iam")
     other = {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
              "Action": "sts:AssumeRole"}
-    iam.create_role(RoleName="hostRole", AssumeRolePolicyDocument=json.dumps(
+    iam.create_role(RoleName="ecsAnywhereHostRole", AssumeRolePolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [other]}))
-    iam.attach_role_policy(RoleName="hostRole",
+    iam.attach_role_policy(RoleName="ecsAnywhereHostRole",
                            PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
-    result = cli("ensure", "--role", "hostRole", "--json")
+    result = cli("ensure", "--role", "ecsAnywhereHostRole", "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["role"]["changes"] == [
         "added ssm.amazonaws.com to the trust policy",
         "attached service-role/AmazonEC2ContainerServiceforEC2Role",
         f"added inline policy {REPORTING_POLICY_NAME}",
     ]
-    statements = iam.get_role(RoleName="hostRole")["Role"]["AssumeRolePolicyDocument"][
+    statements = iam.get_role(RoleName="ecsAnywhereHostRole")["Role"]["AssumeRolePolicyDocument"][
         "Statement"]
     principals = [s["Principal"]["Service"] for s in statements]
     assert principals == ["ec2.amazonaws.com", "ssm.amazonaws.com"]  # the old one is kept
-    assert cli("ensure", "--role", "hostRole", "--json").json()["changed"] is False
+    assert cli("ensure", "--role", "ecsAnywhereHostRole", "--json").json()["changed"] is False
 
 
 def test_ensure_replaces_a_drifted_reporting_policy(cli, clients):

@@ -38,7 +38,8 @@ def test_every_command_completes_correctly_with_30_percent_faults(cli, clients, 
     assert timed("ensure", "--cluster", "prod", "--json").json()["changed"] is False
 
     out = tmp_path / "codes.json"
-    activated = timed("activate", "--count", "2500", "--output", str(out), "--rollout", "r-f")
+    activated = timed("activate", "--count", "2500", "--yes", "--output", str(out),
+                      "--rollout", "r-f")
     assert activated.exit_code == 0, activated.stderr
     assert [a["registration_limit"] for a in json.loads(out.read_text())["activations"]] == [
         1000, 1000, 500]

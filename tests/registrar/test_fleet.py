@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab.rollout import lab_client
 from anywhere_agent.registrar.fleet import HEALTH_ATTRIBUTE, join
 
 
@@ -21,7 +22,8 @@ def test_fleet_joins_ssm_and_ecs_on_the_mi_id_and_flags_each_kind_of_problem(
     gone = lab.admin.seed(1, cluster="prod")  # seed-0 a third time; SSM side deregistered next
     clients.client("ssm").deregister_managed_instance(InstanceId=gone.instance_ids[0])
     stale = lab.seed_stale(1, "prod", days=2)  # seed-0 yet again
-    clients.client("ecs").put_attributes(cluster="prod", attributes=[{
+    # The host's reporting writes this attribute; here the lab's root key plays the host.
+    lab_client(lab.url, "ecs", "us-east-1").put_attributes(cluster="prod", attributes=[{
         "name": HEALTH_ATTRIBUTE, "value": "OK",
         "targetType": "container-instance", "targetId": healthy.container_instance_arns[1]}])
 

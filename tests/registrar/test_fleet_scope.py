@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import timedelta
@@ -115,3 +116,23 @@ def test_streamed_json_is_the_same_document_as_the_whole_one():
         streamed = "".join(view.json_chunks())
         assert streamed == to_json(view.to_dict())
         assert json.loads(streamed)["hosts"] == [h.to_dict() for h in view.hosts]
+
+
+def test_bulk_reading_session_gives_the_same_fleet_as_botocores_own_parsing(clients, lab):
+    from datetime import datetime
+
+    from anywhere_agent.aws.clients import Clients
+    from anywhere_agent.registrar import fleet
+
+    lab.admin.seed(120, cluster="a")
+    lab.seed_stale(3, "a", days=1)
+    lab.admin.seed(4, region=EU, name_prefix="w")
+    now = datetime.now().astimezone()
+    views = [fleet.read({r: Clients(dataclasses.replace(clients.settings, region=r), session)
+                         for r in ("us-east-1", EU)}, [], timedelta(hours=1), now).to_dict()
+             for session in (None, fleet.reading_session())]
+    for view in views:
+        for h in view["hosts"]:
+            h["last_ping"] = datetime.fromisoformat(h["last_ping"]).timestamp()
+    assert views[0] == views[1]
+    assert views[0]["summary"]["hosts"] == 127 and views[0]["summary"]["offline"] == 3

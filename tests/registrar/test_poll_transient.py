@@ -25,12 +25,20 @@ def _few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Thread:
-    """Answer every matching call with the fault for `seconds`, once `after()` is true."""
+    """Answer every matching call with the fault for `seconds`, once `after()` is true.
+
+    Without `after` the fault is on before this returns: on a loaded machine a thread could
+    otherwise switch it on only after the command's first poll.
+    """
+    if after is None:
+        lab.admin.set_faults([rule])
+
     def run() -> None:
         deadline = time.monotonic() + 30
         while after is not None and not after() and time.monotonic() < deadline:
             time.sleep(0.05)
-        lab.admin.set_faults([rule])
+        if after is not None:
+            lab.admin.set_faults([rule])
         time.sleep(seconds)
         lab.admin.clear_faults()
 
@@ -81,3 +89,21 @@ def test_drain_rides_out_a_describe_outage_while_tasks_leave(cli, clients, lab):
     assert result.exit_code == 0, result.stderr
     assert result.json()["hosts"][0]["running_tasks"] == 0
     assert lab.admin.calls().faulted.get("ecs", {}).get("DescribeContainerInstances", 0) >= 1
+
+
+def test_drain_that_never_gets_an_answer_times_out_naming_the_last_error(cli, lab):
+    seeded = lab.admin.seed(1, cluster="prod")
+    lab.admin.set_running_tasks("prod", seeded.container_instance_arns[0], 2,
+                                drain_delay_seconds=600)
+    outage = _outage(lab, FaultRule(kind="5xx", service="ecs",
+                                    operation="DescribeContainerInstances", status=503), 6.0,
+                     after=lambda: lab.calls("ecs", "UpdateContainerInstancesState") > 0)
+    result = cli("drain", "--hosts", "seed-0", "--cluster", "prod", "--timeout", "3s",
+                 "--interval", "1s")
+    outage.join()
+    assert result.exit_code == ExitCode.TIMEOUT, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    # The outage may begin just after the first poll: then that poll's count is named.
+    assert "seed-0: not confirmed" in line or "seed-0: 2 tasks" in line, line
+    assert "the last poll failed" in line and "503" in line, line

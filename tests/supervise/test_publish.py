@@ -140,15 +140,31 @@ def test_aws_reporter_sends_one_metric_batch_per_period_and_the_attribute_on_cha
     assert attrs[0][2]["attributes"][0]["targetId"] == arn
 
 
-def test_aws_reporter_failures_never_stop_supervision(node: Node) -> None:
+def test_aws_reporter_failures_never_stop_supervision(node: Node,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # CloudWatch unreachable for the first two minutes, then back.
     cfg = dataclasses.replace(node.config, reporting=ReportingConfig(cloudwatch=True))
+    aws = FakeAws()
+    down = {"until": node.clock.time() + 120}
 
-    def broken(service: str) -> Any:
-        raise OSError("no route to host")
+    def flaky(service: str) -> Any:
+        if node.clock.time() < down["until"]:
+            raise OSError("no route to host")
+        return aws(service)
 
-    reporter = AwsReporter(cfg, node.host, 15.0, client_factory=broken)
-    health = HostHealth.build([], 0.0, instance_id="mi-0123456789abcdef0")
-    reporter.report(health, 0.0)  # logs, does not raise
+    node.config = cfg
+    sup = node.supervisor(reporter=AwsReporter(cfg, node.host, 15.0, client_factory=flaky))
+    seen = []
+    for _ in range(12):  # three minutes of 15 s rounds
+        seen.append(sup.step().generated_at)
+        node.clock.advance(15)
+    # Every round still probed and published its state, the failures only logged.
+    assert len(set(seen)) == 12 and node.state()["generated_at"] == seen[-1]
+    assert node.state()["status"] == "OK"
+    failures = [r for r in caplog.records if "PutMetricData failed" in r.getMessage()]
+    assert len(failures) == 2 and "no route to host" in failures[0].getMessage()
+    # Reporting resumed once the endpoint answered again: one batch per minute.
+    assert [c[1] for c in aws.calls] == ["put_metric_data"]
 
 
 def test_reporting_policy_grants_only_the_two_calls_narrowly() -> None:
@@ -168,11 +184,25 @@ def test_reporting_policy_grants_only_the_two_calls_narrowly() -> None:
     assert not any(k in s for s in statements for k in ("NotAction", "NotResource"))
 
 
-def test_shipped_policy_file_is_valid_json_with_the_default_namespace() -> None:
+def test_shipped_policy_allows_exactly_the_calls_the_reporter_makes_in_its_namespace(
+        node: Node) -> None:
     from importlib import resources
 
-    text = resources.files("anywhere_agent.supervise").joinpath(
-        "reporting_policy.json").read_text()
-    policy = json.loads(text)
-    assert policy["Version"] == "2012-10-17"
-    assert reporting_policy() == policy
+    shipped = json.loads(resources.files("anywhere_agent.supervise").joinpath(
+        "reporting_policy.json").read_text())
+    # The calls a reporter with both outputs on really makes, as IAM action names.
+    cfg = dataclasses.replace(node.config, reporting=ReportingConfig(cloudwatch=True,
+                                                                     attribute=True))
+    aws = FakeAws()
+    AwsReporter(cfg, node.host, 15.0, client_factory=aws).report(HostHealth.build(
+        [Check("x", Status.OK, "s")], 0.0, cluster="lab", instance_id="mi-0123456789abcdef0",
+        container_instance_arn="arn:aws:ecs:us-east-1:1:container-instance/lab/abc"), 0.0)
+    used = sorted({f"{svc}:{''.join(w.title() for w in op.split('_'))}"
+                   for svc, op, _ in aws.calls})
+    assert used == ["cloudwatch:PutMetricData", "ecs:PutAttributes"]
+    assert shipped["Version"] == "2012-10-17"
+    assert sorted(s["Action"] for s in shipped["Statement"]) == used
+    (metric,) = [s for s in shipped["Statement"] if s["Action"] == "cloudwatch:PutMetricData"]
+    sent_namespace = next(kw["Namespace"] for _, op, kw in aws.calls if op == "put_metric_data")
+    assert metric["Condition"]["StringEquals"]["cloudwatch:namespace"] == sent_namespace
+    assert sent_namespace == ReportingConfig().cloudwatch_namespace

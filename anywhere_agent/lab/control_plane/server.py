@@ -25,11 +25,13 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from anywhere_agent.lab.control_plane import sigv4
 from anywhere_agent.lab.control_plane.acs import Sessions, SessionTarget, session_kind
 from anywhere_agent.lab.control_plane.ecs import EcsAnywhere, patch_moto
 from anywhere_agent.lab.control_plane.faults import FaultInjector
 from anywhere_agent.lab.control_plane.iam import Guard
 from anywhere_agent.lab.control_plane.lab_api import LabApi
+from anywhere_agent.lab.control_plane.principals import AuthenticationError, aws_error
 from anywhere_agent.lab.control_plane.ssm import PING_TIMEOUT, SsmAnywhere
 from anywhere_agent.lab.control_plane.websocket import WebSocket, handshake_response
 from anywhere_agent.lab.control_plane.wire import (
@@ -96,6 +98,7 @@ class ControlPlane:
         clock: Optional[Clock] = None,
         time_scale: float = 1.0,
         region_ports: Optional[dict[str, int]] = None,
+        enforce_iam: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -106,7 +109,7 @@ class ControlPlane:
         self.sessions = Sessions(self.clock)
         self.ssm = SsmAnywhere(self.clock, ping_timeout, credential_lifetime, _role_trusts_ssm)
         self.ecs = EcsAnywhere(self.clock, self.sessions.connected, self._instance_for_key)
-        self.guard = Guard(self.ssm, self.clock)  # authentication and IAM (iam.py)
+        self.guard = Guard(self.ssm, self.clock, enforce_iam)  # authentication and IAM (iam.py)
         self._lab_api = LabApi(self)
         self._moto = DomainDispatcherApplication(create_backend_app)
         self._server: Optional[BaseWSGIServer] = None
@@ -286,7 +289,7 @@ class ControlPlane:
                 time.sleep(delay)
             if fault is not None:
                 raise fault
-            target = self._session_target(call, kind, query)
+            target = self._session_target(call, kind, query, self._verify_upgrade(call, environ))
             self.sessions.check_refused(target)
             key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""))
             if str(environ.get("PATH_INFO", "")).rstrip("/").rsplit("/", 1)[-1] != "ws" or not key:
@@ -316,9 +319,10 @@ class ControlPlane:
         self.sessions.serve(ws, target, registered)
         _hand_back_socket()
 
-    def _session_target(self, call: AwsCall, kind: str, query: dict[str, str]) -> SessionTarget:
+    def _session_target(
+        self, call: AwsCall, kind: str, query: dict[str, str], instance_id: str
+    ) -> SessionTarget:
         """Who may open this session: a key vended to the host that owns the instance."""
-        instance_id = self._verify_upgrade(call)
         arn = query.get("containerInstanceArn") or query.get("containerInstance") or ""
         cluster = query.get("clusterArn") or query.get("cluster") or "default"
         owner = self.ecs.owner(call.region, cluster, arn)
@@ -334,20 +338,25 @@ class ControlPlane:
             )
         return SessionTarget(kind, cluster, arn, instance_id)
 
-    def _verify_upgrade(self, call: AwsCall) -> str:
-        """The mi- ID whose vended key signed the upgrade; the one place to verify it."""
-        credentials = self.ssm.credentials_for(call.access_key or "")
-        if credentials is None:
-            raise AwsError(
-                "AccessDeniedException", "the upgrade is not signed with vended credentials", 403
+    def _verify_upgrade(self, call: AwsCall, environ: dict[str, Any]) -> str:
+        """The mi- ID whose vended role credentials signed the upgrade (SigV4 for `ecs`,
+        checked by the guard as every signed call is); AWS's refusal otherwise."""
+        try:
+            principal = self.guard.principals.authenticate(
+                sigv4.Request.from_environ(environ, b""), "ecs"
             )
-        if credentials.expires <= self.clock.now():
+        except (AuthenticationError, sigv4.SignatureError) as error:
+            refusal = aws_error(error, "json")
+            raise AwsError(refusal.code, refusal.message, 403) from None
+        if principal is None:
+            raise AwsError("AccessDeniedException", "Missing Authentication Token", 403)
+        if not principal.instance_id:
             raise AwsError(
                 "AccessDeniedException",
-                "The security token included in the request is expired",
+                f"{principal.arn} is not a container instance's role credentials",
                 403,
             )
-        return credentials.instance_id
+        return principal.instance_id
 
     def _instance_for_key(self, access_key: str) -> Optional[str]:
         credentials = self.ssm.credentials_for(access_key)

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """LAB DOUBLE of amazon-ecs-init + ECS agent: registers, heartbeats, serves introspection.
 
-THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab
-(lab hosts run no Docker). It honours ecs-init's actions and exit codes, the agent's config
-files, its RegisterContainerInstance call and its introspection API (see README.md next to
-this file); it runs no tasks.
+THIS IS NOT THE AMAZON ECS AGENT. It is a stdlib-only stand-in used by the anywhere-agent lab.
+It honours ecs-init's actions and exit codes, the agent's config files, its
+RegisterContainerInstance call and its introspection API (see README.md next to this file);
+where dockerd answers it talks the Docker Engine API and runs lab tasks as containers.
 """
 
 from __future__ import annotations
@@ -1113,6 +1113,12 @@ def lab_now() -> float:
     return (time.monotonic() - _lab_epoch[0]) * _scale
 
 
+def _docker_version_param() -> list[tuple[str, str]]:
+    # acs/session/session.go acsURL: dockerVersion only when the agent knows the engine's.
+    version = acs_docker_version(docker_version())
+    return [("dockerVersion", version)] if version else []
+
+
 def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
     if kind == ACS:
         return [
@@ -1122,6 +1128,7 @@ def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
             ("agentVersion", AGENT_VERSION),
             ("seqNum", "1"),
             ("protocolVersion", "2"),
+            *_docker_version_param(),
             ("sendCredentials", "true"),
         ]
     return [

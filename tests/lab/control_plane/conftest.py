@@ -35,6 +35,8 @@ TRUST_SSM = json.dumps({
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
                    "Action": "sts:AssumeRole"}],
 })
+HOST_MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore",
+                         "service-role/AmazonEC2ContainerServiceforEC2Role")
 AGENT_ATTRIBUTES = [
     {"name": "ecs.capability.external"},
     {"name": "ecs.os-type", "value": "linux"},
@@ -239,8 +241,12 @@ def ecs(agent: Agent) -> Any:
 
 @pytest.fixture
 def role(agent: Agent) -> str:
-    agent.client("iam").create_role(RoleName="ecsAnywhereRole",
-                                    AssumeRolePolicyDocument=TRUST_SSM)
+    """The hosts' role as `registrar ensure` builds it: its two AWS managed policies."""
+    iam = agent.client("iam")
+    iam.create_role(RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=TRUST_SSM)
+    for policy in HOST_MANAGED_POLICIES:
+        iam.attach_role_policy(RoleName="ecsAnywhereRole",
+                               PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
     return "ecsAnywhereRole"
 
 

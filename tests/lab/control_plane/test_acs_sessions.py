@@ -130,9 +130,47 @@ def test_an_upgrade_signed_with_another_hosts_keys_is_refused(
         other.acs(arn, cluster)
     assert refused.value.code == "AccessDeniedException"
     with pytest.raises(ecs_agent.AwsError) as anonymous:
-        host_type(agent, "mi-0", {"AccessKeyId": "AKIAOPERATOR", "SecretAccessKey": "s",
-                                 "SessionToken": ""}).acs(arn, cluster)
-    assert anonymous.value.code == "AccessDeniedException"
+        host_type(agent, "mi-0", {"AccessKeyId": "AKIAUNKNOWNKEY", "SecretAccessKey": "s",
+                                  "SessionToken": ""}).acs(arn, cluster)
+    assert anonymous.value.code == "UnrecognizedClientException"
+    forged = dict(host.credentials, SecretAccessKey="not-the-vended-secret")
+    with pytest.raises(ecs_agent.AwsError) as tampered:
+        host_type(agent, host.instance_id, forged).acs(arn, cluster)
+    assert tampered.value.code == "InvalidSignatureException"
+
+
+def test_an_upgrade_signed_ten_minutes_off_is_refused_as_expired(
+        plane: ControlPlane, host: Host, cluster: str, arn: str) -> None:
+    import datetime as dt
+    import http.client
+    import urllib.parse
+
+    cfg = ecs_agent.Config(env={"AWS_DEFAULT_REGION": "us-east-1", "ECS_CLUSTER": cluster})
+    query = urllib.parse.urlencode(sorted(ecs_agent.session_query("acs", cfg, arn)),
+                                   quote_via=lambda v, *_: urllib.parse.quote(v, safe="-_.~"))
+    url = f"{plane.url}/ws?{query}"
+    when = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+    headers = {"Host": urllib.parse.urlsplit(url).netloc,
+               "X-Amz-Date": when.strftime("%Y%m%dT%H%M%SZ"),
+               "X-Amz-Security-Token": host.credentials["SessionToken"]}
+    creds = {"key": host.credentials["AccessKeyId"],
+             "secret": host.credentials["SecretAccessKey"]}
+    headers["Authorization"] = ecs_agent.sign("GET", url, headers, b"", "us-east-1", "ecs",
+                                              creds, when)
+    headers.update({"Upgrade": "websocket", "Connection": "Upgrade",
+                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                    "Sec-WebSocket-Version": "13"})
+    parts = urllib.parse.urlsplit(plane.url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        connection.request("GET", f"/ws?{query}", headers=headers)
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert response.status == 403
+    assert body["type"] == "InvalidSignatureException"
+    assert body["message"]["message"].startswith("Signature expired")
 
 
 def test_a_deregistered_instance_gets_inactive_instance_exception(

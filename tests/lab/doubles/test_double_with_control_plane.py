@@ -91,9 +91,12 @@ def _client(url: str, service: str) -> Any:
 def test_a_host_joins_the_cluster_through_both_doubles(
     plane_url: str, lab_root: Path, processes: Processes, tmp_path: Path
 ) -> None:
-    _client(plane_url, "iam").create_role(
-        RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=TRUST_SSM
-    )
+    iam = _client(plane_url, "iam")
+    iam.create_role(RoleName="ecsAnywhereRole", AssumeRolePolicyDocument=TRUST_SSM)
+    for policy in ("AmazonSSMManagedInstanceCore",
+                   "service-role/AmazonEC2ContainerServiceforEC2Role"):
+        iam.attach_role_policy(RoleName="ecsAnywhereRole",
+                               PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
     activation = _client(plane_url, "ssm").create_activation(
         IamRole="ecsAnywhereRole", RegistrationLimit=1
     )

@@ -93,14 +93,15 @@ def test_stopping_the_ecs_agent_disconnects_and_a_restart_reconnects(
 def test_an_acs_outage_for_one_host_reads_disconnected_until_it_ends(
         lab: Lab, joined: dict[str, Any]) -> None:
     arn, instance_id = joined["container_instance_arn"], joined["managed_instance_id"]
-    admin = LabAdmin(lab.control_plane_url())
-    admin.refuse_acs(instance_id)
+    assert lab.fault("acs-outage", hosts=["n1"])["hosts"] == {"n1": instance_id}
     try:
         within(10, lambda: not connected(lab, arn))
         time.sleep(2)  # the agent keeps re-dialling with backoff and is refused each time
         assert not connected(lab, arn)
+        sessions = LabAdmin(lab.control_plane_url()).state()["sessions"]
+        assert sessions["acs_refused"] == [instance_id] and sessions["acs_open"] == 0
     finally:
-        admin.refuse_acs(instance_id, refuse=False)
+        lab.fault("acs-outage", on=False, hosts=["n1"])
     # The agent's backoff is capped at 2 lab minutes: 6 s at 20x.
     within(30, lambda: connected(lab, arn))
 
