@@ -25,12 +25,20 @@ def _few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Thread:
-    """Answer every matching call with the fault for `seconds`, once `after()` is true."""
+    """Answer every matching call with the fault for `seconds`, once `after()` is true.
+
+    Without `after` the fault is on before this returns: on a loaded machine a thread could
+    otherwise switch it on only after the command's first poll.
+    """
+    if after is None:
+        lab.admin.set_faults([rule])
+
     def run() -> None:
         deadline = time.monotonic() + 30
         while after is not None and not after() and time.monotonic() < deadline:
             time.sleep(0.05)
-        lab.admin.set_faults([rule])
+        if after is not None:
+            lab.admin.set_faults([rule])
         time.sleep(seconds)
         lab.admin.clear_faults()
 
