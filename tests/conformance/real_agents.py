@@ -325,13 +325,11 @@ class Trap:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:port (a TIME-WAIT from an ephemeral port does not count:
+    the agent's listener sets SO_REUSEADDR)."""
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def http_json(url: str, timeout: float = 3.0) -> Optional[dict[str, Any]]:
