@@ -126,7 +126,8 @@ def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab
 
         url = lab.control_plane_url()
         controller = create_operator(url, "registrar", lab.region).environment()
-        extra = lab_vars(url, lab.region, lab.product_wheel(), LAB_NAME, controller)
+        # The inventory group is the lab's name, which carries $ANYWHERE_LAB_SUFFIX.
+        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name, controller)
         yield AnsibleLab(lab, inventory, extra, tmp)
     finally:
         lab.down()
