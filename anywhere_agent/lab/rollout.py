@@ -95,11 +95,14 @@ def roll_out(lab: Lab, cluster: str = "lab", hosts: list[str] | None = None) -> 
     url = lab.control_plane_url()
     names = hosts or [h.name for h in lab.hosts()]
     activation = prepare(url, lab.region, cluster, len(names))
-    config = node_config(url, lab.region, cluster)
+    # Docker from the distribution, as on customers' servers; with several hosts the last
+    # keeps docker_source = none, so that path is shown too.
+    no_docker = names[-1] if len(names) > 1 else ""
 
     def one(name: str) -> tuple[str, dict[str, Any]]:
         lab.install_product(name)
-        write_config(lab, name, config)
+        write_config(lab, name, node_config(url, lab.region, cluster,
+                                            "none" if name == no_docker else "distro"))
         code, result, err = install(lab, name, activation)
         return name, {"exit_code": code, "result": result, "stderr_tail": err[-400:]}
 

@@ -126,8 +126,9 @@ def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab
 
         url = lab.control_plane_url()
         controller = create_operator(url, "registrar", lab.region).environment()
-        # The inventory group is the lab's name, which carries $ANYWHERE_LAB_SUFFIX.
-        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name, controller)
+        # The inventory's group is the lab's full name ($ANYWHERE_LAB_SUFFIX included).
+        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
+                         controller)
         yield AnsibleLab(lab, inventory, extra, tmp)
     finally:
         lab.down()

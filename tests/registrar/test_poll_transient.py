@@ -25,18 +25,35 @@ def _few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Thread:
-    """Answer every matching call with the fault for `seconds`, once `after()` is true."""
+    """Answer every matching call with the fault for `seconds`, once `after()` is true.
+
+    Without `after` the fault is on before this returns: on a loaded machine a thread could
+    otherwise switch it on only after the command's first poll.
+    """
+    if after is None:
+        lab.admin.set_faults([rule])
+
     def run() -> None:
         deadline = time.monotonic() + 30
         while after is not None and not after() and time.monotonic() < deadline:
             time.sleep(0.05)
-        lab.admin.set_faults([rule])
+        if after is not None:
+            lab.admin.set_faults([rule])
         time.sleep(seconds)
+        # A loaded machine may take longer than the outage to start the command: the outage
+        # ends only once the command has met it (two faulted calls), within a bound.
+        deadline = time.monotonic() + 30
+        while _faulted(lab) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         lab.admin.clear_faults()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _faulted(lab) -> int:
+    return sum(sum(ops.values()) for ops in lab.admin.calls().faulted.values())
 
 
 @pytest.mark.parametrize("kind", ["throttle", "5xx"])
