@@ -117,8 +117,8 @@ def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab
     from anywhere_agent.lab.orchestrator import Lab
 
     lab = Lab(LAB_NAME)
-    lab.up(HOSTS)
     try:
+        lab.up(HOSTS)  # inside: a lab that came up half-way is torn down too
         tmp = tmp_path_factory.mktemp("ansible-lab")
         inventory = tmp / "hosts.ini"
         inventory.write_text(lab.inventory())

@@ -319,8 +319,8 @@ def _openssl(args: list[str], data: Optional[bytes] = None) -> bytes:
 def generate_key_pair() -> tuple[str, str]:
     """Return (publicKey, privateKey) in the real agent's encodings, or a lab placeholder."""
     if shutil.which("openssl") is None:
-        # Lab-only fallback: the control plane never verifies the RSA signature, but a real
-        # service would reject this. Logged loudly so nobody mistakes it for a key.
+        # Lab-only fallback: the lab control plane accepts it in place of an RSA signature,
+        # a real service would reject it. Logged loudly so nobody mistakes it for a key.
         log("WARN", "openssl not found: using a LAB PLACEHOLDER key pair (not a real RSA key)")
         blob = base64.b64encode(b"LAB-PLACEHOLDER-KEY-" + os.urandom(32)).decode()
         return blob, blob

@@ -106,7 +106,9 @@ def test_a_host_deregistered_centrally_is_registered_again_by_the_next_install(
     code, first, err = rollout.install(lab, "n2", activation)
     assert code == 0, err
     old = first["managed_instance_id"]
-    proc = operator_cli(lab, operator, "deregister", "--cluster", CLUSTER, old, "--json")
+    # --force: the lab's ECS agent runs a task; a central removal does not wait for it.
+    proc = operator_cli(lab, operator, "deregister", "--cluster", CLUSTER, "--force", old,
+                        "--json")
     assert proc.returncode == 0, proc.stderr
     assert registered(lab, "n2") == []
     code, again, err = rollout.install(lab, "n2", activation)
