@@ -40,11 +40,20 @@ def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Threa
         if after is not None:
             lab.admin.set_faults([rule])
         time.sleep(seconds)
+        # A loaded machine may take longer than the outage to start the command: the outage
+        # ends only once the command has met it (two faulted calls), within a bound.
+        deadline = time.monotonic() + 30
+        while _faulted(lab) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         lab.admin.clear_faults()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _faulted(lab) -> int:
+    return sum(sum(ops.values()) for ops in lab.admin.calls().faulted.values())
 
 
 @pytest.mark.parametrize("kind", ["throttle", "5xx"])

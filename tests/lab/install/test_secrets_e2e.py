@@ -101,7 +101,11 @@ def test_proxy_password_is_in_no_world_readable_file_and_none_of_our_output(
 
 def test_a_masked_ecs_unit_is_refused_by_preflight_before_any_change(
         lab: Lab, activation: Any) -> None:
-    lab.ssh(HOST, ["anywhere-agent", "uninstall", "--force"], check=False)
+    # Without the (unreachable) proxy of the test before, so uninstall can deregister.
+    rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
+                                                        CLUSTER))
+    proc = lab.ssh(HOST, ["anywhere-agent", "uninstall", "--force"], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
                                                         CLUSTER, "none"))
     lab.exec(HOST, ["systemctl", "mask", "ecs.service"])
