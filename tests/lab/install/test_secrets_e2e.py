@@ -39,10 +39,8 @@ def lab() -> Iterator[Lab]:
     lab.up(1)
     try:
         lab.install_product(HOST)
-        # docker_source = none: these tests set a proxy nothing answers and mask units; Docker's
-        # path has its own e2e (test_docker_e2e.py).
         rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
-                                                            CLUSTER, "none"))
+                                                            CLUSTER))
         yield lab
     finally:
         lab.down()
@@ -107,7 +105,7 @@ def test_a_masked_ecs_unit_is_refused_by_preflight_before_any_change(
     proc = lab.ssh(HOST, ["anywhere-agent", "uninstall", "--force"], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
-                                                        CLUSTER, "none"))
+                                                        CLUSTER))
     lab.exec(HOST, ["systemctl", "mask", "ecs.service"])
     try:
         code, result, err = rollout.install(lab, HOST, activation)
