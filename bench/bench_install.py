@@ -43,6 +43,7 @@ def main() -> int:
             # be, then measure from a clean node: downloading the .debs is what "cached" excludes.
             lab.ssh(host, ["apt-get", "update", "-q"])
             lab.ssh(host, ["apt-get", "install", "-y", "-q", "--download-only",
+                           "--no-install-recommends",
                            "amazon-ssm-agent", "amazon-ecs-init", *extra])
         floor = []
         for _ in range(5):

@@ -63,8 +63,10 @@ def clean(lab: Lab) -> None:
             cluster=CLUSTER, containerInstance=arn, force=True)
     for mi in mis:
         rollout.lab_client(url, "ssm", lab.region).deregister_managed_instance(InstanceId=mi)
+    # Without Docker: each round uninstalls and installs again, and the rounds kill steps
+    # that Docker does not change (the default Docker path has its own e2e).
     rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
-                                                        CLUSTER))
+                                                        CLUSTER, "none"))
 
 
 def host_pid_ns(lab: Lab) -> str:
