@@ -206,9 +206,9 @@ def rehearsal(results: Path, hosts: int) -> int:
                               "target_idle_host_mib": 15}
     lab = Lab(LAB)
     started = time.perf_counter()
-    lab.up(hosts)
-    record["lab_up_s"] = round(time.perf_counter() - started, 1)
     try:
+        lab.up(hosts)
+        record["lab_up_s"] = round(time.perf_counter() - started, 1)
         with tempfile.TemporaryDirectory() as tmp:
             plugins = Path(tmp) / "callback_plugins"
             plugins.mkdir()
@@ -252,8 +252,8 @@ def main() -> int:
         from anywhere_agent.lab.orchestrator import Lab
 
         lab = Lab(LAB)
-        lab.up(11)
         try:
+            lab.up(11)
             with tempfile.TemporaryDirectory() as tmp:
                 plugins = Path(tmp) / "callback_plugins"
                 plugins.mkdir()
