@@ -25,12 +25,17 @@ def _few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Thread:
-    """Answer every matching call with the fault for `seconds`, once `after()` is true."""
+    """Answer every matching call with the fault for `seconds`: from now (on before this
+    returns), or from when `after()` turns true."""
+    if after is None:
+        lab.admin.set_faults([rule])
+
     def run() -> None:
         deadline = time.monotonic() + 30
         while after is not None and not after() and time.monotonic() < deadline:
             time.sleep(0.05)
-        lab.admin.set_faults([rule])
+        if after is not None:
+            lab.admin.set_faults([rule])
         time.sleep(seconds)
         lab.admin.clear_faults()
 
@@ -42,9 +47,8 @@ def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Threa
 @pytest.mark.parametrize("kind", ["throttle", "5xx"])
 def test_wait_rides_out_an_ecs_outage_and_returns_when_it_ends(cli, lab, kind):
     lab.admin.seed(2, cluster="prod")
-    outage = _outage(lab, FaultRule(kind=kind, service="ecs", status=503), 3.0)
-    time.sleep(0.2)  # the outage is on before the first poll
     started = time.monotonic()
+    outage = _outage(lab, FaultRule(kind=kind, service="ecs", status=503), 3.0)
     result = cli("wait", "--hosts", "seed-0,seed-1", "--cluster", "prod", "--timeout", "60s",
                  "--interval", "1s", "--json")
     outage.join()
