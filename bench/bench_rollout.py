@@ -1,19 +1,33 @@
-"""Benchmark: ansible/playbooks/rollout.yml wall time, 1 lab host vs 10 lab hosts.
+"""Benchmark: ansible/playbooks/rollout.yml, 1 lab host vs 10 lab hosts, and what each costs.
 
-Usage: bench_rollout.py RESULTS.jsonl; appends one JSON line. One lab of 11 fresh hosts:
-n1 alone, then n2..n11 in one run (batches [1, "100%"]: a canary, then the rest), each a
-full rollout (probe, ensure, one activation, install and join, gate, revoke). Target:
-10 hosts <= 2.5x one host. Needs root and systemd-nspawn; records a skip otherwise.
+Usage: bench_rollout.py RESULTS.jsonl [--rehearsal 30]; appends one JSON line.
+One lab of 11 fresh hosts: n1 alone, then n2..n11 in one run (batches [1, "100%"]: a
+canary, then the rest), each a full rollout (probe, ensure, one activation, install and
+join, gate, revoke). Target: 10 hosts <= 2.5x one host. Also recorded: CPU-seconds per
+joined host on the controller (ansible-playbook, its forks and ssh, the registrar) and on
+the host (every process in the host's PID namespace), the control plane's CPU, and a
+per-task profile of the one-host run (where its time goes). Needs root and
+systemd-nspawn; records a skip otherwise.
+
+`--rehearsal N` instead brings up N hosts and rolls out to all of them with the playbook's
+default batches: wall time, CPU per host, and each idle host's memory (PSS of every process
+in its PID namespace; target <= 15 MiB).
+
+On a machine shared with other work the wall-clock ratio is noisy; CPU-seconds are not.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -23,16 +37,157 @@ from tests.ansible.conftest import lab_skip_reason, lab_vars, run_playbook  # no
 TARGET_RATIO = 2.5
 LAB = "aaansb"
 BATCHES = [1, "100%"]
+TICK = os.sysconf("SC_CLK_TCK")
+
+# An ansible callback (ansible-core ships no task profiler): each host's time per task.
+PROFILER = '''
+import json, os, time
+from ansible.plugins.callback import CallbackBase
 
 
-def timed_rollout(inventory: Path, extra: dict, limit: str, tmp: str) -> float:
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "anywhere_bench_profile"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self):
+        super().__init__()
+        self.started, self.rows = {}, []
+
+    def v2_runner_on_start(self, host, task):
+        self.started[(host.get_name(), task._uuid)] = time.perf_counter()
+
+    def _done(self, result, status):
+        task = result._task
+        t0 = self.started.pop((result._host.get_name(), task._uuid), None)
+        if t0 is not None:
+            self.rows.append({"task": task.get_name(), "action": task.action, "status": status,
+                              "host": result._host.get_name(), "s": time.perf_counter() - t0,
+                              "controller": bool(task.delegate_to) or task.action in LOCAL})
+
+    def v2_runner_on_ok(self, result):
+        self._done(result, "ok")
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._done(result, "failed")
+
+    def v2_runner_on_skipped(self, result):
+        self._done(result, "skipped")
+
+    def v2_runner_on_unreachable(self, result):
+        self._done(result, "unreachable")
+
+    def v2_playbook_on_stats(self, stats):
+        with open(os.environ["ANYWHERE_BENCH_PROFILE"], "w") as out:
+            json.dump(self.rows, out)
+
+
+LOCAL = {"ansible.builtin.set_fact", "ansible.builtin.assert", "ansible.builtin.fail",
+         "ansible.builtin.debug", "ansible.builtin.meta", "ansible.builtin.include_role",
+         "ansible.builtin.import_role", "set_fact", "assert", "fail", "debug", "meta",
+         "include_role"}
+'''
+
+
+def ns_cpu(leaders: list[int]) -> float:
+    """CPU-seconds so far of every process in these hosts' PID namespaces: own time plus the
+    time of children they reaped (so processes that already exited count too)."""
+    spaces = set()
+    for pid in leaders:
+        try:
+            spaces.add(os.readlink(f"/proc/{pid}/ns/pid"))
+        except OSError:
+            pass
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") not in spaces:
+                continue
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / TICK
+
+
+def pid_cpu(pid: int | None) -> float:
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def ns_pss_mib(leader: int) -> float:
+    """Proportional set size of every process in one host's PID namespace (shared pages,
+    e.g. the read-only base image's libraries, split among the hosts that map them)."""
+    try:
+        space = os.readlink(f"/proc/{leader}/ns/pid")
+    except OSError:
+        return 0.0
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != space:
+                continue
+            for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def profile(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one-host run by task: seconds, and how many tasks ran on the node over ssh."""
+    by_task: defaultdict[str, float] = defaultdict(float)
+    remote = controller = skipped = 0
+    for r in rows:
+        by_task[r["task"]] += r["s"]
+        if r["status"] == "skipped":
+            skipped += 1
+        elif r["controller"]:
+            controller += 1
+        else:
+            remote += 1
+    top = sorted(by_task.items(), key=lambda kv: -kv[1])[:12]
+    return {"tasks_on_node": remote, "tasks_on_controller": controller,
+            "tasks_skipped": skipped, "task_seconds": round(sum(by_task.values()), 2),
+            "slowest": {name: round(s, 2) for name, s in top}}
+
+
+def timed_rollout(lab: Any, inventory: Path, extra: dict[str, Any], hosts: list[str],
+                  tmp: str, plugins: Path) -> dict[str, Any]:
+    leaders = [h.leader.pid for h in lab.hosts() if h.name in hosts and h.leader]
+    plane = (lab._state().data.get("processes") or {}).get("control-plane", {}).get("pid")
+    report = Path(tmp) / "profile.json"
+    before = (children_cpu(), ns_cpu(leaders), pid_cpu(plane))
     start = time.perf_counter()
-    run = run_playbook("rollout.yml", inventory, extra, "--limit", limit,
-                       env={"TMPDIR": tmp}, timeout=1800)
+    run = run_playbook("rollout.yml", inventory, extra, "--limit", ",".join(hosts),
+                       env={"TMPDIR": tmp, "ANSIBLE_CALLBACK_PLUGINS": str(plugins),
+                            "ANSIBLE_CALLBACKS_ENABLED": "anywhere_bench_profile",
+                            "ANYWHERE_BENCH_PROFILE": str(report)}, timeout=1800)
     seconds = time.perf_counter() - start
     if run.rc != 0:
-        raise SystemExit(f"rollout of {limit} failed:\n{run.output[-3000:]}")
-    return seconds
+        raise SystemExit(f"rollout of {hosts} failed:\n{run.output[-3000:]}")
+    n = len(hosts)
+    return {"s": seconds,
+            "controller_cpu_s_per_host": round((children_cpu() - before[0]) / n, 2),
+            "host_cpu_s_per_host": round((ns_cpu(leaders) - before[1]) / n, 2),
+            "control_plane_cpu_s_per_host": round((pid_cpu(plane) - before[2]) / n, 2),
+            "profile": profile(json.loads(report.read_text()))}
 
 
 def floor() -> float:
@@ -41,10 +196,55 @@ def floor() -> float:
     return time.perf_counter() - start
 
 
+def rehearsal(results: Path, hosts: int) -> int:
+    """`lab up --hosts N` and one rollout.yml of all of them with the default batches: wall
+    time, CPU per host, and each idle joined host's memory."""
+    from anywhere_agent.lab.orchestrator import Lab
+
+    record: dict[str, Any] = {"bench": f"ansible_rollout_rehearsal_{hosts}_hosts",
+                              "time": time.time(), "load_avg_1m": os.getloadavg()[0],
+                              "target_idle_host_mib": 15}
+    lab = Lab(LAB)
+    started = time.perf_counter()
+    lab.up(hosts)
+    record["lab_up_s"] = round(time.perf_counter() - started, 1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plugins = Path(tmp) / "callback_plugins"
+            plugins.mkdir()
+            (plugins / "anywhere_bench_profile.py").write_text(PROFILER)
+            inventory = Path(tmp) / "hosts.ini"
+            inventory.write_text(lab.inventory())
+            extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(),
+                             lab.name.replace("-", "_"))
+            extra.pop("rollout_batches", None)
+            run = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(1, hosts + 1)],
+                                tmp, plugins)
+            time.sleep(30)  # idle: agents and supervisors settled into their intervals
+            pss = [ns_pss_mib(h.leader.pid) for h in lab.hosts() if h.leader]
+    finally:
+        lab.down()
+    record.update(rollout_s=round(run["s"], 1),
+                  controller_cpu_s_per_host=run["controller_cpu_s_per_host"],
+                  host_cpu_s_per_host=run["host_cpu_s_per_host"],
+                  control_plane_cpu_s_per_host=run["control_plane_cpu_s_per_host"],
+                  idle_host_pss_mib=round(sum(pss) / len(pss), 1) if pss else None,
+                  idle_host_pss_mib_max=round(max(pss), 1) if pss else None,
+                  load_avg_1m_after=os.getloadavg()[0])
+    record["ok"] = bool(pss) and record["idle_host_pss_mib"] <= 15
+    with results.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+    print(json.dumps(record))
+    return 0
+
+
 def main() -> int:
     results = Path(sys.argv[1])
-    record: dict = {"bench": "ansible_rollout_1_vs_10_hosts", "target_ratio": TARGET_RATIO,
-                    "batches": BATCHES, "time": time.time()}
+    if len(sys.argv) == 4 and sys.argv[2] == "--rehearsal":
+        return rehearsal(results, int(sys.argv[3]))
+    record: dict[str, Any] = {"bench": "ansible_rollout_1_vs_10_hosts",
+                              "target_ratio": TARGET_RATIO, "batches": BATCHES,
+                              "time": time.time(), "load_avg_1m": os.getloadavg()[0]}
     reason = lab_skip_reason()
     if reason:
         record.update(skipped=reason, ok=None)
@@ -55,18 +255,32 @@ def main() -> int:
         lab.up(11)
         try:
             with tempfile.TemporaryDirectory() as tmp:
+                plugins = Path(tmp) / "callback_plugins"
+                plugins.mkdir()
+                (plugins / "anywhere_bench_profile.py").write_text(PROFILER)
                 inventory = Path(tmp) / "hosts.ini"
                 inventory.write_text(lab.inventory())
-                extra = {**lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(),
-                                    LAB), "rollout_batches": BATCHES}
-                one = timed_rollout(inventory, extra, "n1", tmp)
-                ten = timed_rollout(inventory, extra, ",".join(f"n{i}" for i in range(2, 12)),
-                                    tmp)
+                from anywhere_agent.lab.operators import create_operator
+
+                url = lab.control_plane_url()
+                controller = create_operator(url, "registrar", lab.region).environment()
+                group = lab.name.replace("-", "_")  # the inventory's group (suffix included)
+                extra = {**lab_vars(url, lab.region, lab.product_wheel(), group, controller),
+                         "rollout_batches": BATCHES}
+                one = timed_rollout(lab, inventory, extra, ["n1"], tmp, plugins)
+                ten = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(2, 12)],
+                                    tmp, plugins)
         finally:
             lab.down()
-        record.update(one_host_s=round(one, 2), ten_hosts_s=round(ten, 2),
-                      ratio=round(ten / one, 2), ok=ten / one <= TARGET_RATIO,
-                      python_c_pass_ms=round(floor() * 1000, 2))
+        ratio = ten["s"] / one["s"]
+        record.update(one_host_s=round(one["s"], 2), ten_hosts_s=round(ten["s"], 2),
+                      ratio=round(ratio, 2), ok=ratio <= TARGET_RATIO,
+                      one_host={k: v for k, v in one.items() if k != "s"},
+                      ten_hosts={k: v for k, v in ten.items() if k not in ("s", "profile")},
+                      ten_hosts_tasks={k: v for k, v in ten["profile"].items()
+                                       if k.startswith("tasks")},
+                      python_c_pass_ms=round(floor() * 1000, 2),
+                      load_avg_1m_after=os.getloadavg()[0])
     with results.open("a") as out:
         out.write(json.dumps(record) + "\n")
     print(json.dumps(record))

@@ -186,7 +186,11 @@ def demo(
     cluster: str = typer.Option("lab", "--cluster", help="ECS cluster the hosts join."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Bring a lab up, roll the node agent onto every host and show the fleet and its health."""
+    """Bring a lab up, roll the node agent onto every host and show the fleet and its health.
+
+    Hosts get Docker from Debian (docker_source = distro, as on a real server); with several
+    hosts the last keeps docker_source = none.
+    """
     from anywhere_agent.errors import LabError
     from anywhere_agent.lab import rollout
 

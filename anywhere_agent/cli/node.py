@@ -271,4 +271,7 @@ def uninstall(
             for item in result.done:
                 print(f"done: {item}")
             for item in result.left_in_cloud:
-                print(f"left in the cloud (prune centrally): {item}")
+                print(f"left in the cloud: {item}")
+            if result.central_command:
+                print(f"remove it centrally with the registrar's rights: "
+                      f"{result.central_command}")

@@ -15,7 +15,16 @@ import typer
 from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.cli.output import is_tty, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
-from anywhere_agent.registrar import activations, drain, ensure, fleet, inputs, prune, wait
+from anywhere_agent.registrar import (
+    activations,
+    deregister,
+    drain,
+    ensure,
+    fleet,
+    inputs,
+    prune,
+    wait,
+)
 from anywhere_agent.registrar import inventory as fleet_inventory
 
 app = typer.Typer(help="Central side: IAM role and cluster, activations, fleet view, prune, wait.",
@@ -284,6 +293,31 @@ def prune_cmd(
             print(f"pruned: {len(result.done)} done, {len(result.already_gone)} already gone")
         for s in plan.skipped:
             print(f"skipped {s.host} ({s.instance_id}): {s.reason}")
+    run(body, as_json)
+
+
+@app.command("deregister")
+def deregister_cmd(
+    instance_ids: Annotated[list[str], typer.Argument(
+        help="Managed instance IDs (mi-...) of the hosts to remove.", show_default=False)],
+    cluster: Clusters = None,
+    force: Annotated[bool, typer.Option(
+        help="Deregister container instances even with running tasks.")] = False,
+    region: Region = None,
+    as_json: AsJson = False,
+) -> None:
+    """Remove hosts centrally: their container instances, then their SSM registrations.
+
+    What a decommissioned host cannot remove with its own rights; already gone counts as done.
+    """
+    def body() -> None:
+        result = deregister.deregister(make_clients(region), instance_ids, cluster or [], force)
+        if as_json:
+            print(to_json(result.to_dict()))
+            return
+        for action in result.done:
+            print(f"{action.kind.replace('_', ' ')}: {action.target}")
+        print(f"deregistered: {len(result.done)} done, {len(result.already_gone)} already gone")
     run(body, as_json)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import ActivationError, AgentError, CloudError
 from anywhere_agent.install import layout
 from anywhere_agent.install.context import Context, read_registration
@@ -21,6 +22,7 @@ from anywhere_agent.install.steps import (
     RegistrationStep,
     Step,
     all_steps,
+    deregister_own_registration,
 )
 
 LOG = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class _Undo:
 
     def __init__(self) -> None:
         self.actions: list[tuple[str, Callable[[], None]]] = []
+        self.deregistered = ""  # the managed instance this run registered and removed again
 
     def record(self, ctx: Context, step: Step, delta: Delta) -> None:
         if isinstance(step, FileStep):
@@ -142,6 +145,11 @@ class _Undo:
         elif isinstance(step, RegistrationStep):
 
             def clear() -> None:
+                # Remove this run's managed instance from SSM first: the files below hold
+                # the only credentials that may do it.
+                mine = read_registration(ctx.host).get("ManagedInstanceID", "")
+                if mine and deregister_own_registration(ctx, mine):
+                    self.deregistered = mine
                 svc = ctx.host.services
                 if svc.state(layout.SSM_UNIT).active:
                     svc.stop(layout.SSM_UNIT)
@@ -214,15 +222,21 @@ def apply(ctx: Context, progress: Progress | None = None,
                               time.monotonic() - t0, changed)
         except _UNDO_ON as err:
             failures = undo.run(ctx)
+            left = registered_now if registered_now != undo.deregistered else ""
             detail = str(err)
-            if registered_now:
-                detail += (f" (managed instance {registered_now} was registered and cleared "
-                           "locally; remove it centrally with `anywhere-agent registrar prune`)")
+            if undo.deregistered:
+                detail += f" (managed instance {undo.deregistered} deregistered again)"
+            if left:
+                detail += (f" (managed instance {left} cleared locally; remove it from SSM "
+                           f"with `{deregister_command(ctx.cfg.region, left)}`)")
             if failures:
                 detail += "; undo incomplete: " + "; ".join(failures)
             journal.end_run("failed", detail)
-            raise type(err)(err.message + (f" [{registered_now} orphaned in SSM]"
-                                           if registered_now else ""), err.fix) from None
+            suffix = (f" [{left} left in SSM: run `{deregister_command(ctx.cfg.region, left)}`"
+                      " with the registrar's rights]" if left else
+                      f" [{undo.deregistered}, registered by this run, deregistered again]"
+                      if undo.deregistered else "")
+            raise type(err)(err.message + suffix, err.fix) from None
         except AgentError as err:
             journal.end_run("failed", str(err))
             raise

@@ -473,6 +473,26 @@ def central_registration(ctx: Context, instance_id: str) -> str:
     return "present" if any(i.get("InstanceId") == instance_id for i in infos) else "absent"
 
 
+def deregister_own_registration(ctx: Context, instance_id: str) -> bool:
+    """Deregister this host's managed instance with its own credentials, which the
+    registrar's host policy allows for the host itself only (iam/host-role-extra.json);
+    False when the host may not or cannot (then it must be removed centrally)."""
+    clients = ctx.host_clients()
+    if clients is None:
+        return False
+    try:
+        clients.client("ssm").deregister_managed_instance(InstanceId=instance_id)
+    except Exception as err:  # noqa: BLE001 - denied, expired or unreachable: report, go on
+        from anywhere_agent.aws.clients import error_code
+
+        # InvalidInstanceId too: this run registered it, so "unknown" means another region
+        # than the one asked, not gone.
+        LOG.info("could not deregister %s with the host's credentials: %s", instance_id,
+                 error_code(err) or type(err).__name__)
+        return False
+    return True
+
+
 class RegistrationStep(Step):
     name, title = "ssm-registration", "register with SSM"
 
@@ -606,6 +626,20 @@ def _unjournaled(ctx: Context, reg: dict[str, str]) -> Delta | None:
                  data={"adopt": reg})
 
 
+def cluster_exists(ctx: Context) -> bool | None:
+    """Whether the configured cluster is ACTIVE, asked with the host's credentials
+    (ecs:DescribeClusters, granted by iam/host-role-extra.json); None when it cannot be asked."""
+    clients = ctx.host_clients()
+    if clients is None:
+        return None
+    try:
+        resp = clients.client("ecs").describe_clusters(clusters=[ctx.cfg.cluster])
+    except Exception as err:  # noqa: BLE001 - permission or network: cannot verify
+        LOG.info("cluster check skipped: %s", type(err).__name__)
+        return None
+    return any(c.get("status") == "ACTIVE" for c in resp.get("clusters", []))
+
+
 class CredentialsStep(Step):
     """The SSM agent has fetched role credentials; then the cluster is checked with them."""
 
@@ -630,20 +664,14 @@ class CredentialsStep(Step):
                                  "check the ssm endpoint/proxy and "
                                  "/var/log/amazon/ssm/amazon-ssm-agent.log")
             ctx.sleep(0.25)
-        clients = ctx.host_clients()
-        if clients is not None:
-            try:
-                resp = clients.client("ecs").describe_clusters(clusters=[ctx.cfg.cluster])
-                found = [c for c in resp.get("clusters", []) if c.get("status") == "ACTIVE"]
-            except Exception as err:  # noqa: BLE001 - permission or network: cannot verify
-                LOG.info("cluster check skipped: %s", type(err).__name__)
-                ctx.report["cluster_verified"] = False
-            else:
-                if not found:
-                    raise CloudError(f"ECS cluster {ctx.cfg.cluster!r} does not exist in "
-                                     f"{ctx.cfg.region}",
-                                     "create it (`anywhere-agent registrar ensure --cluster "
-                                     f"{ctx.cfg.cluster}`) or fix cluster/region")
+        exists = cluster_exists(ctx)
+        if exists is None:
+            ctx.report["cluster_verified"] = False
+        elif not exists:
+            raise CloudError(f"ECS cluster {ctx.cfg.cluster!r} does not exist in "
+                             f"{ctx.cfg.region}",
+                             "create it (`anywhere-agent registrar ensure --cluster "
+                             f"{ctx.cfg.cluster}`) or fix cluster/region")
         ctx.journal.data["cluster_checked"] = ctx.cfg.cluster
         ctx.journal.save()
         return []

@@ -15,13 +15,21 @@ from typing import Any
 import boto3
 import botocore.config
 
+from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.lab.orchestrator import Lab
+from anywhere_agent.registrar import ensure
 from anywhere_agent.secret import Secret
 
 LOG = logging.getLogger(__name__)
 ROLE = "ecsAnywhereRole"
-TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                  "Principal": {"Service": "ssm.amazonaws.com"}}]}
+
+
+def root_clients(url: str, region: str) -> Clients:
+    """The product's client factory holding the lab account's root key."""
+    session: Any = boto3.session.Session(aws_access_key_id="lab",
+                                         aws_secret_access_key="lab",  # noqa: S106 - lab only
+                                         region_name=region)
+    return Clients(AwsSettings(region=region, endpoints={"default": url}), session=session)
 
 
 def lab_client(url: str, service: str, region: str) -> Any:
@@ -50,12 +58,9 @@ def node_config(url: str, region: str, cluster: str, docker_source: str = "distr
 
 def prepare(url: str, region: str, cluster: str, count: int) -> LabActivation:
     """Role, cluster and one activation for `count` hosts on the lab control plane."""
-    iam = lab_client(url, "iam", region)
-    try:
-        iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(TRUST))
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
-    lab_client(url, "ecs", region).create_cluster(clusterName=cluster)
+    # Built by the registrar's own code, so hosts get exactly what `registrar ensure` gives
+    # them on AWS: the two managed policies and iam/host-role-extra.json.
+    ensure.ensure(root_clients(url, region), ROLE, cluster)
     resp = lab_client(url, "ssm", region).create_activation(
         IamRole=ROLE, RegistrationLimit=max(1, count), DefaultInstanceName="lab")
     return LabActivation(resp["ActivationId"], Secret(resp["ActivationCode"]))
@@ -90,11 +95,14 @@ def roll_out(lab: Lab, cluster: str = "lab", hosts: list[str] | None = None) -> 
     url = lab.control_plane_url()
     names = hosts or [h.name for h in lab.hosts()]
     activation = prepare(url, lab.region, cluster, len(names))
-    config = node_config(url, lab.region, cluster)
+    # Docker from the distribution, as on customers' servers; with several hosts the last
+    # keeps docker_source = none, so that path is shown too.
+    no_docker = names[-1] if len(names) > 1 else ""
 
     def one(name: str) -> tuple[str, dict[str, Any]]:
         lab.install_product(name)
-        write_config(lab, name, config)
+        write_config(lab, name, node_config(url, lab.region, cluster,
+                                            "none" if name == no_docker else "distro"))
         code, result, err = install(lab, name, activation)
         return name, {"exit_code": code, "result": result, "stderr_tail": err[-400:]}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
 from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import Context, read_registration
@@ -40,9 +41,11 @@ class UninstallResult:
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     left_in_cloud: list[str] = field(default_factory=list)
+    central_command: str = ""  # what an operator runs to remove what is left in the cloud
 
     def to_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "errors": self.errors, "left_in_cloud": self.left_in_cloud}
+        return {"done": self.done, "errors": self.errors, "left_in_cloud": self.left_in_cloud,
+                "central_command": self.central_command}
 
 
 def running_tasks(ctx: Context) -> int | None:
@@ -113,6 +116,18 @@ def _in_cloud(doing: str, call: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def _deregister_managed_instance(clients: Any, instance_id: str) -> None:
+    import botocore.exceptions
+
+    from anywhere_agent.aws.clients import error_code
+
+    try:
+        clients.client("ssm").deregister_managed_instance(InstanceId=instance_id)
+    except botocore.exceptions.ClientError as err:
+        if error_code(err) != "InvalidInstanceId":  # already gone counts as done
+            raise
+
+
 class _Unreachable(NetworkError):
     """Raised through `attempt`, which collects every other failure."""
 
@@ -148,17 +163,30 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
                                  "--force-local and prune centrally (`registrar prune`)")
             result.left_in_cloud += [x for x in (mi, arn) if x]
         elif clients is not None:
-            ecs, ssm = clients.client("ecs"), clients.client("ssm")
+            ecs = clients.client("ecs")
             cluster = ident.get("cluster") or ctx.cfg.cluster
             if arn and not attempt(f"deregister container instance {arn}", _in_cloud(
                     f"deregistering container instance {arn}",
                     lambda: ecs.deregister_container_instance(
                         cluster=cluster, containerInstance=arn, force=force))):
                 result.left_in_cloud.append(arn)
-            if mi and not attempt(f"deregister managed instance {mi}", _in_cloud(
-                    f"deregistering managed instance {mi}",
-                    lambda: ssm.deregister_managed_instance(InstanceId=mi))):
-                result.left_in_cloud.append(mi)
+            # The host may deregister only itself, and only when the registrar's host policy
+            # is attached (iam/host-role-extra.json); what it may not, the registrar removes
+            # centrally (the command is printed). An unreachable endpoint still stops here.
+            if mi:
+                try:
+                    _in_cloud(f"deregistering managed instance {mi}",
+                              partial(_deregister_managed_instance, clients, mi))()
+                    result.done.append(f"deregister managed instance {mi}")
+                except _Unreachable:
+                    raise
+                except AgentError as err:
+                    LOG.info("managed instance %s left for the registrar: %s", mi, err)
+                    result.left_in_cloud.append(mi)
+        if mi and mi in result.left_in_cloud:
+            in_ecs = bool(arn) and arn in result.left_in_cloud
+            cluster_left = (ident.get("cluster") or ctx.cfg.cluster) if in_ecs else ""
+            result.central_command = deregister_command(ctx.cfg.region, mi, cluster_left)
         svc = ctx.host.services
         for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):
             if svc.state(unit).exists:

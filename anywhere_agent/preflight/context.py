@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,3 +38,4 @@ class Context:
     disk_free: DiskFree = disk_free
     memory_total: MemoryTotal = memory_total
     timeout: float = 3.0
+    now: Callable[[], float] = time.time  # this host's wall clock, for the skew check

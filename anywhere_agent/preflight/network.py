@@ -218,6 +218,37 @@ def probe_url(url: str, proxy: Proxy, connect: Connector, timeout: float) -> Pro
     return Probe(True, via, f"{target} reachable through proxy {phost}:{pport}")
 
 
+def endpoint_clock(url: str, connect: Connector, timeout: float) -> float | None:
+    """The endpoint's own time (epoch seconds, from its HTTP `Date` header), or None.
+
+    AWS refuses a request signed more than 5 minutes from its clock, before looking at
+    anything else; every AWS answer, even an error, carries `Date`, so one direct HEAD tells
+    how far this host's clock is off before any signed call fails. Certificates are verified
+    as the agents verify them.
+    """
+    import ssl
+    from email.utils import parsedate_to_datetime
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = time.monotonic() + timeout
+    try:
+        sock = connect(host, port, _remaining(deadline))
+        if parts.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        try:
+            sock.settimeout(_remaining(deadline))
+            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                         .encode("ascii"))
+            _, headers, _ = _read_head(sock, deadline)
+        finally:
+            sock.close()
+        return parsedate_to_datetime(headers["date"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class ImdsFinding:
     """What 169.254.169.254 said: role names if an instance role is attached."""

@@ -12,10 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from anywhere_agent.aws.skew import CLOCK_FIX
 from anywhere_agent.config import Config
 from anywhere_agent.preflight.context import Context
 from anywhere_agent.preflight.model import CheckResult
-from anywhere_agent.preflight.network import Probe, probe_instance_role, probe_url
+from anywhere_agent.preflight.network import (
+    Probe,
+    endpoint_clock,
+    probe_instance_role,
+    probe_url,
+    proxy_for,
+)
 
 ENDPOINT_SERVICES = ("ssm", "ec2messages", "ssmmessages", "ecs")
 # Same file name as install/sources.py reads from a bundle directory.
@@ -169,3 +176,32 @@ def _check_bundle(ctx: Context) -> CheckResult:
                            f"first {missing[0]}", "copy the whole bundle directory again")
     return CheckResult(name, "pass", f"{bundle} has {BUNDLE_MANIFEST} with "
                                      f"{len(entries)} file(s)")
+
+
+# AWS's SigV4 window: a request signed further than this from AWS's clock is refused.
+SKEW_LIMIT_SECONDS = 300.0
+
+
+def check_clock_skew(ctx: Context) -> CheckResult:
+    """This host's clock against the SSM endpoint's (its HTTP Date), before AWS refuses."""
+    name = "clock_skew"
+    if not ctx.network:
+        return CheckResult(name, "skip", _NO_NETWORK)
+    if not ctx.cfg.region and not ctx.cfg.endpoint("ssm"):
+        return CheckResult(name, "skip", "no region or ssm endpoint configured")
+    url = ctx.cfg.effective_endpoint("ssm")
+    if proxy_for(url, ctx.cfg.proxy):
+        return CheckResult(name, "skip", "the ssm endpoint is behind the proxy: its clock is "
+                                         "not measured (time_sync covers this host's)")
+    theirs = endpoint_clock(url, ctx.connect, ctx.timeout)
+    if theirs is None:
+        return CheckResult(name, "skip", f"could not read the clock of {urlsplit(url).netloc} "
+                                         "(no Date in its answer)")
+    off = ctx.now() - theirs
+    side = "ahead of" if off > 0 else "behind"
+    where = urlsplit(url).netloc
+    if abs(off) > SKEW_LIMIT_SECONDS:
+        return CheckResult(name, "fail", f"this host's clock is {abs(off) / 60:.0f} min {side} "
+                                         f"{where}'s: AWS refuses every signed request "
+                                         "(Signature expired)", CLOCK_FIX)
+    return CheckResult(name, "pass", f"clock within {abs(off):.0f} s of {where}'s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Union
 
@@ -40,6 +41,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("instance_role", reach.check_instance_role),
     ("registration", checks.check_registration),
     ("reachability", reach.check_reachability),
+    ("clock_skew", reach.check_clock_skew),
 )
 
 
@@ -65,6 +67,7 @@ def run_preflight(
     disk_free: DiskFree = disk_free,
     memory_total: MemoryTotal = memory_total,
     timeout: float = 3.0,
+    now: Callable[[], float] = time.time,
 ) -> PreflightReport:
     """Run every check in CHECKS order; nothing is changed on the host.
 
@@ -73,7 +76,7 @@ def run_preflight(
     """
     ctx = Context(cfg=cfg, host=host, env=env, euid=euid, machine=machine, network=network,
                   connect=connect, disk_free=disk_free, memory_total=memory_total,
-                  timeout=timeout)
+                  timeout=timeout, now=now)
     results: list[CheckResult] = []
     for name, check in CHECKS:
         results.extend(_run_one(name, check, ctx))

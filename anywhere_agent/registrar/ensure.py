@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from typing import Any
 
 import botocore.exceptions
 
 from anywhere_agent.aws.clients import Clients, aws_errors, error_code, translate
 from anywhere_agent.errors import UsageError
+from anywhere_agent.registrar import policies
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_ROLE = "ecsAnywhereRole"
 DEFAULT_CLUSTER = "default"
-REPORTING_POLICY_NAME = "anywhere-agent-reporting"
+# The role's one inline policy: iam/host-role-extra.json (reporting, read-only verification,
+# deregistering only itself); README "IAM" says why each action is there.
+HOST_EXTRA_POLICY_NAME = "anywhere-agent-host-extra"
+REPORTING_POLICY_NAME = HOST_EXTRA_POLICY_NAME  # its first purpose; kept for callers
 MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore",
                     "service-role/AmazonEC2ContainerServiceforEC2Role")
 
@@ -35,12 +38,13 @@ def partition(region: str) -> str:
     return "aws"
 
 
-def reporting_policy(region: str = "us-east-1") -> dict[str, Any]:
-    """The supervisor's narrow reporting policy (its package file), in the region's partition."""
-    text = resources.files("anywhere_agent.supervise").joinpath(
-        "reporting_policy.json").read_text(encoding="utf-8")
-    doc: dict[str, Any] = json.loads(text.replace('"arn:aws:', f'"arn:{partition(region)}:'))
-    return doc
+def host_extra_policy(region: str = "us-east-1") -> dict[str, Any]:
+    """iam/host-role-extra.json in the region's partition: what the hosts' role needs beyond
+    the two AWS managed policies."""
+    return policies.load("host-role-extra", partition(region))
+
+
+reporting_policy = host_extra_policy
 
 
 @dataclass

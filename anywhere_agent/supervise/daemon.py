@@ -116,7 +116,8 @@ class Supervisor:
                 self._remedy_checks[remedy.name] = remedy.observe(self._raw, now)
 
     def _compose(self) -> HostHealth:
-        checks = [*self._reported.values(), *self._remedy_checks.values()]
+        checks = [*self._reported.values(), *self._remedy_checks.values(),
+                  *self.reporter.checks()]
         return HostHealth.build(
             checks, self.clock.time(), cluster=self.config.cluster,
             instance_id=self._facts.get("instance_id", ""),

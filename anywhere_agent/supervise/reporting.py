@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any, Optional, Protocol
 
 from anywhere_agent.config import Config
-from anywhere_agent.health.model import HostHealth, Status
+from anywhere_agent.health.model import Check, HostHealth, Status
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.supervise.probes import CREDENTIALS_FILE
 
@@ -27,10 +27,23 @@ MIN_METRIC_PERIOD = 60.0
 class Reporter(Protocol):
     def report(self, health: HostHealth, now: float) -> None: ...
 
+    def checks(self) -> list[Check]:
+        """What reporting itself last saw (a denial is named in the host's health)."""
+        ...
+
 
 class NullReporter:
     def report(self, health: HostHealth, now: float) -> None:
         return None
+
+    def checks(self) -> list[Check]:
+        return []
+
+
+CHECK_NAME = "reporting"
+_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+_DENIED_FIX = ("attach iam/host-role-extra.json to the hosts' IAM role "
+               "(`anywhere-agent registrar ensure --role ROLE`), or turn reporting off")
 
 
 def reporting_policy(namespace: str = DEFAULT_NAMESPACE, cluster: str = "*",
@@ -75,6 +88,35 @@ class AwsReporter:
         self._next_metrics = float("-inf")
         self._attribute_sent: Optional[tuple[str, str]] = None
         self._clients: dict[str, Any] = {}
+        self._failures: dict[str, str] = {}  # call -> why it last failed; absent once it worked
+        self._sent: set[str] = set()
+
+    def checks(self) -> list[Check]:
+        if not self._failures:
+            if not self._sent:
+                return []  # nothing tried yet
+            return [Check(CHECK_NAME, Status.OK, f"sent {', '.join(sorted(self._sent))}")]
+        denied = {call: why for call, why in self._failures.items() if why.startswith("denied")}
+        summary = "; ".join(f"{call} {why}" for call, why in self._failures.items())
+        if denied:
+            return [Check(CHECK_NAME, Status.WARNING, summary, fix=_DENIED_FIX,
+                          reason="access_denied")]
+        return [Check(CHECK_NAME, Status.WARNING, summary,
+                      fix="check the endpoint/proxy for cloudwatch and ecs", reason="failed")]
+
+    def _outcome(self, call: str, err: Optional[Exception]) -> None:
+        if err is None:
+            self._failures.pop(call, None)
+            self._sent.add(call)
+            return
+        from anywhere_agent.aws.clients import error_code
+
+        code = error_code(err)
+        if code in _DENIED:
+            message = getattr(err, "response", {}).get("Error", {}).get("Message", "")
+            self._failures[call] = f"denied ({code}): {message}".rstrip(": ")
+        else:
+            self._failures[call] = f"failed ({code or type(err).__name__})"
 
     def _client(self, service: str) -> Any:
         if service not in self._clients:
@@ -104,6 +146,9 @@ class AwsReporter:
                     MetricData=metric_data(health, self._cfg.cluster, health.instance_id))
             except Exception as err:  # noqa: BLE001 - any AWS/network failure is only logged
                 LOG.warning("CloudWatch PutMetricData failed: %s", err)
+                self._outcome("cloudwatch:PutMetricData", err)
+            else:
+                self._outcome("cloudwatch:PutMetricData", None)
         arn = health.container_instance_arn
         if rep.attribute and arn and self._attribute_sent != (arn, health.status.name):
             try:
@@ -113,8 +158,10 @@ class AwsReporter:
                     attributes=[{"name": rep.attribute_name, "value": health.status.name,
                                  "targetId": arn}])
                 self._attribute_sent = (arn, health.status.name)
+                self._outcome("ecs:PutAttributes", None)
             except Exception as err:  # noqa: BLE001 - retried on the next round
                 LOG.warning("ECS PutAttributes failed: %s", err)
+                self._outcome("ecs:PutAttributes", err)
 
 
 def make_reporter(config: Config, host: Host) -> Reporter:

@@ -65,9 +65,11 @@ def lab_skip_reason() -> str | None:
     return None
 
 
-def lab_vars(url: str, region: str, wheel: Path, group: str) -> dict[str, Any]:
+def lab_vars(url: str, region: str, wheel: Path, group: str,
+             controller: dict[str, str]) -> dict[str, Any]:
     """Extra vars for a lab rollout: the lab's agent.toml (lab.rollout.node_config) as role
-    variables, the controller's registrar pointed at the lab control plane."""
+    variables, the controller's registrar pointed at the lab control plane with the key of
+    an IAM user holding iam/registrar.json (`controller`), as an operator would set it up."""
     endpoints = {svc: url for svc in ("ssm", "ec2messages", "ssmmessages", "ecs", "sts")}
     return {
         "rollout_hosts": group,
@@ -83,8 +85,7 @@ def lab_vars(url: str, region: str, wheel: Path, group: str) -> dict[str, Any]:
         "ecs_anywhere_node_wait_timeout": "3m",
         "ecs_anywhere_node_controller_cli": str(BIN / "anywhere-agent"),
         "ecs_anywhere_node_controller_environment": {
-            "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "lab",
-            "AWS_SECRET_ACCESS_KEY": "lab", "AWS_REGION": region},
+            "AWS_ENDPOINT_URL": url, **controller, "AWS_REGION": region},
     }
 
 
@@ -121,7 +122,13 @@ def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab
         tmp = tmp_path_factory.mktemp("ansible-lab")
         inventory = tmp / "hosts.ini"
         inventory.write_text(lab.inventory())
-        extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(), LAB_NAME)
+        from anywhere_agent.lab.operators import create_operator
+
+        url = lab.control_plane_url()
+        controller = create_operator(url, "registrar", lab.region).environment()
+        # The inventory's group is the lab's full name ($ANYWHERE_LAB_SUFFIX included).
+        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
+                         controller)
         yield AnsibleLab(lab, inventory, extra, tmp)
     finally:
         lab.down()

@@ -17,15 +17,11 @@ from botocore.config import Config
 from real_agents import Binaries, Namespace, Trap, http_json, logfmt_events, wait_for
 
 from anywhere_agent.lab.control_plane.server import ControlPlane
+from anywhere_agent.lab.operators import create_operator
 
 REGION = "us-east-1"
 CLUSTER = "conformance"
 ROLE = "ecsAnywhereRole"
-TRUST_SSM = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ssm.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
-})
 INTROSPECTION = "http://127.0.0.1:51678"
 ECS_LOG = "/var/log/ecs/ecs-agent.log"
 SSM_LOG = "/var/log/amazon/ssm/amazon-ssm-agent.log"
@@ -33,7 +29,6 @@ SSM_LOG = "/var/log/amazon/ssm/amazon-ssm-agent.log"
 ACS_UP = ("Connected to ACS endpoint",)
 ACS_DOWN = ("ACS WebSocket connection closed", "Disconnected from ACS",
             "ACS session ended", "Failed to connect to ACS")
-OPERATOR = {"AWS_ACCESS_KEY_ID": "AKIAOPERATOR", "AWS_SECRET_ACCESS_KEY": "operator-secret"}
 
 
 def anywhere_agent_argv() -> list[str]:
@@ -54,16 +49,18 @@ class RealNode:
     activation_id: str = ""
     activation_code: str = ""
     instance_id: str = ""
+    operator: dict[str, str] = field(default_factory=dict)  # AWS_ACCESS_KEY_ID, ..._SECRET_...
     register_result: Optional[subprocess.CompletedProcess[bytes]] = None
-    notes: list[str] = field(default_factory=list)
+    measured: dict[str, Any] = field(default_factory=dict)  # figures for the run's summary
 
     # -- clients and environments ---------------------------------------------------------
 
     def client(self, service: str) -> Any:
+        """A client holding the operator's key (an IAM user with the registrar's policy)."""
         return boto3.client(
             service, endpoint_url=self.plane.url, region_name=REGION,
-            aws_access_key_id=OPERATOR["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=OPERATOR["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=self.operator["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.operator["AWS_SECRET_ACCESS_KEY"],
             config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
     def agent_env(self, **extra: str) -> dict[str, str]:
@@ -82,7 +79,7 @@ class RealNode:
     def operator_env(self) -> dict[str, str]:
         """The registrar's environment on an operator workstation, pointed at the lab."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(OPERATOR)
+        env.update(self.operator)
         env.update({"AWS_REGION": REGION, "AWS_ENDPOINT_URL": self.plane.url,
                     "AWS_CONFIG_FILE": str(self.work / "no-aws-config"),
                     "AWS_SHARED_CREDENTIALS_FILE": str(self.work / "no-aws-credentials")})
@@ -105,11 +102,20 @@ class RealNode:
     # -- the cloud side -------------------------------------------------------------------
 
     def prepare_cloud(self) -> None:
-        self.client("iam").create_role(RoleName=ROLE, AssumeRolePolicyDocument=TRUST_SSM)
-        self.client("ecs").create_cluster(clusterName=CLUSTER)
-        answer = self.client("ssm").create_activation(IamRole=ROLE, RegistrationLimit=1,
-                                                      DefaultInstanceName="conformance")
-        self.activation_id, self.activation_code = answer["ActivationId"], answer["ActivationCode"]
+        """What an operator does first: the role and cluster, then one activation, through
+        our registrar as an IAM user holding its published policy."""
+        self.operator = create_operator(self.plane.url, "registrar").environment()
+        ensured = self.registrar("ensure", "--role", ROLE, "--cluster", CLUSTER, "--json")
+        if ensured.returncode != 0:
+            raise RuntimeError(f"registrar ensure failed: {ensured.stderr.strip()}")
+        codes = self.work / "activation.json"
+        made = self.registrar("activate", "--count", "1", "--expires", "2h",
+                              "--output", str(codes))
+        if made.returncode != 0:
+            raise RuntimeError(f"registrar activate failed: {made.stderr.strip()}")
+        activation = json.loads(codes.read_text())["activations"][0]
+        self.activation_id = activation["activation_id"]
+        self.activation_code = activation["activation_code"]
 
     def instance_info(self) -> Optional[dict[str, Any]]:
         answer = self.client("ssm").describe_instance_information(

@@ -80,6 +80,10 @@ def node(binaries: Binaries, shared_control_plane: ControlPlane,
         pytest.fail(f"the lab clock runs at time scale {scale}; the real agents keep real time, "
                     "so the conformance tier needs scale 1", pytrace=False)
     shared_control_plane.reset()
+    # AWS authorizes every call: the agents act with the managed policies of the role our
+    # registrar made, the registrar with its published policy.
+    enforced = shared_control_plane.guard.enforce
+    shared_control_plane.guard.enforce = True
     work = scratch / "node"
     work.mkdir()
     trap = Trap().start()
@@ -92,6 +96,7 @@ def node(binaries: Binaries, shared_control_plane: ControlPlane,
     finally:
         leftovers = ns.close()
         trap.stop()
+        shared_control_plane.guard.enforce = enforced
         if leftovers:
             print(f"conformance: killed {len(leftovers)} leftover process(es) {leftovers}")
 

@@ -151,6 +151,8 @@ def test_ssm_agent_gets_role_credentials_and_stays_online_for_ten_lab_minutes(
     assert expires > datetime.now(timezone.utc)
 
     assert window.samples[-1].at >= window.minutes * 60
+    node.measured["window_lab_s"] = round(window.samples[-1].at, 1)
+    node.measured["window_samples"] = len(window.samples)
     offline = window.failures(lambda s: s.ping_status == "Online" and s.ssm_agent_alive)
     assert not offline, (f"{len(offline)} of {len(window.samples)} samples not Online: "
                          + _show(offline))
@@ -198,6 +200,8 @@ def test_agent_connected_follows_the_acs_session_and_drops_within_two_lab_minute
             break
         time.sleep(5)
     took = clock.now() - stopped
+    node.measured["agent_stop_exit_code"] = node.ns.processes["ecs-agent"].returncode
+    node.measured["agent_connected_false_after_stop_lab_s"] = round(took, 1)
     assert (node.container_instance() or {}).get("agentConnected") is False, \
         f"agentConnected still true {took:.0f} lab s after the ECS agent stopped"
     assert took <= 150, f"agentConnected went false only {took:.0f} lab s after the stop"
@@ -211,8 +215,16 @@ def test_the_agents_call_aws_only_through_the_lab(node: RealNode) -> None:
     # any other request that reached the trap was meant for AWS itself.
     imds = [line for line in node.trap.seen if "169.254.169.254" in line]
     elsewhere = [line for line in node.trap.seen if line not in imds]
+    info = node.instance_info() or {}
+    ci = node.container_instance() or {}
     summary = {"calls": node.plane.calls.snapshot(), "metadata_probes": imds,
-               "elsewhere": elsewhere, "acs_events": node.acs_events()}
+               "elsewhere": elsewhere, "acs_events": node.acs_events(),
+               "measured": node.measured,
+               "ssm_instance": {k: str(info.get(k)) for k in (
+                   "PingStatus", "LastPingDateTime", "AgentVersion", "IPAddress",
+                   "ComputerName", "PlatformName", "PlatformVersion")},
+               "container_instance": {k: ci.get(k) for k in (
+                   "status", "agentConnected", "versionInfo")}}
     (node.work / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"conformance summary: {node.work / 'summary.json'}")
     assert elsewhere == []

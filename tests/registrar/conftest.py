@@ -36,11 +36,12 @@ class Lab:
 
     def seed_stale(self, count: int, cluster: str | None, days: float) -> Any:
         """Seed hosts whose last ping was `days` ago (ConnectionLost), ECS agent disconnected."""
+        previous = self.admin.configure()["ping_timeout"]  # the lab's real-cadence default
         self.admin.configure(ping_timeout=days * 86400)
         try:
             return self.admin.seed(count, cluster=cluster, online=False, agent_connected=False)
         finally:
-            self.admin.configure(ping_timeout=120)
+            self.admin.configure(ping_timeout=previous)
 
     def writes(self) -> dict[str, int]:
         """Calls that create or delete anything, by operation (for "nothing created")."""

@@ -25,8 +25,11 @@ def _few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Thread:
-    """Answer every matching call with the fault for `seconds`: from now (on before this
-    returns), or from when `after()` turns true."""
+    """Answer every matching call with the fault for `seconds`, once `after()` is true.
+
+    Without `after` the fault is on before this returns: on a loaded machine a thread could
+    otherwise switch it on only after the command's first poll.
+    """
     if after is None:
         lab.admin.set_faults([rule])
 
@@ -47,8 +50,9 @@ def _outage(lab, rule: FaultRule, seconds: float, after=None) -> threading.Threa
 @pytest.mark.parametrize("kind", ["throttle", "5xx"])
 def test_wait_rides_out_an_ecs_outage_and_returns_when_it_ends(cli, lab, kind):
     lab.admin.seed(2, cluster="prod")
-    started = time.monotonic()
     outage = _outage(lab, FaultRule(kind=kind, service="ecs", status=503), 3.0)
+    time.sleep(0.2)  # the outage is on before the first poll
+    started = time.monotonic()
     result = cli("wait", "--hosts", "seed-0,seed-1", "--cluster", "prod", "--timeout", "60s",
                  "--interval", "1s", "--json")
     outage.join()

@@ -121,7 +121,9 @@ class Guard:
         """One check (also for callers outside the front door, such as the ACS socket)."""
         if principal.kind == "root":
             return None
-        context = {**principal_context(principal), **check.context}
+        # aws:ARN, the resource's own ARN: how a policy names "the caller itself" when
+        # compared with a session key such as ${ssm:SourceInstanceARN}.
+        context = {**principal_context(principal), "aws:ARN": check.resource, **check.context}
         decision = evaluate(policies_of(principal), check.action, check.resource, context)
         if decision.allowed:
             return None

@@ -98,7 +98,7 @@ class ControlPlane:
         clock: Optional[Clock] = None,
         time_scale: float = 1.0,
         region_ports: Optional[dict[str, int]] = None,
-        enforce_iam: bool = False,
+        enforce_iam: bool = True,
     ) -> None:
         self.host = host
         self.port = port

@@ -27,6 +27,9 @@ from anywhere_agent.lab import rollout  # noqa: E402
 from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "e2e"
+# The lab tier's default is Docker from the distribution; n2, whose test kills install at
+# every step boundary, keeps docker_source = none (that path stays tested, the loop stays short).
+DOCKER_SOURCE = {"n2": "none"}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,8 @@ def lab() -> Iterator[Lab]:
         url = lab.control_plane_url()
         for host in ("n1", "n2", "n3", "n4"):
             lab.install_product(host)
-            rollout.write_config(lab, host, rollout.node_config(url, lab.region, CLUSTER))
+            rollout.write_config(lab, host, rollout.node_config(
+                url, lab.region, CLUSTER, DOCKER_SOURCE.get(host, "distro")))
         yield lab
     finally:
         lab.down()
@@ -103,7 +107,7 @@ def test_kill_at_step_boundaries_converges_to_one_registration(lab: Lab,
         lab.ssh("n2", ["anywhere-agent", "uninstall", "--force"], check=False)
         lab.ssh("n2", ["test", "!", "-e", "/var/lib/amazon/ssm/registration"])
         rollout.write_config(lab, "n2", rollout.node_config(lab.control_plane_url(), lab.region,
-                                                            CLUSTER))
+                                                            CLUSTER, DOCKER_SOURCE["n2"]))
         argv = [*lab_nsenter(lab, "n2"), "anywhere-agent", "install", "--activation-id",
                 activation.activation_id, "--activation-code-file", "-"]
         # Every command line on the machine is sampled throughout the run and the re-run, not
@@ -235,6 +239,16 @@ def test_uninstall_leaves_no_registration_on_either_side(lab: Lab, activation: A
     code, _, err = rollout.install(lab, "n1", activation)
     assert code == 0, err
     mi = identity(lab, "n1")
+    # n1 runs Docker and a lab task: uninstall refuses until the operator has drained it.
+    proc = lab.ssh("n1", ["anywhere-agent", "uninstall", "--json"], check=False)
+    assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
+    drained = subprocess.run(
+        [str(Path(sys.executable).parent / "anywhere-agent"), "registrar", "drain", "--hosts", mi,
+         "--cluster", CLUSTER, "--region", lab.region, "--timeout", "90s", "--interval", "1s"],
+        env={**os.environ, "AWS_ENDPOINT_URL": lab.control_plane_url(),
+             "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab"},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
     proc = lab.ssh("n1", ["anywhere-agent", "uninstall", "--json"], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ssm, ecs = clients(lab)
