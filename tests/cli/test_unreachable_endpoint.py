@@ -50,6 +50,8 @@ REGISTRAR = {
     "revoke_by_id": ["revoke", "--activation-id", "0c9a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"],
     "revoke_by_rollout": ["revoke", "--rollout", "r-1"],
     "fleet": ["fleet"],
+    "inventory": ["inventory"],
+    "deregister": ["deregister", "mi-0123456789abcdef0"],
     "prune_dry_run": ["prune", "--dry-run"],
     "prune_yes": ["prune", "--yes"],
     "wait": ["wait", "--hosts", "web-1", "--timeout", "5s", "--interval", "1s"],
