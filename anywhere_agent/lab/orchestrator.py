@@ -302,6 +302,7 @@ class Lab:
         system.require_root()
         system.require_tools("systemd-nspawn", "ip", "nsenter", "ssh", "ssh-keygen", "mount")
         _require_overlayfs()
+        _ensure_inotify_instances()
         started = time.monotonic()
         seconds: dict[str, float] = {}
         with self._locked():
@@ -324,7 +325,13 @@ class Lab:
             try:
                 info = self._bring_up(state, net, images, hosts, control_plane, packages, seconds)
             except BaseException:
+                # A lab that came up half-way is taken down again, so no caller (an operator,
+                # a test fixture) is left holding hosts, mounts and netns it never got.
                 state.set("phase", "failed")
+                try:
+                    self._teardown()
+                except Exception as err:  # noqa: BLE001 - the bring-up error is the one to show
+                    LOG.warning("could not tear down the half-made lab %s: %s", self.name, err)
                 raise
             state.set("phase", "up")
         seconds["up_total"] = round(time.monotonic() - started, 2)
@@ -1049,6 +1056,25 @@ class Lab:
 
 def _replace(host: Host, **changes: Any) -> Host:
     return dataclasses.replace(host, **changes)
+
+
+# Every host's systemd (and its journald, logind, dbus) holds inotify instances, all counted
+# against root on the build machine: Debian's default of 128 runs out at about ten hosts (across
+# every lab on the machine), and systemd in the hosts then fails with "Too many open files".
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_INSTANCES_WANTED = 8192
+
+
+def _ensure_inotify_instances(path: Path = INOTIFY_INSTANCES) -> None:
+    try:
+        current = int(path.read_text().strip())
+        if current < INOTIFY_INSTANCES_WANTED:
+            path.write_text(f"{INOTIFY_INSTANCES_WANTED}\n")
+            LOG.info("raised fs.inotify.max_user_instances from %d to %d for the lab's hosts",
+                     current, INOTIFY_INSTANCES_WANTED)
+    except (OSError, ValueError) as err:
+        LOG.warning("could not raise fs.inotify.max_user_instances (%s); more than about ten "
+                    "hosts may fail to boot", err)
 
 
 def _require_overlayfs() -> None:

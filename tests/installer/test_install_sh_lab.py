@@ -60,8 +60,8 @@ def tampered(bundle: BundleInfo, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="module")
 def lab(bundle: BundleInfo, tampered: Path) -> Iterator[Lab]:
     lab = Lab(name="aabndl")
-    lab.up(1)
     try:
+        lab.up(1)
         # The lab image pre-bakes a venv at /opt/anywhere-agent; this test wants a bare host.
         lab.exec(HOST, ["rm", "-rf", PREFIX, LINK])
         lab.copy_in(HOST, INSTALLER, SCRIPT, 0o755)
@@ -69,7 +69,10 @@ def lab(bundle: BundleInfo, tampered: Path) -> Iterator[Lab]:
         lab.copy_in(HOST, bundle.tarball, "/root/bundle.tar.gz")
         lab.copy_in(HOST, tampered, "/root/tampered.tar.gz")
         url = lab.control_plane_url()
-        rollout.write_config(lab, HOST, rollout.node_config(url, lab.region, CLUSTER))
+        # The bundle is for hosts with no route to any package index: it carries the agents,
+        # not Docker, so this host runs the engine-less path (an offline host brings its own).
+        rollout.write_config(lab, HOST, rollout.node_config(url, lab.region, CLUSTER,
+                                                            docker_source="none"))
         yield lab
     finally:
         lab.down()
