@@ -70,6 +70,8 @@ def lab_vars(url: str, region: str, wheel: Path, group: str,
     """Extra vars for a lab rollout: the lab's agent.toml (lab.rollout.node_config) as role
     variables, the controller's registrar pointed at the lab control plane with the key of
     an IAM user holding iam/registrar.json (`controller`), as an operator would set it up."""
+    from anywhere_agent.lab import rollout
+
     endpoints = {svc: url for svc in ("ssm", "ec2messages", "ssmmessages", "ecs", "sts")}
     return {
         "rollout_hosts": group,
@@ -79,7 +81,8 @@ def lab_vars(url: str, region: str, wheel: Path, group: str,
         "ecs_anywhere_node_docker_source": "none",
         "ecs_anywhere_node_join_timeout_seconds": 60,
         "ecs_anywhere_node_endpoints": endpoints,
-        "ecs_anywhere_node_config_sections": {"supervise": {"interval_seconds": 5}},
+        "ecs_anywhere_node_config_sections": {"supervise": {
+            "interval_seconds": 5, "load_warn_per_cpu": rollout.LAB_LOAD_WARN_PER_CPU}},
         "ecs_anywhere_node_wheel": str(wheel),
         "ecs_anywhere_node_health_delay": 2,
         "ecs_anywhere_node_wait_timeout": "3m",
