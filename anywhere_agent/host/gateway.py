@@ -357,6 +357,11 @@ class Services:
         self._host.run(["systemctl", "reset-failed", unit], timeout=30)
 
 
+# A run killed inside apt leaves an orphaned apt/dpkg finishing its work and holding the lock:
+# the next run waits for it (bounded) instead of failing at once.
+_APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=120")
+
+
 class PackageManager:
     """Install/query/remove packages with the distro's tool; chosen by `host.platform`."""
 
@@ -404,7 +409,7 @@ class PackageManager:
 
     def _install_argv(self, what: Sequence[str]) -> list[str]:
         if self.kind == "apt":
-            return ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+            return ["apt-get", "install", "-y", "-q", "--no-install-recommends", *_APT_LOCK_WAIT,
                     "-o", "Dpkg::Options::=--force-confold", *what]
         if self.kind == "zypper":
             return ["zypper", "--non-interactive", "install", "--allow-unsigned-rpm", *what]
@@ -419,7 +424,7 @@ class PackageManager:
 
     def refresh(self) -> None:
         if self.kind == "apt":
-            self._run(["apt-get", "update", "-q"], "apt-get update")
+            self._run(["apt-get", "update", "-q", *_APT_LOCK_WAIT], "apt-get update")
 
     def install(self, names: Sequence[str]) -> None:
         self._run(self._install_argv(names), f"installing {', '.join(names)}")
@@ -431,7 +436,7 @@ class PackageManager:
 
     def remove(self, names: Sequence[str]) -> None:
         if self.kind == "apt":
-            argv = ["apt-get", "remove", "-y", "-q", *names]
+            argv = ["apt-get", "remove", "-y", "-q", *_APT_LOCK_WAIT, *names]
         elif self.kind == "zypper":
             argv = ["zypper", "--non-interactive", "remove", *names]
         else:
