@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from anywhere_agent.errors import LabError
 from anywhere_agent.lab import hosts as hostlib
-from anywhere_agent.lab.orchestrator import Lab, LabInfo
+from anywhere_agent.lab.orchestrator import LAB_SUFFIX_ENV, Lab, LabInfo
 
 pytestmark = pytest.mark.lab
 
@@ -150,6 +152,8 @@ def test_hosts_see_the_lab_apt_repo_and_control_plane_on_the_gateway(
 
 def test_up_refuses_to_replace_a_running_lab(hosts_lab: tuple[Lab, LabInfo]) -> None:
     lab, _ = hosts_lab
+    # The same name as an operator would type it ($ANYWHERE_LAB_SUFFIX is added again).
+    typed = lab.name.removesuffix(os.environ.get(LAB_SUFFIX_ENV, ""))
     with pytest.raises(LabError, match="already up"):
-        Lab(lab.name).up(1)
+        Lab(typed).up(1)
     assert lab.status()["state"] == "up"
