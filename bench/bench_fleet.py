@@ -71,7 +71,8 @@ def minimum(hosts: int) -> dict[str, int]:
 
 
 def measure(admin: LabAdmin, plane_pid: int, hosts: int, env: dict[str, str]) -> dict[str, object]:
-    admin.reset()
+    admin.reset()  # which also removes IAM users: the operator is made afterwards
+    env = {**env, **create_operator(admin.base_url, "registrar").environment()}
     for region, cluster in LAYOUT:
         admin.seed(hosts // len(LAYOUT), cluster=cluster, region=region, name_prefix=cluster)
     runs = []
@@ -81,7 +82,7 @@ def measure(admin: LabAdmin, plane_pid: int, hosts: int, env: dict[str, str]) ->
         wall, cpu, rss, out, code = timed(COMMAND, env)
         plane_cpu = cpu_seconds(plane_pid) - plane_cpu
         if code != 0:
-            raise SystemExit(f"fleet exited {code}")
+            raise SystemExit(f"fleet exited {code}: {out.decode(errors='replace')[-2000:]}")
         seen = json.loads(out)["summary"]["hosts"]
         if seen != hosts:
             raise SystemExit(f"fleet saw {seen} hosts, expected {hosts}")
@@ -127,7 +128,6 @@ def main(results_file: str) -> int:
                 time.sleep(0.1)
             admin = LabAdmin(url, timeout=300)
             env = {**os.environ, "AWS_ENDPOINT_URL": url, "AWS_REGION": REGIONS[0],
-                   **create_operator(url, "registrar").environment(),
                    "AWS_CONFIG_FILE": os.path.join(home, "config"),
                    "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "credentials")}
             env.pop("AWS_PROFILE", None)

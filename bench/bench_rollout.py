@@ -215,8 +215,12 @@ def rehearsal(results: Path, hosts: int) -> int:
             (plugins / "anywhere_bench_profile.py").write_text(PROFILER)
             inventory = Path(tmp) / "hosts.ini"
             inventory.write_text(lab.inventory())
-            extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(),
-                             lab.name.replace("-", "_"))
+            from anywhere_agent.lab.operators import create_operator
+
+            url = lab.control_plane_url()
+            controller = create_operator(url, "registrar", lab.region).environment()
+            extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
+                             controller)
             extra.pop("rollout_batches", None)
             run = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(1, hosts + 1)],
                                 tmp, plugins)

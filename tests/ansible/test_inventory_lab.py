@@ -44,7 +44,11 @@ def joined_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]
         tmp = tmp_path_factory.mktemp("inventory-lab")
         inventory = tmp / "hosts.ini"
         inventory.write_text(lab.inventory())
-        extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(), "aainv")
+        from anywhere_agent.lab.operators import create_operator
+
+        url = lab.control_plane_url()
+        controller = create_operator(url, "registrar", lab.region).environment()
+        extra = lab_vars(url, lab.region, lab.product_wheel(), "aainv", controller)
         alab = AnsibleLab(lab, inventory, {**extra, "rollout_hosts": lab.name.replace("-", "_")},
                           tmp)
         run = alab.run("rollout.yml", extra={"rollout_batches": ["100%"]})
@@ -68,8 +72,9 @@ def test_fleet_inventory_drives_upgrade_limited_to_the_ecs_active_group(
 
     alab = joined_lab
     url = alab.lab.control_plane_url()
-    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab",
-           "AWS_REGION": alab.lab.region, "ANYWHERE_AGENT_CLI": str(BIN / "anywhere-agent"),
+    # The registrar's own IAM user (iam/registrar.json), as the controller runs it.
+    env = {**alab.extra["ecs_anywhere_node_controller_environment"],
+           "ANYWHERE_AGENT_CLI": str(BIN / "anywhere-agent"),
            "ANYWHERE_AGENT_INVENTORY_ARGS": f"--cluster {CLUSTER}"}
     ecs = alab.client("ecs")
     cis = ecs.describe_container_instances(
