@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime, timedelta, timezone
 
 from anywhere_agent.errors import ExitCode
@@ -98,9 +97,8 @@ def test_fleet_of_5000_hosts_makes_exactly_the_pagination_minimum_of_calls(cli, 
     n = 5000
     lab.admin.seed(n, cluster="big")
     lab.admin.reset_calls()
-    started = time.monotonic()
+    # How long it takes is a benchmark (bench/bench_fleet.py), not a test on a shared machine.
     result = cli("fleet", "--cluster", "big", "--json")
-    elapsed = time.monotonic() - started
     assert result.exit_code == 0, result.stderr
     assert result.json()["summary"]["hosts"] == n
     calls = lab.admin.calls()
@@ -109,7 +107,6 @@ def test_fleet_of_5000_hosts_makes_exactly_the_pagination_minimum_of_calls(cli, 
     assert calls.count("ecs", "DescribeContainerInstances") == math.ceil(n / 100)
     assert calls.count("ecs", "DescribeClusters") == 1
     assert calls.count("ssm") + calls.count("ecs") == 201  # nothing else
-    assert elapsed <= 20, f"fleet of {n} took {elapsed:.1f}s"
 
 
 def test_join_is_pure_and_flags_offline_only_past_the_threshold():
