@@ -120,12 +120,22 @@ def contained_runner(
                   err.decode("utf-8", "replace"))
 
 
+def _program(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    first = args[0] if isinstance(args, (list, tuple)) and args else args
+    return os.path.basename(str(first))
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    try:
+        proc.wait(timeout=10)  # a child stuck in the kernel (D state) must not hang us
+    except subprocess.TimeoutExpired:
+        # The program's name only: its argv may carry a secret (the register child's code).
+        LOG.warning("%s (pid %d) did not exit after SIGKILL", _program(proc), proc.pid)
 
 
 def _io_error(path: Path, err: OSError, doing: str) -> HostIOError:

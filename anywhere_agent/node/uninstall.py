@@ -112,7 +112,8 @@ def _in_cloud(doing: str, call: Callable[[], object]) -> Callable[[], object]:
                 return call()
         except NetworkError as err:
             raise _Unreachable(err.message, err.fix + "; or uninstall with --force-local and "
-                               "remove the identity centrally (`registrar prune`)") from None
+                               "remove the identity centrally (`anywhere-agent registrar "
+                               "deregister --region REGION mi-...`)") from None
     return run
 
 
@@ -160,7 +161,7 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
             result.left_in_cloud += [x for x in (mi, arn) if x]
         elif clients is None and (mi or arn):
             result.errors.append("no host credentials to deregister with; re-run with "
-                                 "--force-local and prune centrally (`registrar prune`)")
+                                 "--force-local and deregister centrally (command below)")
             result.left_in_cloud += [x for x in (mi, arn) if x]
         elif clients is not None:
             ecs = clients.client("ecs")
@@ -215,6 +216,9 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
     # The state dir goes last, after the lock (which lives in it) is released.
     attempt(f"remove {layout.STATE_DIR}", lambda: ctx.host.remove_tree(layout.STATE_DIR))
     if result.errors:
-        raise PartialFailure("uninstall finished with errors", result.errors,
-                             "fix each item and re-run `anywhere-agent uninstall`")
+        fix = "fix each item and re-run `anywhere-agent uninstall`"
+        if result.central_command:
+            # What the host could not remove in the cloud must not be lost with the error.
+            fix += f"; remove what is left in the cloud with: {result.central_command}"
+        raise PartialFailure("uninstall finished with errors", result.errors, fix)
     return result
