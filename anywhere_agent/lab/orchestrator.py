@@ -547,10 +547,9 @@ class Lab:
             "--apt-stats",
             str(self.apt_stats_file),
             *aptcache.upstreams_to_args(self.upstreams()),
+            # The server reads apt's proxy itself: on argv a password would show in ps.
+            "--apt-proxy-from-apt",
         ]
-        proxy = aptcache.apt_proxy()
-        if proxy:
-            argv += ["--apt-proxy", proxy]
         self._start_service(state, "package-server", argv, net.gateway, PACKAGE_PORT)
         return f"http://{net.gateway}:{PACKAGE_PORT}"
 

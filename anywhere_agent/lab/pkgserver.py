@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apt-cache", type=Path, help="cache dir of the /debian proxy")
     parser.add_argument("--apt-upstreams", default="[]", help="JSON list (aptcache.Upstream)")
     parser.add_argument("--apt-stats", type=Path, help="where to keep hit/miss counters")
-    parser.add_argument("--apt-proxy", help="HTTP proxy for upstream fetches")
+    parser.add_argument("--apt-proxy-from-apt", action="store_true",
+                        help="fetch upstreams through this machine's apt proxy (read here, "
+                        "never passed on argv: it may carry a password)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if not args.root.is_dir():
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.apt_cache is not None:
         args.apt_cache.mkdir(parents=True, exist_ok=True)
         apt = aptcache.AptCache(args.apt_cache, aptcache.upstreams_from_json(args.apt_upstreams),
-                                proxy=args.apt_proxy, stats_file=args.apt_stats)
+                                proxy=aptcache.apt_proxy() if args.apt_proxy_from_apt else None,
+                                stats_file=args.apt_stats)
     server = PackageServer(args.root, args.host, args.port, apt=apt)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
