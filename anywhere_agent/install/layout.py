@@ -39,4 +39,10 @@ def dropin(unit: str, name: str) -> str:
 
 
 PROXY_DROPIN = "http-proxy.conf"  # AWS's documented name for the proxy drop-in
+
+
+def proxy_env(unit: str) -> str:
+    """The 0600 EnvironmentFile a unit's proxy drop-in names (under CONFIG_DIR, which
+    uninstall removes)."""
+    return f"{CONFIG_DIR}/proxy/{unit}.env"
 RESTART_DROPIN = "10-anywhere-agent.conf"

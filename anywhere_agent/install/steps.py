@@ -155,33 +155,51 @@ class FileStep(Step):
         return [change.path]
 
 
-def _proxy_dropin(ctx: Context, old: str | None) -> str | None:
+def _env_value(value: str) -> str:
+    """A value quoted for a systemd EnvironmentFile (C-style escapes inside double quotes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _proxy_environment(ctx: Context, no_proxy: str) -> dict[str, str]:
     env = ctx.cfg.proxy.environment()
     if not env:
-        return None
-    no_proxy = ctx.cfg.proxy.no_proxy
-    lines = ["# Written by anywhere-agent from agent.toml [proxy]; edits are overwritten.",
-             "[Service]"]
-    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        if key in env:
-            lines.append(f'Environment="{key}={env[key]}"')
+        return {}
+    keys: tuple[str, ...] = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+    out: dict[str, str] = {k: env[k] for k in keys if k in env}
     if no_proxy:
-        lines.append(f'Environment="NO_PROXY={no_proxy}"')
-        lines.append(f'Environment="no_proxy={no_proxy}"')
+        out["NO_PROXY"] = out["no_proxy"] = no_proxy
+    return out
+
+
+def _env_file(values: dict[str, str]) -> str | None:
+    if not values:
+        return None
+    lines = ["# Written by anywhere-agent from agent.toml [proxy]; edits are overwritten."]
+    lines += [f"{key}={_env_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
 
 
-def _ecs_proxy_dropin(ctx: Context, old: str | None) -> str | None:
-    # The ECS agent's bypass list is never empty (IMDS-style addresses, the Docker socket), so
-    # it is built here, not patched into the generic drop-in (an empty no_proxy has no line).
-    env = ctx.cfg.proxy.environment()
-    if not env:
-        return None
-    generic = [ln for ln in (_proxy_dropin(ctx, old) or "").splitlines()
-               if not ln.startswith(('Environment="NO_PROXY=', 'Environment="no_proxy='))]
-    bypass = _ecs_no_proxy(ctx)
-    generic += [f'Environment="NO_PROXY={bypass}"', f'Environment="no_proxy={bypass}"']
-    return "\n".join(generic) + "\n"
+def _proxy_env(ctx: Context, old: str | None) -> str | None:
+    return _env_file(_proxy_environment(ctx, ctx.cfg.proxy.no_proxy))
+
+
+def _ecs_proxy_env(ctx: Context, old: str | None) -> str | None:
+    # The ECS agent's bypass list is never empty (IMDS-style addresses, the Docker socket).
+    return _env_file(_proxy_environment(ctx, _ecs_no_proxy(ctx)))
+
+
+def _proxy_dropin_for(unit: str) -> Callable[[Context, str | None], str | None]:
+    """The drop-in only names the 0600 file that holds the values: systemd shows a unit's
+    Environment= lines to every local user (`systemctl show -p Environment`), and a proxy URL
+    may carry a password."""
+
+    def render(ctx: Context, old: str | None) -> str | None:
+        if not ctx.cfg.proxy.environment():
+            return None
+        return ("# Written by anywhere-agent from agent.toml [proxy]; edits are overwritten.\n"
+                f"[Service]\nEnvironmentFile={layout.proxy_env(unit)}\n")
+
+    return render
 
 
 def _ecs_no_proxy(ctx: Context) -> str:
@@ -813,8 +831,10 @@ def all_steps() -> list[Step]:
         PackageStep("ssm-agent-package", layout.SSM_PACKAGE),
         FileStep("ssm-agent-config", "SSM agent endpoints", layout.SSM_CONFIG, _ssm_config,
                  mode=secret_mode, readers=(ssm,)),
+        FileStep("ssm-agent-proxy-env", "proxy values for the SSM agent",
+                 layout.proxy_env(ssm), _proxy_env, mode=0o600, readers=(ssm,)),
         FileStep("ssm-agent-proxy", "proxy for the SSM agent",
-                 layout.dropin(ssm, layout.PROXY_DROPIN), _proxy_dropin, mode=0o600,
+                 layout.dropin(ssm, layout.PROXY_DROPIN), _proxy_dropin_for(ssm), mode=0o600,
                  readers=(ssm,), unit_file=True),
         FileStep("ssm-agent-restart-policy", "restart policy for the SSM agent",
                  layout.dropin(ssm, layout.RESTART_DROPIN),
@@ -823,8 +843,10 @@ def all_steps() -> list[Step]:
         ServiceStep("ssm-agent-service", ssm),
         CredentialsStep(),
         DockerStep(),
+        FileStep("docker-proxy-env", "proxy values for Docker", layout.proxy_env(docker),
+                 _proxy_env, mode=0o600, readers=(docker,), when=_docker_managed),
         FileStep("docker-proxy", "proxy for Docker", layout.dropin(docker, layout.PROXY_DROPIN),
-                 _proxy_dropin, mode=0o600, readers=(docker,), unit_file=True,
+                 _proxy_dropin_for(docker), mode=0o600, readers=(docker,), unit_file=True,
                  when=_docker_managed),
         ServiceStep("docker-service", docker, when=_docker_managed),
         PackageStep("ecs-init-package", layout.ECS_PACKAGE),
@@ -833,8 +855,10 @@ def all_steps() -> list[Step]:
                  mode=secret_mode, readers=(ecs,)),
         FileStep("ecs-var-config", "ECS external-instance config", layout.ECS_VAR_CONFIG,
                  _ecs_var_config, mode=secret_mode, readers=(ecs,)),
+        FileStep("ecs-proxy-env", "proxy values for the ECS agent", layout.proxy_env(ecs),
+                 _ecs_proxy_env, mode=0o600, readers=(ecs,)),
         FileStep("ecs-proxy", "proxy for the ECS agent", layout.dropin(ecs, layout.PROXY_DROPIN),
-                 _ecs_proxy_dropin, mode=0o600, readers=(ecs,), unit_file=True),
+                 _proxy_dropin_for(ecs), mode=0o600, readers=(ecs,), unit_file=True),
         FileStep("ecs-restart-policy", "restart policy for the ECS agent",
                  layout.dropin(ecs, layout.RESTART_DROPIN),
                  _unit(f"{ecs}.service.d/{layout.RESTART_DROPIN}"), readers=(ecs,), unit_file=True),

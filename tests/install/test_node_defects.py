@@ -25,8 +25,10 @@ from anywhere_agent.node.uninstall import uninstall
 PROXY = "http://alice:pr0xyPassw0rd@proxy.corp:3128"
 PASSWORD = "pr0xyPassw0rd"
 SECRET_FILES = ("etc/apt/apt.conf.d/90anywhere-agent-proxy", "etc/ecs/ecs.config",
-                "etc/systemd/system/ecs.service.d/http-proxy.conf",
-                "etc/systemd/system/amazon-ssm-agent.service.d/http-proxy.conf")
+                "etc/anywhere-agent/proxy/ecs.env",
+                "etc/anywhere-agent/proxy/amazon-ssm-agent.env")
+DROPINS = ("etc/systemd/system/ecs.service.d/http-proxy.conf",
+           "etc/systemd/system/amazon-ssm-agent.service.d/http-proxy.conf")
 AGENT_ERROR = ("2026-11-30 01:02:03.4567 ERROR Registration failed due to error registering the "
                "instance with AWS SSM. {code}: {message}\n\tstatus code: {status}, request id: "
                "5f0c2a4e-1b2c-4d5e-8f90-123456789abc\n")
@@ -49,6 +51,12 @@ def test_every_file_holding_a_proxy_password_is_0600_and_a_rerun_tightens_loose_
     for rel in SECRET_FILES:
         assert PASSWORD in (system.root / rel).read_text(), rel
         assert mode(system.root, rel) == 0o600, rel
+    # systemd shows a unit's Environment= lines to every local user: the drop-ins only name
+    # the 0600 files.
+    for rel in DROPINS:
+        text = (system.root / rel).read_text()
+        assert PASSWORD not in text and "Environment=" not in text, rel
+        assert "EnvironmentFile=/etc/anywhere-agent/proxy/" in text, rel
     # Files written by an older version (or by hand) at 0644 are tightened by the next run.
     for rel in SECRET_FILES:
         (system.root / rel).chmod(0o644)
@@ -80,14 +88,14 @@ def test_the_ecs_proxy_dropin_keeps_the_agent_bypass_list_when_no_proxy_is_empty
         node: Any) -> None:
     system, make_ctx, _ = node
     run(make_ctx(**{"proxy.http": "http://proxy.corp:3128"}))
-    text = (system.root / "etc/systemd/system/ecs.service.d/http-proxy.conf").read_text()
+    text = (system.root / "etc/anywhere-agent/proxy/ecs.env").read_text()
     bypass = "169.254.169.254,169.254.170.2,/var/run/docker.sock"
-    assert f'Environment="NO_PROXY={bypass}"' in text
-    assert f'Environment="no_proxy={bypass}"' in text
+    assert f'NO_PROXY="{bypass}"' in text
+    assert f'no_proxy="{bypass}"' in text
     run(make_ctx(with_code=False, **{"proxy.http": "http://proxy.corp:3128",
                                      "proxy.no_proxy": "10.0.0.0/8"}))
-    text = (system.root / "etc/systemd/system/ecs.service.d/http-proxy.conf").read_text()
-    assert f'Environment="NO_PROXY={bypass},10.0.0.0/8"' in text and text.count("NO_PROXY") == 1
+    text = (system.root / "etc/anywhere-agent/proxy/ecs.env").read_text()
+    assert f'NO_PROXY="{bypass},10.0.0.0/8"' in text and text.count("NO_PROXY") == 1
 
 
 # -- 3: a registration finished by a killed run ------------------------------------------------

@@ -33,6 +33,9 @@ def test_proxy_plan_touches_every_component(node: Any) -> None:
     for path in ("/etc/apt/apt.conf.d/90anywhere-agent-proxy",
                  "/etc/systemd/system/amazon-ssm-agent.service.d/http-proxy.conf",
                  "/etc/systemd/system/docker.service.d/http-proxy.conf",
-                 "/etc/systemd/system/ecs.service.d/http-proxy.conf"):
+                 "/etc/systemd/system/ecs.service.d/http-proxy.conf",
+                 "/etc/anywhere-agent/proxy/amazon-ssm-agent.env",
+                 "/etc/anywhere-agent/proxy/docker.env", "/etc/anywhere-agent/proxy/ecs.env"):
         assert path in text
     assert "+HTTP_PROXY=http://proxy.corp:3128" in text
+    assert '+HTTPS_PROXY="http://proxy.corp:3128"' in text

@@ -29,8 +29,8 @@ PASSWORD = "pr0xyPassw0rd"
 # nothing to fetch on these re-runs (the packages are installed by then).
 PROXY = f"http://alice:{PASSWORD}@127.0.0.1:9"
 SECRET_FILES = ("/etc/apt/apt.conf.d/90anywhere-agent-proxy", "/etc/ecs/ecs.config",
-                "/etc/systemd/system/ecs.service.d/http-proxy.conf",
-                "/etc/systemd/system/amazon-ssm-agent.service.d/http-proxy.conf")
+                "/etc/anywhere-agent/proxy/ecs.env",
+                "/etc/anywhere-agent/proxy/amazon-ssm-agent.env")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,8 @@ def test_proxy_password_is_in_no_world_readable_file_and_none_of_our_output(
     lab.exec(HOST, ["chmod", "0644", *SECRET_FILES])
     code, result, err = rollout.install(lab, HOST, None, extra=proxy_flags(lab))
     assert code == 0, err
-    assert {"apt-proxy", "ecs-config", "ecs-proxy", "ssm-agent-proxy"} <= set(result["changes"])
+    assert {"apt-proxy", "ecs-config", "ecs-proxy-env", "ssm-agent-proxy-env"} <= \
+        set(result["changes"])
     assert modes(lab, SECRET_FILES) == {p: "600" for p in SECRET_FILES}
     outputs += [json.dumps(result), err]
     # Our own output: a plan that changes the proxy, status, the journal of our runs.
@@ -89,11 +90,13 @@ def test_proxy_password_is_in_no_world_readable_file_and_none_of_our_output(
     for argv in (["anywhere-agent", "install", "--dry-run", "--http-proxy", changed_proxy,
                   "--https-proxy", changed_proxy, *proxy_flags(lab)[-2:]],
                  ["anywhere-agent", "status", "--json"],
+                 # systemd shows units' Environment= to every local user: it must hold none.
+                 ["systemctl", "show", "-p", "Environment", "ecs", "amazon-ssm-agent"],
                  ["cat", "/var/lib/anywhere-agent/state.json"],
                  ["journalctl", "--no-pager", "-o", "cat", "-u", "anywhere-agent"]):
         proc = lab.ssh(HOST, argv, check=False)
         outputs.append((proc.stdout + proc.stderr).decode())
-    assert "alice:***@127.0.0.1:10" in outputs[-4]  # the plan shows the change, masked
+    assert "alice:***@127.0.0.1:10" in outputs[-5]  # the plan shows the change, masked
     assert [o for o in outputs if PASSWORD in o] == []
 
 
