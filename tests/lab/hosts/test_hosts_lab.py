@@ -55,8 +55,13 @@ def test_hosts_reach_each_other_over_the_lab_subnet(hosts_lab: tuple[Lab, LabInf
 def test_apt_sources_point_only_at_the_lab_repo(hosts_lab: tuple[Lab, LabInfo]) -> None:
     lab, info = hosts_lab
     listing = lab.exec("n2", ["sh", "-c", "cat /etc/apt/sources.list /etc/apt/sources.list.d/*"])
-    lines = [ln for ln in listing.stdout.decode().splitlines() if ln.strip()]
-    assert lines == [f"deb [trusted=yes] http://{info.gateway}:8080/apt ./"]
+    lines = [ln for ln in listing.stdout.decode().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    server = f"http://{info.gateway}:8080/"
+    # The lab's own repo, and Debian only through the lab's caching proxy on the same server.
+    assert f"deb [trusted=yes] {server}apt ./" in lines
+    debian = [ln for ln in lines if ln.startswith(f"deb {server}debian/")]
+    assert debian and set(lines) == {f"deb [trusted=yes] {server}apt ./", *debian}
 
 
 def test_dependency_venv_loads_build_machine_wheels_on_debian_python(
