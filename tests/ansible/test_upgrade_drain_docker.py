@@ -34,7 +34,13 @@ def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]
         tmp = tmp_path_factory.mktemp("ansible-drain")
         inventory = tmp / "hosts.ini"
         inventory.write_text(lab.inventory())
-        extra = lab_vars(lab.control_plane_url(), lab.region, lab.product_wheel(), lab.name)
+        from anywhere_agent.lab.operators import create_operator
+
+        url = lab.control_plane_url()
+        # The controller's registrar runs as an IAM user holding iam/registrar.json.
+        controller = create_operator(url, "registrar", lab.region).environment()
+        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
+                         controller)
         extra.update({"ecs_anywhere_node_cluster": CLUSTER,
                       "ecs_anywhere_node_docker_source": "distro"})
         alab = AnsibleLab(lab, inventory, extra, tmp)
