@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from anywhere_agent.cli import logs, node, output
 
-app = typer.Typer(
+node_app = typer.Typer(
     name="anywhere-agent",
     help="Put on-prem servers into Amazon ECS clusters with ECS Anywhere, and keep them there.",
     no_args_is_help=True,
@@ -16,7 +18,7 @@ app = typer.Typer(
 )
 
 
-@app.callback(invoke_without_command=True)
+@node_app.callback(invoke_without_command=True)
 def _main(
     ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging to stderr."),
@@ -34,20 +36,20 @@ def _main(
         raise typer.Exit(0)
 
 
-app.command("preflight")(node.preflight)
-app.command("install")(node.install)
-app.command("status")(node.status)
-app.command("uninstall")(node.uninstall)
+node_app.command("preflight")(node.preflight)
+node_app.command("install")(node.install)
+node_app.command("status")(node.status)
+node_app.command("uninstall")(node.uninstall)
 
 
-@app.command("exit-codes")
+@node_app.command("exit-codes")
 def exit_codes(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the exit codes every command uses (health uses Nagios 0-3)."""
     rows = output.exit_code_rows()
     print(output.to_json(rows) if as_json else output.table(rows, ["code", "name"]))
 
 
-@app.command("health", context_settings={"allow_extra_args": True,
+@node_app.command("health", context_settings={"allow_extra_args": True,
                                          "ignore_unknown_options": True})
 def health(ctx: typer.Context) -> None:
     """Health for monitoring: --format nagios|json|prometheus (Nagios exit codes 0-3)."""
@@ -56,14 +58,31 @@ def health(ctx: typer.Context) -> None:
     raise typer.Exit(health_main(list(ctx.args)))
 
 
-def _mount() -> None:
+# Commands that never need the central or lab groups. They run on every host of a rollout and
+# on every re-run, so they do not import those groups (the registrar's pulls in boto3: ~0.2 s
+# of a re-run that may not call AWS at all). cli/entry.py picks them by the first argument.
+NODE_COMMANDS = frozenset({"preflight", "install", "status", "uninstall", "exit-codes"})
+_mounted: list[bool] = []
+
+
+def mount_all() -> typer.Typer:
+    """The whole command tree: node commands plus supervise, bundle, registrar and lab."""
+    if _mounted:
+        return node_app
     from anywhere_agent.cli import bundle, lab, registrar, supervise
 
-    app.command("supervise")(supervise.supervise_command)
-    app.command("bundle")(bundle.bundle)
-    app.add_typer(registrar.app, name="registrar",
-                  help="Central side: IAM role, cluster, activations, fleet, prune, wait.")
-    app.add_typer(lab.app, name="lab", help="The local lab: control plane and systemd hosts.")
+    node_app.command("supervise")(supervise.supervise_command)
+    node_app.command("bundle")(bundle.bundle)
+    node_app.add_typer(registrar.app, name="registrar",
+                       help="Central side: IAM role, cluster, activations, fleet, prune, wait.")
+    node_app.add_typer(lab.app, name="lab",
+                       help="The local lab: control plane and systemd hosts.")
+    _mounted.append(True)
+    return node_app
 
 
-_mount()
+def __getattr__(name: str) -> Any:
+    # `from anywhere_agent.cli.main import app` keeps meaning every command.
+    if name == "app":
+        return mount_all()
+    raise AttributeError(name)
