@@ -96,6 +96,9 @@ class FakeSystem:
         u = self.units.setdefault(unit, Unit())
         if verb == "enable":
             u.enabled = True
+            if "--now" in argv:
+                u.active = True
+                u.restarts += 1
         elif verb in ("start", "restart"):
             u.active = True
             u.restarts += 1

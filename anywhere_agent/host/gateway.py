@@ -348,23 +348,30 @@ class Services:
     def daemon_reload(self) -> None:
         self._ctl("daemon-reload")
 
-    def enable(self, unit: str, now: bool = False) -> None:
-        self._ctl("enable", *(["--now"] if now else []), unit)
+    def enable(self, unit: str, now: bool = False, wait: bool = True) -> None:
+        """`now` starts it too, in the same call; `wait=False` queues that start (--no-block)."""
+        self._ctl("enable", *(["--now"] if now else []), *_no_block(wait), unit)
 
     def disable(self, unit: str, now: bool = False) -> None:
         self._ctl("disable", *(["--now"] if now else []), unit)
 
-    def start(self, unit: str) -> None:
-        self._ctl("start", unit)
+    def start(self, unit: str, wait: bool = True) -> None:
+        self._ctl("start", *_no_block(wait), unit)
 
     def stop(self, unit: str) -> None:
         self._ctl("stop", unit)
 
-    def restart(self, unit: str) -> None:
-        self._ctl("restart", unit)
+    def restart(self, unit: str, wait: bool = True) -> None:
+        self._ctl("restart", *_no_block(wait), unit)
 
     def reset_failed(self, unit: str) -> None:
         self._host.run(["systemctl", "reset-failed", unit], timeout=30)
+
+
+def _no_block(wait: bool) -> tuple[str, ...]:
+    # Without waiting, systemctl returns once the job is queued; whoever needs the unit up
+    # must then look for themselves (install's unit-ready steps do).
+    return () if wait else ("--no-block",)
 
 
 # A run killed inside apt leaves an orphaned apt/dpkg finishing its work and holding the lock:

@@ -135,13 +135,13 @@ class _Undo:
             self.actions.append((f"restore {change.path}", restore))
         elif isinstance(step, PackageStep):
 
-            def remove(pkg: str = step.package) -> None:
-                ctx.source.pm.remove([pkg])
-                left = set(ctx.journal.data.get("installed_packages", [])) - {pkg}
+            def remove(pkgs: tuple[str, ...] = tuple(delta.packages)) -> None:
+                ctx.source.pm.remove(list(pkgs))
+                left = set(ctx.journal.data.get("installed_packages", [])) - set(pkgs)
                 ctx.journal.data["installed_packages"] = sorted(left)
                 ctx.journal.save()
 
-            self.actions.append((f"remove package {step.package}", remove))
+            self.actions.append((f"remove package {', '.join(delta.packages)}", remove))
         elif isinstance(step, RegistrationStep):
 
             def clear() -> None:

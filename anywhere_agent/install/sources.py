@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,17 +120,31 @@ class PackageSource:
             return f"{package} from bundle {self.cfg.bundle_dir} (sha256 manifest)"
         return f"{package} from the host's configured repositories"
 
+    def describe_all(self, packages: Sequence[str]) -> str:
+        """`describe` for packages installed together (one transaction)."""
+        if len(packages) == 1 or self.cfg.package_source == "aws":
+            return "; ".join(self.describe(p) for p in packages)
+        return self.describe(", ".join(packages))
+
+    def refresh(self) -> None:
+        """Fetch the repositories' index, at most once per run."""
+        if not self._refreshed:
+            self.pm.refresh()
+            self._refreshed = True
+
     def install(self, package: str) -> None:
+        self.install_all([package])
+
+    def install_all(self, packages: Sequence[str]) -> None:
+        """Install `packages` in one transaction of the host's package manager."""
         source = self.cfg.package_source
         if source == "repo":
-            if not self._refreshed:
-                self.pm.refresh()
-                self._refreshed = True
-            self.pm.install([package])
+            self.refresh()
+            self.pm.install(list(packages))
         elif source == "bundle":
-            self.pm.install_files([self._from_bundle(package)])
+            self.pm.install_files([self._from_bundle(p) for p in packages])
         else:
-            self.pm.install_files([self.download_verified(package)])
+            self.pm.install_files([self.download_verified(p) for p in packages])
 
     # -- aws ----------------------------------------------------------------------------------
     def download_verified(self, package: str) -> str:

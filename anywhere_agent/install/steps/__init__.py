@@ -34,6 +34,7 @@ from anywhere_agent.install.steps.files import (
     _zypper_proxy,
 )
 from anywhere_agent.install.steps.packages import DockerStep, PackageStep
+from anywhere_agent.install.steps.ready import UnitReadyStep
 from anywhere_agent.install.steps.registration import (
     RegistrationStep,
     central_registration,
@@ -44,8 +45,9 @@ from anywhere_agent.install.steps.verify import VerifyJoinStep
 
 __all__ = [
     "ClusterMoveStep", "CredentialsStep", "Delta", "DockerStep", "FileChange", "FileStep",
-    "PackageStep", "RegistrationStep", "ServiceStep", "Step", "VerifyJoinStep", "all_steps",
-    "central_registration", "cluster_exists", "deregister_own_registration", "secret_mode",
+    "PackageStep", "RegistrationStep", "ServiceStep", "Step", "UnitReadyStep", "VerifyJoinStep",
+    "all_steps", "central_registration", "cluster_exists", "deregister_own_registration",
+    "secret_mode",
 ]
 
 
@@ -62,7 +64,7 @@ def all_steps() -> list[Step]:
                  when=_is_rpm),
         FileStep("zypper-proxy", "proxy for zypper", "/etc/sysconfig/proxy", _zypper_proxy,
                  mode=secret_mode, when=_is_suse),
-        PackageStep("ssm-agent-package", layout.SSM_PACKAGE),
+        PackageStep("ssm-agent-package", layout.SSM_PACKAGE, together=(layout.ECS_PACKAGE,)),
         FileStep("ssm-agent-config", "SSM agent endpoints", layout.SSM_CONFIG, _ssm_config,
                  mode=secret_mode, readers=(ssm,)),
         FileStep("ssm-agent-proxy-env", "proxy values for the SSM agent",
@@ -99,6 +101,7 @@ def all_steps() -> list[Step]:
         FileStep("supervisor-unit", "anywhere-agent supervisor unit", layout.AGENT_UNIT_PATH,
                  _unit("anywhere-agent.service"), readers=(agent,), unit_file=True),
         ServiceStep("ecs-service", ecs),
-        ServiceStep("supervisor-service", agent),
+        ServiceStep("supervisor-service", agent, wait=False),
         VerifyJoinStep(),
+        UnitReadyStep("supervisor-ready", agent),
     ]

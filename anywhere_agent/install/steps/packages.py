@@ -18,23 +18,31 @@ def _record_installed(ctx: Context, package: str) -> None:
 
 
 class PackageStep(Step):
+    """`package` installed; when it is not, `together` (a later step's packages) comes along
+    in the same transaction: one apt/dnf run (index read, dependency solve, dpkg) instead of
+    one per agent. The later step then finds its package installed, and still checks it."""
+
     def __init__(self, name: str, package: str,
-                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
-        self.name, self.package, self._when = name, package, when
+                 when: Callable[[Context], bool] = lambda ctx: True,
+                 together: tuple[str, ...] = ()) -> None:
+        self.name, self.package, self._when, self.together = name, package, when, together
         self.title = f"install {package}"
 
     def applies(self, ctx: Context) -> bool:
         return self._when(ctx)
 
     def check(self, ctx: Context) -> Delta | None:
-        if ctx.source.pm.installed_version(self.package):
+        pm = ctx.source.pm
+        if pm.installed_version(self.package):
             return None
-        return Delta(f"install {ctx.source.describe(self.package)}", packages=[self.package])
+        names = [self.package, *(p for p in self.together if not pm.installed_version(p))]
+        return Delta(f"install {ctx.source.describe_all(names)}", packages=names)
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
-        ctx.source.install(self.package)
-        _record_installed(ctx, self.package)
-        return [f"package {self.package}"]
+        ctx.source.install_all(delta.packages)
+        for name in delta.packages:
+            _record_installed(ctx, name)
+        return [f"package {name}" for name in delta.packages]
 
 
 class DockerStep(Step):
@@ -92,7 +100,7 @@ class DockerStep(Step):
         if ctx.cfg.docker_source == "docker" and _is_deb(ctx):
             raise PreflightError("docker_source = docker needs Docker's apt repository configured",
                                  "add download.docker.com to the host's sources, or use distro")
-        ctx.source.pm.refresh()
+        ctx.source.refresh()  # once per run: the agents' install may have fetched the index
         ctx.source.pm.install([self._package(ctx)])
         _record_installed(ctx, self._package(ctx))
         return [f"package {self._package(ctx)}"]

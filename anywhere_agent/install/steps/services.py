@@ -10,11 +10,16 @@ from anywhere_agent.install.steps.base import Delta, Step
 
 
 class ServiceStep(Step):
-    """Unit enabled and active; restarted only when a file it reads changed (pending)."""
+    """Unit enabled and active; restarted only when a file it reads changed (pending).
+
+    `wait=False` queues the start (systemctl --no-block) for a unit no later step depends on
+    (the supervisor, whose start waits for its first probe round): a UnitReadyStep at the end
+    of the run then checks that it came up, while the join is being proven.
+    """
 
     def __init__(self, name: str, unit: str,
-                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
-        self.name, self.unit, self._when = name, unit, when
+                 when: Callable[[Context], bool] = lambda ctx: True, wait: bool = True) -> None:
+        self.name, self.unit, self._when, self.wait = name, unit, when, wait
         self.title = f"run {unit}"
 
     def applies(self, ctx: Context) -> bool:
@@ -33,20 +38,24 @@ class ServiceStep(Step):
             actions.append(f"restart {self.unit}")
         if not actions:
             return None
-        return Delta(", ".join(actions), services=actions)
+        return Delta(", ".join(actions), services=actions,
+                     data={"failed": state.active_state == "failed"})
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
         svc = ctx.host.services
         if "daemon-reload" in delta.services:
             svc.daemon_reload()
             ctx.journal.clear_pending_restart("daemon-reload")
+        start = f"start {self.unit}" in delta.services
+        if start and delta.data.get("failed", True):
+            svc.reset_failed(self.unit)  # a unit past its start limit refuses a plain start
+        # One systemctl call where two would do: each costs a process and a D-Bus round trip.
         if f"enable {self.unit}" in delta.services:
-            svc.enable(self.unit)
-        if f"start {self.unit}" in delta.services:
-            svc.reset_failed(self.unit)
-            svc.start(self.unit)
+            svc.enable(self.unit, now=start, wait=self.wait)
+        elif start:
+            svc.start(self.unit, wait=self.wait)
         elif f"restart {self.unit}" in delta.services:
-            svc.restart(self.unit)
+            svc.restart(self.unit, wait=self.wait)
         ctx.journal.clear_pending_restart(self.unit)
         return [a for a in delta.services if a != "daemon-reload"]
 

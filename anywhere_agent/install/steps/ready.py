@@ -1,0 +1,54 @@
+"""Units whose start install queued without waiting: the run ends only once each is up."""
+
+from __future__ import annotations
+
+import tenacity
+
+from anywhere_agent.errors import HostIOError
+from anywhere_agent.host.gateway import UnitState
+from anywhere_agent.install.context import Context
+from anywhere_agent.install.steps.base import Delta, Step
+
+# systemd's own bound on a start (the supervisor unit's TimeoutStartSec).
+READY_TIMEOUT_SECONDS = 120.0
+
+
+class UnitReadyStep(Step):
+    """`unit` active, after a ServiceStep queued its start (wait=False) earlier in the run.
+
+    The wait overlaps the steps between (proving the join), so the run ends about when the
+    host is joined instead of a supervisor start later; a unit that failed to start still
+    fails the run, as a blocking `systemctl start` would have.
+    """
+
+    def __init__(self, name: str, unit: str) -> None:
+        self.name, self.unit = name, unit
+        self.title = f"{unit} is up"
+
+    def check(self, ctx: Context) -> Delta | None:
+        state = ctx.host.services.state(self.unit)
+        if state.active_state == "active":
+            return None
+        return Delta(f"wait for {self.unit} to start ({state.active_state})",
+                     services=[f"wait for {self.unit}"])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        starting = ("activating", "reloading")
+        retrying = tenacity.Retrying(
+            stop=(tenacity.stop_after_delay(READY_TIMEOUT_SECONDS)
+                  | tenacity.stop_after_attempt(300)),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+            retry=tenacity.retry_if_result(lambda s: s.active_state in starting),
+            sleep=ctx.sleep, retry_error_callback=_last_state)
+        state: UnitState = retrying(ctx.host.services.state, self.unit)
+        if state.active_state != "active":
+            raise HostIOError(f"{self.unit} did not start: it is {state.active_state} "
+                              f"({state.sub_state})",
+                              f"see `journalctl -u {self.unit}` for why, then re-run install")
+        return []
+
+
+def _last_state(retry_state: tenacity.RetryCallState) -> UnitState:
+    assert retry_state.outcome is not None
+    result: UnitState = retry_state.outcome.result()
+    return result

@@ -1,0 +1,105 @@
+"""What makes install fast without weakening it: one package transaction for both agents, one
+index refresh per run; each later step still checks what the earlier one did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from anywhere_agent.install.apply import Progress, apply
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def run(ctx: Any) -> tuple[Any, str]:
+    sink = Sink()
+    outcome = apply(ctx, Progress(sink, tty=False))  # type: ignore[arg-type]
+    return outcome, sink.text
+
+
+def apt(system: Any, verb: str) -> list[tuple[str, ...]]:
+    return [c for c in system.calls if c[:2] == ("apt-get", verb)]
+
+
+def test_both_agents_install_in_one_apt_transaction_after_one_update(node: Any) -> None:
+    system, make_ctx, _ = node
+    outcome, progress = run(make_ctx())
+    installs = apt(system, "install")
+    assert len(installs) == 1
+    assert {"amazon-ssm-agent", "amazon-ecs-init"} <= set(installs[0])
+    assert len(apt(system, "update")) == 1
+    assert outcome.changed["ssm-agent-package"] == ["package amazon-ssm-agent",
+                                                    "package amazon-ecs-init"]
+    # The ecs-init step still looked, and found its package installed.
+    assert "step=ecs-init-package " in progress and "ecs-init-package" not in outcome.changed
+    assert outcome.report["cloud_verified"] is True
+
+
+def test_ecs_init_removed_alone_is_installed_alone_on_the_rerun(node: Any) -> None:
+    system, make_ctx, _ = node
+    run(make_ctx())
+    del system.packages["amazon-ecs-init"]
+    system.calls.clear()
+    outcome, _ = run(make_ctx(with_code=False))
+    assert outcome.changed["ecs-init-package"] == ["package amazon-ecs-init"]
+    assert "ssm-agent-package" not in outcome.changed
+    assert [c for c in apt(system, "install") if "amazon-ssm-agent" in c] == []
+
+
+def test_docker_after_the_agents_reuses_the_runs_index_refresh(node: Any) -> None:
+    system, make_ctx, _ = node
+    outcome, _ = run(make_ctx(docker_source="distro"))
+    assert "docker-package" in outcome.changed
+    assert len(apt(system, "update")) == 1
+    assert any("docker.io" in c for c in apt(system, "install"))
+
+
+def supervisor_states(system: Any, states: list[str]) -> None:
+    """After its start, `systemctl show anywhere-agent` answers `states` in turn (then the last)."""
+    real = system._systemctl
+
+    def systemctl(argv: tuple[str, ...]) -> Any:
+        result = real(argv)
+        if argv[1] == "show" and argv[2] == "anywhere-agent" and \
+                system.units.get("anywhere-agent") and system.units["anywhere-agent"].active:
+            state = states.pop(0) if len(states) > 1 else states[0]
+            return type(result)(argv, 0, result.stdout.replace("ActiveState=active",
+                                                               f"ActiveState={state}"))
+        return result
+
+    system._systemctl = systemctl
+
+
+def test_supervisor_start_is_queued_and_the_run_ends_once_it_is_up(node: Any) -> None:
+    system, make_ctx, _ = node
+    supervisor_states(system, ["activating", "activating", "active"])
+    outcome, progress = run(make_ctx())
+    assert ("systemctl", "enable", "--now", "--no-block", "anywhere-agent") in system.calls
+    # The agents' own starts still wait: the next steps read what they do.
+    assert ("systemctl", "enable", "--now", "ecs") in system.calls
+    assert "step=supervisor-ready " in progress and "supervisor-ready" not in outcome.changed
+    assert outcome.report["cloud_verified"] is True
+
+
+def test_a_supervisor_that_fails_to_start_fails_the_run_with_the_fix(node: Any) -> None:
+    from anywhere_agent.errors import HostIOError
+
+    system, make_ctx, _ = node
+    supervisor_states(system, ["activating", "failed"])
+    with pytest.raises(HostIOError) as err:
+        run(make_ctx())
+    assert "anywhere-agent did not start: it is failed" in str(err.value)
+    assert "journalctl -u anywhere-agent" in err.value.fix
