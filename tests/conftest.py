@@ -72,6 +72,12 @@ class FakeSystem:
                         self.units.pop("amazon-ssm-agent", None)
                 return Result(argv, 0)
             return Result(argv, 0)
+        if argv[:2] == ("apt-cache", "policy"):
+            # apt knows a package's candidate only once `apt-get update` fetched the index.
+            fetched = any(c[:2] == ("apt-get", "update") for c in self.calls)
+            return Result(argv, 0, "".join(f"{n}:\n  Installed: (none)\n  Candidate: "
+                                           f"{'1.0' if fetched else '(none)'}\n"
+                                           for n in argv[2:]))
         if prog == "systemctl":
             return self._systemctl(argv)
         if prog == "/usr/bin/amazon-ssm-agent":

@@ -399,6 +399,22 @@ class PackageManager:
         res = self._host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
         return res.stdout.strip() if res.ok else None
 
+    def candidates(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The version the repositories' index would install for each name, or None (apt
+        only: elsewhere always None). Reads the local index only; fetches nothing."""
+        found: dict[str, str | None] = {name: None for name in names}
+        if self.kind != "apt" or not names:
+            return found
+        res = self._host.run(["apt-cache", "policy", *names], timeout=60)
+        current = ""
+        for line in res.stdout.splitlines() if res.ok else []:
+            if line and not line[0].isspace() and line.rstrip().endswith(":"):
+                current = line.strip()[:-1]
+            elif line.strip().startswith("Candidate:") and current in found:
+                version = line.split(":", 1)[1].strip()
+                found[current] = None if version == "(none)" else version
+        return found
+
     def providers(self, capability: str, *, available: bool = False) -> list[str]:
         """Packages providing `capability`: installed ones, or (available=True) the ones the
         repositories offer (dnf only; [] elsewhere). Reads only."""

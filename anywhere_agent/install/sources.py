@@ -112,6 +112,7 @@ class PackageSource:
         self.cfg, self.host, self.platform, self.pm, self._fetch = cfg, host, platform, pm, fetch
         self._pins = pins
         self._refreshed = False
+        self.refreshed_now = False  # this run fetched the index (the journal records when)
 
     def describe(self, package: str) -> str:
         if self.cfg.package_source == "aws":
@@ -126,11 +127,16 @@ class PackageSource:
             return "; ".join(self.describe(p) for p in packages)
         return self.describe(", ".join(packages))
 
-    def refresh(self) -> None:
-        """Fetch the repositories' index, at most once per run."""
-        if not self._refreshed:
+    def refresh(self, again: bool = False) -> None:
+        """Fetch the repositories' index, at most once per run (unless `again`)."""
+        if again or not self._refreshed:
             self.pm.refresh()
             self._refreshed = True
+            self.refreshed_now = True
+
+    def index_is_current(self) -> None:
+        """The caller found the index fresh and complete: this run fetches it no more."""
+        self._refreshed = True
 
     def install(self, package: str) -> None:
         self.install_all([package])

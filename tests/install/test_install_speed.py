@@ -103,3 +103,30 @@ def test_a_supervisor_that_fails_to_start_fails_the_run_with_the_fix(node: Any) 
         run(make_ctx())
     assert "anywhere-agent did not start: it is failed" in str(err.value)
     assert "journalctl -u anywhere-agent" in err.value.fix
+
+
+def test_a_removed_agent_within_the_hour_is_reinstalled_from_the_known_index(node: Any) -> None:
+    system, make_ctx, _ = node
+    run(make_ctx())
+    del system.packages["amazon-ssm-agent"]
+    outcome, _ = run(make_ctx(with_code=False))
+    assert outcome.changed["ssm-agent-package"] == ["package amazon-ssm-agent"]
+    assert len(apt(system, "update")) == 1  # the first run's fetch is still current
+    assert any("no package index refresh" in n and "amazon-ssm-agent 1.0" in n
+               for n in outcome.notes), outcome.notes
+
+
+def test_an_index_older_than_an_hour_is_fetched_again(node: Any) -> None:
+    import json
+    import time
+
+    system, make_ctx, _ = node
+    run(make_ctx())
+    state = system.root / "var/lib/anywhere-agent/state.json"
+    data = json.loads(state.read_text())
+    data["package_index_at"] = time.time() - 7200
+    state.write_text(json.dumps(data))
+    del system.packages["amazon-ssm-agent"]
+    outcome, _ = run(make_ctx(with_code=False))
+    assert len(apt(system, "update")) == 2
+    assert not any("no package index refresh" in n for n in outcome.notes)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
-from anywhere_agent.errors import PreflightError
+from anywhere_agent.errors import PackageError, PreflightError
 from anywhere_agent.install import layout
 from anywhere_agent.install.context import Context
 from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
@@ -39,10 +40,49 @@ class PackageStep(Step):
         return Delta(f"install {ctx.source.describe_all(names)}", packages=names)
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
-        ctx.source.install_all(delta.packages)
+        trusted = _index_known(ctx, delta.packages)
+        if trusted:
+            ctx.source.index_is_current()
+        try:
+            ctx.source.install_all(delta.packages)
+        except PackageError:
+            if not trusted:
+                raise
+            # The index was older than it looked (a version gone from the mirror): fetch it.
+            ctx.source.refresh(again=True)
+            ctx.source.install_all(delta.packages)
+        _stamp_index(ctx)
         for name in delta.packages:
             _record_installed(ctx, name)
         return [f"package {name}" for name in delta.packages]
+
+
+# How long an index fetched by install is trusted to name current versions. A run killed after
+# `apt-get update`, or one that reinstalls a removed agent, then skips fetching it again.
+INDEX_FRESH_SECONDS = 3600.0
+
+
+def _index_known(ctx: Context, names: Sequence[str]) -> bool:
+    """Whether the repositories' index is recent (fetched by install within the hour) and
+    already offers every one of `names`; says so in the run's notes when it is."""
+    at = ctx.journal.data.get("package_index_at")
+    if ctx.cfg.package_source != "repo" or not isinstance(at, (int, float)):
+        return False
+    age = time.time() - at
+    if not 0 <= age < INDEX_FRESH_SECONDS:
+        return False
+    found = ctx.source.pm.candidates(names)
+    if not all(found.values()):
+        return False
+    ctx.note(f"no package index refresh: install fetched it {age / 60:.0f} min ago and it "
+             f"offers {', '.join(f'{n} {v}' for n, v in found.items())}")
+    return True
+
+
+def _stamp_index(ctx: Context) -> None:
+    if ctx.source.refreshed_now:
+        ctx.journal.data["package_index_at"] = time.time()
+        ctx.journal.save()
 
 
 class DockerStep(Step):
@@ -102,6 +142,7 @@ class DockerStep(Step):
                                  "add download.docker.com to the host's sources, or use distro")
         ctx.source.refresh()  # once per run: the agents' install may have fetched the index
         ctx.source.pm.install([self._package(ctx)])
+        _stamp_index(ctx)
         _record_installed(ctx, self._package(ctx))
         return [f"package {self._package(ctx)}"]
 
