@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -96,6 +97,20 @@ def _read_code(code_file: Optional[str]) -> Optional[Secret]:
     return secret
 
 
+def _preload_boto3() -> None:
+    """Import boto3 on a side thread while preflight and the first steps wait on the network,
+    apt and systemctl: the first AWS call (the cluster check on a fresh host, the
+    registration check on a re-run) then does not pay for it on the way to the join."""
+
+    def load() -> None:
+        try:
+            import boto3  # noqa: F401
+        except Exception:  # noqa: BLE001, S110 - the step that needs it reports the failure
+            pass
+
+    threading.Thread(target=load, name="preload-boto3", daemon=True).start()
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP during install: unwinds like Ctrl-C, so the run is journaled as
     interrupted and a contained child (the one holding the activation code) is killed first."""
@@ -185,6 +200,7 @@ def install(
         cfg.require_region()
         code = _read_code(activation_code_file)
         host = Host(root)
+        _preload_boto3()
         if not skip_preflight and not dry_run:
             report = _run_preflight(cfg, host)
             if not report.ok:
