@@ -349,8 +349,14 @@ class Services:
         self._ctl("daemon-reload")
 
     def enable(self, unit: str, now: bool = False, wait: bool = True) -> None:
-        """`now` starts it too, in the same call; `wait=False` queues that start (--no-block)."""
-        self._ctl("enable", *(["--now"] if now else []), *_no_block(wait), unit)
+        """`now` starts it too, in the same call; `wait=False` queues that start (--no-block).
+
+        Without the daemon-reload `systemctl enable` does by itself (a second or so on a busy
+        host): the new symlink only matters at the next boot, which loads every unit afresh,
+        and systemd answers UnitFileState from disk at once. Unit files install changed are
+        reloaded explicitly (ServiceStep's pending daemon-reload).
+        """
+        self._ctl("enable", "--no-reload", *(["--now"] if now else []), *_no_block(wait), unit)
 
     def disable(self, unit: str, now: bool = False) -> None:
         self._ctl("disable", *(["--now"] if now else []), unit)

@@ -87,9 +87,10 @@ def test_supervisor_start_is_queued_and_the_run_ends_once_it_is_up(node: Any) ->
     system, make_ctx, _ = node
     supervisor_states(system, ["activating", "activating", "active"])
     outcome, progress = run(make_ctx())
-    assert ("systemctl", "enable", "--now", "--no-block", "anywhere-agent") in system.calls
+    assert ("systemctl", "enable", "--no-reload", "--now", "--no-block",
+            "anywhere-agent") in system.calls
     # The agents' own starts still wait: the next steps read what they do.
-    assert ("systemctl", "enable", "--now", "ecs") in system.calls
+    assert ("systemctl", "enable", "--no-reload", "--now", "ecs") in system.calls
     assert "step=supervisor-ready " in progress and "supervisor-ready" not in outcome.changed
     assert outcome.report["cloud_verified"] is True
 
@@ -130,3 +131,11 @@ def test_an_index_older_than_an_hour_is_fetched_again(node: Any) -> None:
     outcome, _ = run(make_ctx(with_code=False))
     assert len(apt(system, "update")) == 2
     assert not any("no package index refresh" in n for n in outcome.notes)
+
+
+def test_a_fresh_install_reloads_systemd_once(node: Any) -> None:
+    system, make_ctx, _ = node
+    run(make_ctx())
+    # Unit files and drop-ins come before the first service step; `enable` adds no reload.
+    assert system.reloads == 1
+    assert all("--no-reload" in c for c in system.calls if c[:2] == ("systemctl", "enable"))
