@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ConfigError
+from anywhere_agent.host.agent_files import HEALTH_FILE
 from anywhere_agent.secret import redact_userinfo
 
 if sys.version_info >= (3, 11):
@@ -19,7 +20,6 @@ else:  # pragma: no cover - exercised on 3.9/3.10 hosts only
     import tomli as tomllib
 
 CONFIG_PATH = "/etc/anywhere-agent/agent.toml"
-STATE_DIR = "/var/lib/anywhere-agent"
 
 PACKAGE_SOURCES = ("aws", "repo", "bundle")
 DOCKER_SOURCES = ("distro", "docker", "none")
@@ -76,7 +76,7 @@ class SuperviseConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    state_file: str = STATE_DIR + "/health.json"
+    state_file: str = HEALTH_FILE
     stale_after_seconds: float = 90.0
     # node_exporter textfile collector file, e.g. /var/lib/node_exporter/anywhere_agent.prom
     textfile_path: str = ""

@@ -24,8 +24,8 @@ def _main(
 ) -> None:
     logs.configure(verbose)
     if version:
-        from anywhere_agent.bundle.versions import render, versions
         from anywhere_agent.host.gateway import Host
+        from anywhere_agent.host.versions import render, versions
 
         print(render(versions(Host("/"))))
         raise typer.Exit(0)
