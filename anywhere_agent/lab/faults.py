@@ -140,7 +140,7 @@ def _deregister(lab: Lab, kind: str, hosts: Sequence[str]) -> dict[str, Any]:
 def _instance_id(lab: Lab, name: str) -> str:
     """The host's managed instance ID, as its SSM agent recorded it."""
     proc = lab.exec(name, ["cat", agent_files.SSM_REGISTRATION], check=False)
-    instance_id = agent_files.parse_registration(proc.stdout).instance_id
+    instance_id = agent_files.parse_registration(proc.stdout.decode(errors="replace")).instance_id
     if not instance_id:
         raise LabError(
             f"{name} is not registered with SSM", f"install the node agent on {name} first"
