@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
+from anywhere_agent.aws.skew import CLOCK_FIX, SKEW_CODES, is_clock_skew
 from anywhere_agent.errors import CloudError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.agent_files import read_host_credentials
@@ -70,8 +70,7 @@ def _clock_skew_logged(ctx: InstallContext) -> str:
     """The SSM agent's last logged AWS error, when it is a refusal of the request's time."""
     text = ctx.host.read_text(agent_files.SSM_AGENT_LOG) or ""
     for line in reversed(text.splitlines()[-200:]):
-        for code in ("InvalidSignatureException", "SignatureDoesNotMatch",
-                     "RequestTimeTooSkewed", "RequestExpired"):
+        for code in sorted(SKEW_CODES):
             at = line.find(code + ":")
             if at >= 0:
                 message = line[at + len(code) + 1:].strip()
