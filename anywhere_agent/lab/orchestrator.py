@@ -246,6 +246,10 @@ class Lab:
         """Install the project wheel into the host's venv over ssh; returns its version line."""
         return product.install_product(self, host)
 
+    def install_products(self, hosts: Sequence[str] = ()) -> list[dict[str, str]]:
+        """Install the product on `hosts` (default: every host); one row per host."""
+        return product.install_products(self, hosts)
+
     # -- faults (faults.py) --------------------------------------------------------------
 
     def fault(
