@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,9 +66,17 @@ def errors_to_exit(as_json: bool = False) -> Iterator[None]:
 
         LOG.debug("AWS error outside aws_errors()", exc_info=True)
         fail(translate(err, doing_of(err)), as_json)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as err:
+        # A SIGTERM/SIGHUP handler raises a KeyboardInterrupt that names its signal
+        # (`signum`): its exit code is that signal's, not Ctrl-C's.
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        code = ExitCode(128 + signum) if 128 + signum in _SIGNAL_CODES else \
+            ExitCode.INTERRUPTED
+        print("terminated" if code is ExitCode.TERMINATED else "interrupted", file=sys.stderr)
+        raise SystemExit(int(code)) from None
+
+
+_SIGNAL_CODES = {int(ExitCode.HANGUP), int(ExitCode.INTERRUPTED), int(ExitCode.TERMINATED)}
 
 
 def run(fn: Callable[[], T], as_json: bool = False) -> T:
