@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -14,6 +13,7 @@ import typer
 
 from anywhere_agent.aws.clients import AwsSettings, Clients
 from anywhere_agent.cli.output import is_tty, run, table, to_json
+from anywhere_agent.config import is_region
 from anywhere_agent.errors import RefusedError, UsageError
 from anywhere_agent.registrar import (
     activations,
@@ -46,6 +46,9 @@ def make_clients(region: Optional[str]) -> Clients:
         region = boto3.session.Session().region_name
     if not region:
         raise UsageError("no AWS region", "pass --region or set AWS_REGION")
+    if not is_region(region):
+        raise UsageError(f"--region {region} is not a region name",
+                         "give a region code such as us-east-1")
     mode = os.environ.get("AWS_RETRY_MODE") or RETRY_MODE
     attempts = os.environ.get("AWS_MAX_ATTEMPTS") or str(MAX_ATTEMPTS)
     if mode not in ("standard", "adaptive", "legacy") or not attempts.isdigit() \
@@ -156,14 +159,13 @@ Regions = Annotated[Optional[list[str]], typer.Option(
 AllClusters = Annotated[bool, typer.Option(
     "--all-clusters", help="Every cluster of every region (the default without --cluster).")]
 OfflineAfter = Annotated[str, typer.Option(help="Flag hosts without a ping for this long.")]
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 def fleet_clients(regions: Sequence[str]) -> dict[str, Clients]:
     """Clients for each region (a,b or repeated), sharing one session built for bulk reads."""
     names = list(dict.fromkeys(r.strip() for item in regions for r in item.split(",")
                                if r.strip()))
-    bad = [r for r in names if not _REGION.match(r)]
+    bad = [r for r in names if not is_region(r)]
     if bad:
         raise UsageError(f"--region {', '.join(bad)} is not a region name",
                          "give region codes such as us-east-1, separated by commas")
