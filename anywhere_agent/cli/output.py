@@ -6,7 +6,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -35,6 +35,24 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells
     )
+
+
+def print_table(rows: Callable[[], Iterable[Mapping[str, Any]]],
+                columns: Sequence[str]) -> None:
+    """An aligned table printed row by row: the rows are produced twice (widths, then lines)
+    rather than held as strings (a 20,000-host fleet); the header alone when there are none."""
+    widths = [len(c) for c in columns]
+    for row in rows():
+        widths = [max(w, len(_cell(row.get(c)))) for w, c in zip(widths, columns)]
+    out = sys.stdout
+    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    for row in rows():
+        out.write("  ".join(_cell(row.get(c)).ljust(w)
+                            for c, w in zip(columns, widths)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def fail(err: AgentError, as_json: bool) -> NoReturn:
