@@ -25,7 +25,9 @@ PACKAGE_SOURCES = ("aws", "repo", "bundle")
 DOCKER_SOURCES = ("distro", "docker", "none")
 # Services a node talks to; AWS_ENDPOINT_URL_<NAME> overrides each (botocore's convention).
 ENDPOINT_SERVICES = ("ssm", "ec2messages", "ssmmessages", "ecs", "sts", "cloudwatch", "s3")
-_REGION_RE = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov)-[a-z]+-\d{1,2}$")
+# The shape of every partition's region codes (us-east-1, us-gov-west-1, cn-north-1,
+# us-isob-east-1, eusc-de-east-1), not a list of today's: a new region needs no release.
+_REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ACTIVATION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
@@ -357,8 +359,13 @@ def _build(flat: Mapping[str, Any], where: Mapping[str, str], source_path: str) 
     return cfg
 
 
+def is_region(name: str) -> bool:
+    """Whether `name` has the shape of an AWS region code (the one check: node and registrar)."""
+    return _REGION_RE.fullmatch(name) is not None
+
+
 def _validate(cfg: Config, w: Any) -> None:
-    if cfg.region and not _REGION_RE.match(cfg.region):
+    if cfg.region and not is_region(cfg.region):
         raise _fail(w("region"), "region", f"{cfg.region!r} is not an AWS region name",
                     "use a region such as us-east-1 (the region of your activation)")
     if not _CLUSTER_RE.match(cfg.cluster):
