@@ -57,9 +57,10 @@ def health(ctx: typer.Context) -> None:
 
 
 def _mount() -> None:
-    from anywhere_agent.cli import bundle, lab, registrar, supervise
+    from anywhere_agent.cli import bundle, lab, registrar, supervise, support
 
     app.command("supervise")(supervise.supervise_command)
+    app.command("support-bundle")(support.support_bundle)
     app.command("bundle")(bundle.bundle)
     app.add_typer(registrar.app, name="registrar",
                   help="Central side: IAM role, cluster, activations, fleet, prune, wait.")
