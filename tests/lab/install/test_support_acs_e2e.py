@@ -110,7 +110,7 @@ def test_an_acs_outage_turns_health_warning_with_the_fix_then_ok_when_acs_return
     assert acs_check(health(lab)[1])["reason"] == "connected"
 
 
-def host_secrets(lab: Lab, code: str) -> dict[str, list[str]]:
+def host_secrets(lab: Lab, code: str, plant: bool = True) -> dict[str, list[str]]:
     """The secrets this joined host really holds, plus ones planted where they leak to."""
     creds = lab.exec(HOST, ["cat", "/root/.aws/credentials"]).stdout.decode()
     values = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in
@@ -131,8 +131,9 @@ def host_secrets(lab: Lab, code: str) -> dict[str, list[str]]:
                f"2026-11-30 05:00:02 DEBUG creds {access} {secret} {token}\n"
                f"2026-11-30 05:00:03 DEBUG key\n{pem}\n"
                f"2026-11-30 05:00:04 DEBUG another key {PLANTED_KEY_ID}\n")
-    lab.exec(HOST, ["sh", "-c", "cat >> /var/log/amazon/ssm/amazon-ssm-agent.log"],
-             input=planted.encode())
+    if plant:
+        lab.exec(HOST, ["sh", "-c", "cat >> /var/log/amazon/ssm/amazon-ssm-agent.log"],
+                 input=planted.encode())
     return {"activation code": [code], "access key": [access, PLANTED_KEY_ID],
             "secret key": [secret], "session token": [token],
             "proxy password": [PROXY_PASSWORD],
@@ -184,3 +185,31 @@ def test_a_support_bundle_from_a_joined_host_holds_each_planted_secret_zero_time
     manifest = json.loads(files["manifest.json"])
     assert manifest["redactions"] > 0 and not manifest["errors"], manifest["errors"]
     assert sum(e["bytes"] for e in manifest["entries"]) <= manifest["bound_bytes"]
+
+
+def test_support_yml_brings_the_bundle_to_the_controller_and_shows_no_secret(
+        lab: Lab, joined: dict[str, Any], tmp_path: Path) -> None:
+    from tests.ansible.conftest import run_playbook
+
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(lab.inventory())
+    binary = lab.exec(HOST, ["sh", "-c", "command -v anywhere-agent"]).stdout.decode().strip()
+    dest = tmp_path / "case-1234"
+    run = run_playbook("support.yml", inventory, {
+        "support_hosts": lab.name, "support_dest": str(dest),
+        "ecs_anywhere_node_bin_link": binary}, "-v", timeout=600)
+    assert run.rc == 0, run.output
+    fetched = dest / f"{HOST}.tar.gz"
+    assert fetched.stat().st_mode & 0o777 == 0o600
+    with tarfile.open(fetched) as tar:
+        names = {m.name.split("/", 1)[1] for m in tar.getmembers()}
+        text = "\n".join(fh.read().decode() for m in tar.getmembers()
+                         if (fh := tar.extractfile(m)) is not None)
+    assert {"reports/status.json", "reports/health.json", "manifest.json"} <= names
+    assert lab.exec(HOST, ["test", "-e", f"/var/tmp/anywhere-agent-support-{HOST}.tar.gz"],
+                    check=False).returncode == 1  # removed from the node
+    secrets = host_secrets(lab, joined["code"], plant=False)
+    found = {kind: [v[:6] for v in values if v in run.output + text]
+             for kind, values in secrets.items()}
+    assert found == {kind: [] for kind in secrets}
+    assert f"{dest}/{HOST}.tar.gz:" in run.output and "secrets redacted" in run.output
