@@ -254,3 +254,12 @@ def test_each_probe_reads_only_what_the_log_gained(tmp_path: Path) -> None:
     agent.write(failed(clock.wall))
     one(probe)
     assert host.read == agent.log.stat().st_size - before
+
+
+def test_health_help_names_the_acs_check_and_its_thresholds() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "anywhere_agent", "health", "--help"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "ACS session" in out and "acs_warn_seconds" in out and "acs_crit_seconds" in out
