@@ -42,6 +42,8 @@ DOWN = (
     "ACS session ended (context closed)",
     "Starting Amazon ECS Agent",
 )
+DEREGISTERED = "Container instance is deregistered"
+AGENT_START = "Starting Amazon ECS Agent"
 # Below info level the agent does not write CONNECTED, so silence would read as an outage.
 QUIET_LEVELS = ("warn", "error", "crit")
 READ_LIMIT = 1 << 20  # per probe: a log that grew more than this is read from its last MiB
@@ -90,7 +92,7 @@ def parse_line(line: str) -> Optional[Event]:
             return None
         msg, when, error = (str(doc.get(k) or "") for k in ("msg", "time", "error"))
     else:
-        if "ACS" not in line and "Starting Amazon ECS Agent" not in line:
+        if "ACS" not in line and AGENT_START not in line and DEREGISTERED not in line:
             return None  # most lines: skip before any regex
         msg, when, error = _field(_MSG, line), _field(_TIME, line), _field(_ERROR, line)
     at = _stamp(when)
@@ -114,24 +116,34 @@ class Session:
     connected: Optional[bool] = None  # None: no ACS event seen yet
     since: float = 0.0
     error: str = ""
+    deregistered: bool = False  # ACS said the container instance is inactive
 
     def after(self, events: list[Event]) -> Session:
         state = self
         for ev in events:
             if ev.connected:
                 state = Session(True, ev.at)
-            elif state.connected is not False:
-                state = Session(False, ev.at, ev.error)
-            elif ev.error:
-                state = Session(False, state.since, ev.error)  # the outage goes on
+                continue
+            gone = ev.message.startswith(DEREGISTERED)
+            if state.connected is not False:  # a new outage
+                state = Session(False, ev.at, ev.error, gone)
+            else:  # the outage goes on; a restarted agent may find its instance again
+                gone = gone or (state.deregistered and not ev.message.startswith(AGENT_START))
+                state = Session(False, state.since, ev.error or state.error, gone)
         return state
 
 
-def diagnose(error: str, cfg: Config) -> tuple[str, str]:
+def diagnose(state: Session, cfg: Config) -> tuple[str, str]:
     """(reason, fix) for an ACS session that stays down, from the agent's last error."""
+    error = state.error
     text = error.lower()
     region = cfg.region or "REGION"
     logs = f"the agent's own words: grep ACS {ECS_AGENT_LOG}"
+    if state.deregistered or "inactiveinstance" in text:
+        return "deregistered", (
+            "ACS says this container instance is inactive (deregistered centrally): run "
+            "`anywhere-agent status`, then re-install with a new activation "
+            "(the agent only retries hourly)")
     if any(k in text for k in ("credential", "expiredtoken", "accessdenied", "unrecognizedclient",
                                "signature", "authfailure", "forbidden", "403")):
         return "credentials", (
@@ -244,7 +256,7 @@ class AcsSessionProbe:
         if down < sup.acs_warn_seconds:
             return self._check(Status.OK, f"ECS agent reconnecting to ACS for "
                                f"{_duration(down)}{last}", "reconnecting", value=round(down, 1))
-        reason, fix = diagnose(state.error, self._cfg)
+        reason, fix = diagnose(state, self._cfg)
         status = Status.CRITICAL if down >= sup.acs_crit_seconds else Status.WARNING
         return self._check(status, f"ECS agent not connected to ACS for {_duration(down)}: the "
                            f"cluster sees it disconnected and places no tasks here{last}",

@@ -97,10 +97,10 @@ class Collector:
         self.host, self.facts, self.http_get, self.now = host, facts, http_get, now
         self.out = Collection()
 
-    def _attempt(self, what: str, fn: Callable[[], None]) -> None:
+    def _attempt(self, what: str, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         """One part of the bundle; its failure is recorded in the bundle, never fatal."""
         try:
-            fn()
+            fn(*args, **kwargs)
         except AgentError as err:
             self.out.errors.append(f"{what}: {err}")
         except Exception as err:  # a support tool must still deliver the rest
@@ -153,31 +153,29 @@ class Collector:
 
     def files(self, cfg: Config) -> None:
         agent_toml = self.facts.config_path or cfg.source_path or layout.CONFIG_DIR + "/agent.toml"
-        self._attempt("config/agent.toml", lambda: self.file("config/agent.toml", agent_toml))
-        for name, path in CONFIG_FILES.items():
-            self._attempt(name, lambda n=name, p=path: self.file(n, p))  # type: ignore[misc]
+        wanted = {"config/agent.toml": agent_toml, **CONFIG_FILES}
         proxy_dir = layout.CONFIG_DIR + "/proxy"
-        for env_file in self.host.listdir(proxy_dir):
-            self._attempt(env_file, lambda f=env_file: self.file(  # type: ignore[misc]
-                f"config/proxy/{f}", f"{proxy_dir}/{f}"))
+        wanted.update({f"config/proxy/{f}": f"{proxy_dir}/{f}"
+                       for f in self.host.listdir(proxy_dir)})
         for unit in UNITS:
             dropins = f"/etc/systemd/system/{unit}.service.d"
-            for conf in self.host.listdir(dropins):
-                self._attempt(conf, lambda u=unit, c=conf, d=dropins: self.file(  # type: ignore[misc]
-                    f"config/systemd/{u}.service.d/{c}", f"{d}/{c}"))
+            wanted.update({f"config/systemd/{unit}.service.d/{c}": f"{dropins}/{c}"
+                           for c in self.host.listdir(dropins)})
+        for name, path in wanted.items():
+            self._attempt(name, self.file, name, path)
         for name, path in LOG_FILES.items():
-            self._attempt(name, lambda n=name, p=path: self.file(  # type: ignore[misc]
-                n, p, LOG_TAIL_BYTES, tail=True))
+            self._attempt(name, self.file, name, path, LOG_TAIL_BYTES, tail=True)
 
     def commands(self) -> None:
         for name, argv in COMMANDS.items():
-            def run(n: str = name, a: list[str] = argv) -> None:
-                res = self.host.run(a, timeout=COMMAND_TIMEOUT)
-                text = f"$ {' '.join(a)}\n(exit {res.returncode})\n{res.stdout}"
-                if res.stderr.strip():
-                    text += f"\n--- stderr ---\n{res.stderr}"
-                self.add(n, text.encode(), " ".join(a), tail=n.startswith("journal/"))
-            self._attempt(name, run)
+            self._attempt(name, self.command, name, argv)
+
+    def command(self, name: str, argv: list[str]) -> None:
+        res = self.host.run(argv, timeout=COMMAND_TIMEOUT)
+        text = f"$ {' '.join(argv)}\n(exit {res.returncode})\n{res.stdout}"
+        if res.stderr.strip():
+            text += f"\n--- stderr ---\n{res.stderr}"
+        self.add(name, text.encode(), " ".join(argv), tail=name.startswith("journal/"))
 
     # -- the whole --------------------------------------------------------------------------
     def collect(self, redactor: Optional[Redactor] = None) -> Collection:

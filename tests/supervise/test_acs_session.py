@@ -157,6 +157,21 @@ def test_the_fix_follows_the_agents_last_error(tmp_path: Path, error: str, reaso
     assert "pw123456" not in summary + fix
 
 
+def test_a_deregistered_instance_is_named_as_such_not_as_a_network_fault(
+        tmp_path: Path) -> None:
+    probe, agent, clock = probe_for(tmp_path, acs_warn_seconds=60)
+    agent.write(failed(clock.wall - 3600))  # an old outage's error must not carry over
+    agent.write(connected(clock.wall - 1800))
+    agent.write(f'level=info time={stamp(clock.wall)} msg="Current ACS session is done and a new '
+                f'one might be created." containerInstanceARN="{ARN}"\n'
+                f'level=info time={stamp(clock.wall)} msg="Container instance is deregistered" '
+                f'containerInstanceARN="{ARN}"\n')
+    clock.advance(120)
+    status, reason, summary, fix = one(probe)
+    assert (status, reason) == (Status.WARNING, "deregistered")
+    assert "re-install" in fix and "no such host" not in summary
+
+
 def test_an_agent_that_never_connected_since_it_started_is_down_from_its_start(
         tmp_path: Path) -> None:
     probe, agent, clock = probe_for(tmp_path, acs_warn_seconds=60)
