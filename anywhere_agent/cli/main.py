@@ -73,7 +73,9 @@ def supervise(
 
 
 def _mount() -> None:
-    from anywhere_agent.cli import bundle, lab, registrar
+    from anywhere_agent.cli import bundle, lab, registrar, support
+
+    app.command("support-bundle")(support.support_bundle)
 
     app.command("bundle")(bundle.bundle)
     app.add_typer(registrar.app, name="registrar",
