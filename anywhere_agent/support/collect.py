@@ -13,9 +13,9 @@ from typing import Any, Optional
 from anywhere_agent import __version__
 from anywhere_agent.config import Config, load_config, load_health_config
 from anywhere_agent.errors import AgentError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
-from anywhere_agent.install import layout
 from anywhere_agent.support.redact import SECRET_SOURCES, Redactor, learn
 
 LOG = logging.getLogger(__name__)
@@ -28,17 +28,18 @@ FILE_BYTES = 256 << 10
 JOURNAL_LINES = 2000
 COMMAND_TIMEOUT = 20.0
 
-UNITS = (layout.ECS_UNIT, layout.SSM_UNIT, layout.DOCKER_UNIT, layout.AGENT_UNIT)
+UNITS = (agent_files.ECS_UNIT, agent_files.SSM_UNIT, agent_files.DOCKER_UNIT,
+         agent_files.AGENT_UNIT)
 CONFIG_FILES = {
-    "config/ecs/etc-ecs.config": layout.ECS_CONFIG,
-    "config/ecs/var-lib-ecs.config": layout.ECS_VAR_CONFIG,
-    "config/ssm/amazon-ssm-agent.json": layout.SSM_CONFIG,
-    "config/ssm/registration": layout.SSM_REGISTRATION,
-    "config/ssm/identity_config.json": layout.SSM_IDENTITY_CONFIG,
-    "config/apt/90anywhere-agent-proxy": layout.APT_PROXY_CONF,
+    "config/ecs/etc-ecs.config": agent_files.ECS_CONFIG,
+    "config/ecs/var-lib-ecs.config": agent_files.ECS_VAR_CONFIG,
+    "config/ssm/amazon-ssm-agent.json": agent_files.SSM_CONFIG,
+    "config/ssm/registration": agent_files.SSM_REGISTRATION,
+    "config/ssm/identity_config.json": agent_files.SSM_IDENTITY_CONFIG,
+    "config/apt/90anywhere-agent-proxy": agent_files.APT_PROXY_CONF,
     "config/docker/daemon.json": "/etc/docker/daemon.json",
-    "config/systemd/anywhere-agent.service": layout.AGENT_UNIT_PATH,
-    "state/state.json": layout.STATE_FILE,
+    "config/systemd/anywhere-agent.service": agent_files.AGENT_UNIT_PATH,
+    "state/state.json": agent_files.STATE_FILE,
     "host/os-release": "/etc/os-release",
     "host/meminfo": "/proc/meminfo",
     "host/loadavg": "/proc/loadavg",
@@ -152,9 +153,10 @@ class Collector:
             self.add(name, found.data, node_path, tail=tail, truncated=found.truncated)
 
     def files(self, cfg: Config) -> None:
-        agent_toml = self.facts.config_path or cfg.source_path or layout.CONFIG_DIR + "/agent.toml"
+        agent_toml = (self.facts.config_path or cfg.source_path
+                      or agent_files.CONFIG_DIR + "/agent.toml")
         wanted = {"config/agent.toml": agent_toml, **CONFIG_FILES}
-        proxy_dir = layout.CONFIG_DIR + "/proxy"
+        proxy_dir = agent_files.CONFIG_DIR + "/proxy"
         wanted.update({f"config/proxy/{f}": f"{proxy_dir}/{f}"
                        for f in self.host.listdir(proxy_dir)})
         for unit in UNITS:
