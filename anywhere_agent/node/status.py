@@ -8,6 +8,7 @@ from typing import Any
 
 from anywhere_agent.bundle.versions import versions
 from anywhere_agent.config import Config
+from anywhere_agent.host import ecs_exec
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
 from anywhere_agent.install import layout
@@ -55,6 +56,7 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
             "age_seconds": None if creds_mtime is None else round(time.time() - creds_mtime),
             "expires_at": expires,
         },
+        "ecs_exec": ecs_exec.readiness(host).to_dict(),
         "identity": journal.identity,
         "previous_identities": journal.data.get("previous_identities", []),
         "last_install": {k: last.get(k) for k in ("kind", "result", "started_at", "finished_at",
@@ -76,6 +78,10 @@ def render_text(st: dict[str, Any]) -> str:
     lines.append("credentials        " + (f"refreshed {creds['age_seconds']} s ago, expire "
                                          f"{creds['expires_at'] or 'unknown'}"
                                          if creds["present"] else "absent"))
+    exec_ = st["ecs_exec"]
+    lines.append("ecs exec           " + (f"ready (SSM binaries {exec_['version']})"
+                                          if exec_["ready"] else
+                                          "not ready: " + "; ".join(exec_["problems"])))
     last = st["last_install"]
     lines.append(f"last install       {last.get('result', 'never')} {last.get('finished_at', '')}"
                  + (f" - {last['detail']}" if last.get("detail") else ""))
