@@ -15,6 +15,7 @@ from typing import Any
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
+from anywhere_agent.host import ecs_exec
 from anywhere_agent.install import keyvalue, layout
 from anywhere_agent.install.context import Context, read_registration
 from anywhere_agent.install.journal import install_lock
@@ -33,7 +34,8 @@ OWNED_PATHS = (
     layout.SSM_REGISTRATION, layout.SSM_REGISTRATION_KEY, layout.HOST_CREDENTIALS,
 )
 OWNED_DIRS = ("/var/lib/amazon/ssm/Vault", "/var/lib/amazon/ssm/runtimeconfig",
-              layout.PACKAGE_CACHE, layout.CONFIG_DIR)
+              layout.PACKAGE_CACHE, layout.CONFIG_DIR,
+              ecs_exec.ROOT)  # install made it, as AWS's script does (no package owns it)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from anywhere_agent.install.sources import Download, PackageSource
 from anywhere_agent.install.steps import ExecBinariesStep, ExecCertsStep, all_steps
 from anywhere_agent.install.steps.gpu import docker_runtime_step
 from anywhere_agent.lab.doubles.packaging import exec_tarball
+from anywhere_agent.node.uninstall import uninstall
 
 EXEC_STEPS = ("ecs-exec-certs", "ecs-exec-binaries")
 
@@ -58,6 +59,9 @@ def test_a_full_install_from_repo_makes_ecs_exec_ready_and_a_rerun_changes_nothi
     assert names.index("ecs-exec-binaries") < names.index("ecs-service")
     assert _acting(make_ctx(with_code=False), _exec_steps()) == []
     assert not set(EXEC_STEPS) & set(_run(make_ctx(with_code=False)).changed)
+    # uninstall takes away what install made (no package owns it).
+    uninstall(make_ctx(with_code=False))
+    assert not ctx.host.exists(ecs_exec.ROOT)
 
 
 def test_a_loosened_ca_bundle_is_tightened_again_and_ecs_restarted(node: Any) -> None:
