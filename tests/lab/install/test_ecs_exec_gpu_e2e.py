@@ -114,6 +114,12 @@ def test_install_from_the_aws_layout_puts_ecs_exec_in_place_and_health_says_read
     _, status = json_of(the_lab, "n1", "anywhere-agent", "status", "--json")
     assert status["ecs_exec"] == {"ready": True, "version": version,
                                   "ca_bundle": ecs_exec.CA_BUNDLE, "problems": []}
+    # The agent (double, by the real agent's rule) offered ECS Exec at its first registration.
+    ecs = rollout.lab_client(url, "ecs", the_lab.region)
+    [ci] = ecs.describe_container_instances(
+        cluster=CLUSTER, containerInstances=[status["container_instance_arn"]])[
+        "containerInstances"]
+    assert "ecs.capability.execute-command" in {a["name"] for a in ci["attributes"]}
     check = wait_for("health's ecs_exec check", lambda: health_check(the_lab, "n1", "ecs_exec"))
     assert check["status"] == "OK", check
     assert version in check["summary"]
