@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
 from anywhere_agent.cli import logs, node, output
+from anywhere_agent.cli import supervise as supervise_cli
 
 node_app = typer.Typer(
     name="anywhere-agent",
@@ -26,8 +27,8 @@ def _main(
 ) -> None:
     logs.configure(verbose)
     if version:
-        from anywhere_agent.bundle.versions import render, versions
         from anywhere_agent.host.gateway import Host
+        from anywhere_agent.host.versions import render, versions
 
         print(render(versions(Host("/"))))
         raise typer.Exit(0)
@@ -58,6 +59,19 @@ def health(ctx: typer.Context) -> None:
     raise typer.Exit(health_main(list(ctx.args)))
 
 
+@node_app.command("supervise")
+def supervise(
+    config: Optional[str] = typer.Option(None, "--config", metavar="PATH",
+                                         help="agent.toml to read"),
+    once: bool = typer.Option(False, "--once", help=supervise_cli.ONCE_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Supervise the ECS and SSM agents and publish the node's health (run by systemd)."""
+    code = supervise_cli.serve(config, once=once, verbose=verbose)
+    if code:
+        raise typer.Exit(code)
+
+
 # Commands that never need the central or lab groups. They run on every host of a rollout and
 # on every re-run, so they do not import those groups (the registrar's pulls in boto3: ~0.2 s
 # of a re-run that may not call AWS at all). cli/entry.py picks them by the first argument.
@@ -66,12 +80,12 @@ _mounted: list[bool] = []
 
 
 def mount_all() -> typer.Typer:
-    """The whole command tree: node commands plus supervise, bundle, registrar and lab."""
+    """The whole command tree: node commands plus support-bundle, bundle, registrar and lab."""
     if _mounted:
         return node_app
-    from anywhere_agent.cli import bundle, lab, registrar, supervise
+    from anywhere_agent.cli import bundle, lab, registrar, support
 
-    node_app.command("supervise")(supervise.supervise_command)
+    node_app.command("support-bundle")(support.support_bundle)
     node_app.command("bundle")(bundle.bundle)
     node_app.add_typer(registrar.app, name="registrar",
                        help="Central side: IAM role, cluster, activations, fleet, prune, wait.")

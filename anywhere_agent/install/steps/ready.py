@@ -6,7 +6,7 @@ import tenacity
 
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.host.gateway import UnitState
-from anywhere_agent.install.context import Context
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, Step
 
 # systemd's own bound on a start (the supervisor unit's TimeoutStartSec).
@@ -25,14 +25,14 @@ class UnitReadyStep(Step):
         self.name, self.unit = name, unit
         self.title = f"{unit} is up"
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         state = ctx.host.services.state(self.unit)
         if state.active_state == "active":
             return None
         return Delta(f"wait for {self.unit} to start ({state.active_state})",
                      services=[f"wait for {self.unit}"])
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         starting = ("activating", "reloading")
         retrying = tenacity.Retrying(
             stop=(tenacity.stop_after_delay(READY_TIMEOUT_SECONDS)
