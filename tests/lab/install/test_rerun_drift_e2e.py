@@ -13,7 +13,7 @@ pytestmark = pytest.mark.lab
 if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
     pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
 
-from anywhere_agent.install import keyvalue  # noqa: E402
+from anywhere_agent.host import keyvalue  # noqa: E402
 from anywhere_agent.lab import rollout  # noqa: E402
 from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
