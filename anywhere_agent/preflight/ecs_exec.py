@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from anywhere_agent.host import ecs_exec
-from anywhere_agent.preflight.context import Context
+from anywhere_agent.preflight.context import PreflightContext
 from anywhere_agent.preflight.model import CheckResult
 
 
-def check_ca_bundle(ctx: Context) -> CheckResult:
+def check_ca_bundle(ctx: PreflightContext) -> CheckResult:
     name = "ca_bundle"
     certs_file = ctx.cfg.certs_file
     found = ecs_exec.find_ca_bundle(ctx.host, certs_file)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from anywhere_agent.host import gpu
-from anywhere_agent.preflight.context import Context
+from anywhere_agent.preflight.context import PreflightContext
 from anywhere_agent.preflight.model import CheckResult
 
 _OFF = "enable_gpu is off"
 
 
-def check_gpu_driver(ctx: Context) -> CheckResult:
+def check_gpu_driver(ctx: PreflightContext) -> CheckResult:
     name = "gpu_driver"
     if not ctx.cfg.enable_gpu:
         return CheckResult(name, "skip", _OFF)
@@ -20,7 +20,7 @@ def check_gpu_driver(ctx: Context) -> CheckResult:
                        f"{len(driver.gpus)} GPU(s): {', '.join(driver.gpus)}")
 
 
-def check_gpu_container_runtime(ctx: Context) -> CheckResult:
+def check_gpu_container_runtime(ctx: PreflightContext) -> CheckResult:
     name = "gpu_container_runtime"
     if not ctx.cfg.enable_gpu:
         return CheckResult(name, "skip", _OFF)
@@ -31,7 +31,7 @@ def check_gpu_container_runtime(ctx: Context) -> CheckResult:
     return CheckResult(name, "pass", f"{found}")
 
 
-def check_gpu_docker_runtime(ctx: Context) -> CheckResult:
+def check_gpu_docker_runtime(ctx: PreflightContext) -> CheckResult:
     """Docker must know a runtime named `nvidia`: the ECS agent asks for it by that name."""
     name = "gpu_docker_runtime"
     if not ctx.cfg.enable_gpu:

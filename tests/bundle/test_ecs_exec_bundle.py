@@ -18,7 +18,7 @@ from anywhere_agent.host import ecs_exec
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import Platform
 from anywhere_agent.install.apply import Progress, apply
-from anywhere_agent.install.context import Context
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import Download, PackageSource
 from anywhere_agent.install.steps import ExecBinariesStep
@@ -41,7 +41,7 @@ def test_a_node_installs_ecs_exec_binaries_from_a_built_bundle(
     shutil.copytree(built_bundle.path, tmp_path / "opt/bundle")
     cfg = Config(region="us-east-1", package_source="bundle", bundle_dir="/opt/bundle")
     platform = Platform("debian", "12", "deb", "apt", "amd64", "x86_64")
-    ctx = Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+    ctx = InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
                   source=PackageSource(cfg, host, platform, PackageManager(host, "apt")))
     apply(ctx, Progress(io.StringIO(), tty=False), [ExecBinariesStep()])
     for name in ecs_exec.BINARIES:

@@ -13,7 +13,7 @@ import pytest
 from anywhere_agent.errors import ConfigError, PackageError
 from anywhere_agent.host import ecs_exec
 from anywhere_agent.install.apply import Progress, apply, plan
-from anywhere_agent.install.context import Context
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.sources import Download, PackageSource
 from anywhere_agent.install.steps import ExecBinariesStep, ExecCertsStep, all_steps
 from anywhere_agent.install.steps.gpu import docker_runtime_step
@@ -23,11 +23,11 @@ from anywhere_agent.node.uninstall import uninstall
 EXEC_STEPS = ("ecs-exec-certs", "ecs-exec-binaries")
 
 
-def _run(ctx: Context, steps: list[Any] | None = None) -> Any:
+def _run(ctx: InstallContext, steps: list[Any] | None = None) -> Any:
     return apply(ctx, Progress(io.StringIO(), tty=False), steps)
 
 
-def _acting(ctx: Context, steps: list[Any]) -> list[str]:
+def _acting(ctx: InstallContext, steps: list[Any]) -> list[str]:
     return [p.step.name for p in plan(ctx, steps) if p.delta is not None]
 
 
@@ -35,7 +35,7 @@ def _exec_steps() -> list[Any]:
     return [ExecCertsStep(), ExecBinariesStep()]
 
 
-def _mode(ctx: Context, path: str) -> int | None:
+def _mode(ctx: InstallContext, path: str) -> int | None:
     return ctx.host.mode(path)
 
 
@@ -100,7 +100,7 @@ def test_a_missing_certs_file_stops_install_before_anything_changed(node: Any) -
     assert sorted(p for p in system.root.rglob("*") if "anywhere-agent" not in str(p)) == before
 
 
-def _aws_ctx(make_ctx: Any, served: dict[str, bytes]) -> tuple[Context, list[str]]:
+def _aws_ctx(make_ctx: Any, served: dict[str, bytes]) -> tuple[InstallContext, list[str]]:
     ctx = make_ctx(package_source="aws", package_base_url="http://mirror.test/s3")
     asked: list[str] = []
 

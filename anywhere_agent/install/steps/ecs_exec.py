@@ -9,9 +9,9 @@ import re
 import tarfile
 
 from anywhere_agent.errors import ConfigError, PackageError
-from anywhere_agent.host import ecs_exec
-from anywhere_agent.install import layout, sources
-from anywhere_agent.install.context import Context
+from anywhere_agent.host import agent_files, ecs_exec
+from anywhere_agent.install import sources
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, Step
 
 # In a bundle: agents/amazon-ssm-agent-binaries_<version>_<arch>.tar.gz (bundle/agents.py).
@@ -21,9 +21,9 @@ _BUNDLED = re.compile(r"(?:.*/)?amazon-ssm-agent-binaries_(?P<version>\d+(?:\.\d
 _MAX_TARBALL = 512 * 1024 * 1024
 
 
-def _restart_ecs(ctx: Context) -> None:
+def _restart_ecs(ctx: InstallContext) -> None:
     # The agent decides at start whether it offers ECS Exec: a change needs a restart.
-    ctx.journal.add_pending_restart(layout.ECS_UNIT)
+    ctx.journal.add_pending_restart(agent_files.ECS_UNIT)
 
 
 class ExecCertsStep(Step):
@@ -31,7 +31,7 @@ class ExecCertsStep(Step):
 
     name, title = "ecs-exec-certs", "CA bundle for ECS Exec"
 
-    def _source(self, ctx: Context) -> str:
+    def _source(self, ctx: InstallContext) -> str:
         found = ecs_exec.find_ca_bundle(ctx.host, ctx.cfg.certs_file)
         if found is None:
             if ctx.cfg.certs_file:
@@ -41,12 +41,12 @@ class ExecCertsStep(Step):
                               "install ca-certificates, or " + ecs_exec.CERTS_FIX)
         return found
 
-    def guard(self, ctx: Context) -> None:
+    def guard(self, ctx: InstallContext) -> None:
         source = self._source(ctx)
         if not ecs_exec.is_pem_bundle(ctx.host.read_bytes(source)):
             raise ConfigError(f"{source} holds no PEM certificate", ecs_exec.CERTS_FIX)
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         source = self._source(ctx)
         want = ctx.host.read_bytes(source)
         have = ctx.host.read_bytes(ecs_exec.CA_BUNDLE)
@@ -63,10 +63,10 @@ class ExecCertsStep(Step):
         else:
             what = f"create {ecs_exec.CONFIG_DIR}"
         # No diff: a CA bundle is hundreds of certificates, and public.
-        return Delta(what, services=[f"restart {layout.ECS_UNIT}"],
+        return Delta(what, services=[f"restart {agent_files.ECS_UNIT}"],
                      data={"source": source})
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         source = str(delta.data["source"])
         data = ctx.host.read_bytes(source)
         if data is None:
@@ -78,7 +78,7 @@ class ExecCertsStep(Step):
         return [f"{ecs_exec.CA_BUNDLE} from {source}"]
 
 
-def tarball_url(ctx: Context) -> str:
+def tarball_url(ctx: InstallContext) -> str:
     """AWS's S3 URL of the binaries tarball (or the mirror's, package_base_url)."""
     key = ecs_exec.tarball_key(ctx.cfg.region, ctx.platform.arch)
     if ctx.cfg.package_base_url:
@@ -129,7 +129,7 @@ class ExecBinariesStep(Step):
 
     name, title = "ecs-exec-binaries", "SSM agent binaries for ECS Exec"
 
-    def _bundled(self, ctx: Context) -> tuple[str, str] | None:
+    def _bundled(self, ctx: InstallContext) -> tuple[str, str] | None:
         """(relative path, version) of the bundle's tarball for this arch, if it carries one."""
         arches = {ctx.platform.arch, ctx.platform.machine}
         for rel in sorted(ctx.source.bundle_manifest(), reverse=True):
@@ -138,7 +138,7 @@ class ExecBinariesStep(Step):
                 return rel, m.group("version")
         return None
 
-    def _plan(self, ctx: Context) -> tuple[str | None, str]:
+    def _plan(self, ctx: InstallContext) -> tuple[str | None, str]:
         """(version or None when not known before the package is installed, where from)."""
         source = ctx.cfg.package_source
         if source == "aws":
@@ -147,22 +147,22 @@ class ExecBinariesStep(Step):
             bundled = self._bundled(ctx)
             if bundled is not None:
                 return bundled[1], f"bundle {ctx.cfg.bundle_dir}/{bundled[0]}"
-        installed = ctx.source.pm.installed_version(layout.SSM_PACKAGE)
+        installed = ctx.source.pm.installed_version(agent_files.SSM_PACKAGE)
         return (_upstream(installed) if installed else None,
-                f"the {layout.SSM_PACKAGE} package's /usr/bin")
+                f"the {agent_files.SSM_PACKAGE} package's /usr/bin")
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         version, origin = self._plan(ctx)
         if version is not None:
             folder = f"{ecs_exec.BIN_DIR}/{version}"
             modes = [ctx.host.mode(f"{folder}/{n}") for n in ecs_exec.BINARIES]
             if all(m == ecs_exec.BINARY_MODE for m in modes):
                 return None
-        shown = version or f"<{layout.SSM_PACKAGE} version>"
+        shown = version or f"<{agent_files.SSM_PACKAGE} version>"
         return Delta(f"put {', '.join(ecs_exec.BINARIES)} in {ecs_exec.BIN_DIR}/{shown} "
-                     f"from {origin}", services=[f"restart {layout.ECS_UNIT}"])
+                     f"from {origin}", services=[f"restart {agent_files.ECS_UNIT}"])
 
-    def _binaries(self, ctx: Context) -> tuple[str, dict[str, bytes], str]:
+    def _binaries(self, ctx: InstallContext) -> tuple[str, dict[str, bytes], str]:
         source = ctx.cfg.package_source
         if source == "aws":
             url = tarball_url(ctx)
@@ -178,19 +178,19 @@ class ExecBinariesStep(Step):
                     raise PackageError(f"bundle file {rel} does not match its checksum",
                                        "copy the bundle again from a trusted build")
                 return version, binaries_from_tarball(data, rel), f"bundle {rel}"
-        installed = ctx.source.pm.installed_version(layout.SSM_PACKAGE)
+        installed = ctx.source.pm.installed_version(agent_files.SSM_PACKAGE)
         found = {n: ctx.host.read_bytes(f"/usr/bin/{n}") for n in ecs_exec.BINARIES}
         missing = [n for n, d in found.items() if d is None]
         if not installed or missing:
             raise PackageError(
-                f"the {layout.SSM_PACKAGE} package has no /usr/bin/"
+                f"the {agent_files.SSM_PACKAGE} package has no /usr/bin/"
                 f"{', /usr/bin/'.join(missing or ecs_exec.BINARIES)} for ECS Exec",
                 "install AWS's amazon-ssm-agent package (it ships all three), or use "
                 "package_source = aws or a bundle that carries amazon-ssm-agent-binaries")
         return _upstream(installed), {n: d or b"" for n, d in found.items()}, \
-            f"{layout.SSM_PACKAGE} {installed}"
+            f"{agent_files.SSM_PACKAGE} {installed}"
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         version, binaries, origin = self._binaries(ctx)
         folder = f"{ecs_exec.BIN_DIR}/{version}"
         _restart_ecs(ctx)

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 
 from anywhere_agent.errors import ConfigError
-from anywhere_agent.host import gpu
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import Context
+from anywhere_agent.host import agent_files, gpu
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import _docker_managed
 from anywhere_agent.install.steps.files import FileStep
 
 
-def _gpu_docker(ctx: Context) -> bool:
+def _gpu_docker(ctx: InstallContext) -> bool:
     # With docker_source = none the operator owns Docker's configuration (preflight says so).
     return ctx.cfg.enable_gpu and _docker_managed(ctx)
 
 
-def _daemon_json(ctx: Context, old: str | None) -> str | None:
+def _daemon_json(ctx: InstallContext, old: str | None) -> str | None:
     """daemon.json with runtimes.nvidia added, every other key kept; unchanged when present."""
     data, problem = gpu.read_daemon_json(ctx.host)
     if data is None:
@@ -35,4 +34,4 @@ def _keep_mode(content: str, current: int | None) -> int:
 def docker_runtime_step() -> FileStep:
     return FileStep("gpu-docker-runtime", "Docker's nvidia runtime for GPU tasks",
                     gpu.DOCKER_DAEMON_JSON, _daemon_json, mode=_keep_mode,
-                    readers=(layout.DOCKER_UNIT,), when=_gpu_docker)
+                    readers=(agent_files.DOCKER_UNIT,), when=_gpu_docker)
