@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 
 NVIDIA_SMI = "nvidia-smi"
@@ -13,7 +14,7 @@ NVIDIA_SMI = "nvidia-smi"
 # agent/config/config_unix.go); the binary the NVIDIA Container Toolkit installs for it.
 RUNTIME_NAME = "nvidia"
 RUNTIME_BINARY = "nvidia-container-runtime"
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+DOCKER_DAEMON_JSON = agent_files.DOCKER_DAEMON_JSON
 BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin", "/bin")
 
 DRIVER_FIX = ("install the NVIDIA driver for this GPU and load it (nvidia-smi must list the "
