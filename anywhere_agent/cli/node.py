@@ -195,7 +195,6 @@ def install(
                                      first.fix or "run `anywhere-agent preflight` for details")
         from anywhere_agent.install.apply import Progress, apply, plan, render_plan
         from anywhere_agent.install.context import Activation
-        from anywhere_agent.install.steps import RegistrationStep
 
         activation = None
         if code is not None:
@@ -211,13 +210,6 @@ def install(
             else:
                 print(render_plan(planned))
             return
-        if activation is None:
-            delta = RegistrationStep().check(ctx)
-            if delta is not None and not delta.data.get("adopt"):
-                raise ActivationError(
-                    f"this host needs an SSM registration ({delta.data['reason']}) but no "
-                    "activation code was given",
-                    f"pass --activation-id and --activation-code-file (or {CODE_ENV})")
         _terminate_as_exception()
         outcome = apply(ctx, Progress(sys.stderr))
         if as_json:

@@ -45,6 +45,10 @@ class InstallContext:
     clients_factory: Callable[[HostCredentials], Any] | None = None
     notes: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    # The managed instance this run registered (or adopted), and the one its undo removed
+    # from SSM again: the failure message names what is left in SSM.
+    registered_now: str = ""
+    deregistered_again: str = ""
 
     def host_clients(self) -> Any | None:
         creds = read_host_credentials(self.host)
