@@ -8,6 +8,7 @@ from typing import Any
 
 import tenacity
 
+from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
 from anywhere_agent.errors import ActivationError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.agent_files import (
@@ -60,9 +61,6 @@ def deregister_own_registration(ctx: InstallContext, instance_id: str) -> bool:
                  error_code(err) or type(err).__name__)
         return False
     return True
-
-
-CODE_ENV = "ANYWHERE_AGENT_ACTIVATION_CODE"
 
 
 class RegistrationStep(Step):
