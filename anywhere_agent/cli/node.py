@@ -35,12 +35,17 @@ def _config(root: str, path: Optional[str], flags: dict[str, Any]) -> Config:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP during install: unwinds like Ctrl-C, so the run is journaled as
-    interrupted and a contained child (the one holding the activation code) is killed first."""
+    interrupted and a contained child (the one holding the activation code) is killed first;
+    `signum` gives the exit code (128 + it: 143 for SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _terminate_as_exception() -> None:
     def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated(signal.Signals(signum).name)
+        raise Terminated(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_terminated)

@@ -21,7 +21,7 @@ from anywhere_agent.errors import HostIOError, PreflightError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.platform import detect, read_os_release
 from anywhere_agent.preflight.context import PreflightContext
-from anywhere_agent.preflight.model import CheckResult, Status, worst
+from anywhere_agent.preflight.model import CheckResult, Verdict, worst_verdict
 
 GIB = 1024**3
 DISK_PATHS = ("/var/lib", "/var")
@@ -82,7 +82,7 @@ def _nearest_existing(path: Path, root: Path) -> Path:
 
 
 def check_disk(ctx: PreflightContext) -> CheckResult:
-    statuses: list[Status] = []
+    statuses: list[Verdict] = []
     parts = []
     for node_path in DISK_PATHS:
         local = _nearest_existing(ctx.host.path(node_path), ctx.host.root)
@@ -95,7 +95,7 @@ def check_disk(ctx: PreflightContext) -> CheckResult:
         statuses.append("fail" if free < DISK_FAIL_BYTES
                         else "warn" if free < DISK_WARN_BYTES else "pass")
         parts.append(f"{node_path} {_gib(free)} free")
-    status = worst(statuses)
+    status = worst_verdict(statuses)
     fix = ""
     if status != "pass":
         fix = (f"free space under /var/lib and /var (Docker images land in /var/lib/docker): "
@@ -241,7 +241,7 @@ def check_credentials_file(ctx: PreflightContext) -> CheckResult:
 
 def check_registration(ctx: PreflightContext) -> CheckResult:
     """Report an existing registration and anything that makes it suspect; never fails."""
-    findings: list[tuple[Status, str]] = []
+    findings: list[tuple[Verdict, str]] = []
     reg = agent_files.registration(ctx.host)
     mi = ""
     if reg is None:
@@ -271,7 +271,7 @@ def check_registration(ctx: PreflightContext) -> CheckResult:
     if isinstance(recorded, str) and recorded and current and recorded != current:
         findings.append(("warn", "machine-id differs from the one recorded at registration "
                                  "(cloned host?)"))
-    status = worst([s for s, _ in findings])
+    status = worst_verdict([s for s, _ in findings])
     return CheckResult("registration", status, "; ".join(t for _, t in findings),
                        _REREGISTER_FIX if status == "warn" else "")
 

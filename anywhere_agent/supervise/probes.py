@@ -416,4 +416,8 @@ def default_probes(config: Config, host: Host, clock: Clock,
     ]
     if docker_managed:
         probes.append(DockerPingProbe(host, every, timeout=min(5.0, max(1.0, every / 3))))
+    from anywhere_agent.supervise.acs_session import AcsSessionProbe  # it imports this module
+
+    probes.append(AcsSessionProbe(host, config, clock, every, fetch=fetch,
+                                  timeout=min(5.0, max(1.0, every / 3))))
     return probes
