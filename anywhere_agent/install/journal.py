@@ -91,6 +91,11 @@ class Journal:
         self.data["cluster_checked"] = cluster
         self.save()
 
+    def record_ecs_exec_version(self, version: str) -> None:
+        """The SSM agent binaries ECS Exec uses, as installed under the ECS agent's dir."""
+        self.data["ecs_exec_version"] = version
+        self.save()
+
     # pending restarts --------------------------------------------------------------------
     def pending_restarts(self) -> set[str]:
         return set(self.data.get("pending_restarts", []))
