@@ -217,11 +217,12 @@ def node(tmp_path: Path) -> Any:
         pm = PackageManager(host, "apt")
         from anywhere_agent.install.context import Activation
 
-        return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
-                       source=PackageSource(cfg, host, platform, pm),
-                       activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
-                       http_get=http_get, sleep=lambda s: None,
-                       clients_factory=lambda creds: FakeClients(backend))
+        return InstallContext(
+            cfg=cfg, host=host, platform=platform, journal=Journal(host),
+            source=PackageSource(cfg, host, platform, pm),
+            activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
+            http_get=http_get, sleep=lambda s: None,
+            clients_factory=lambda creds: FakeClients(backend))
 
     system.introspection = introspection  # type: ignore[attr-defined]
     return system, make_ctx, backend

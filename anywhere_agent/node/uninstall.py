@@ -199,7 +199,7 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             if svc.state(unit).exists:
                 attempt(f"stop and disable {unit}", partial(svc.disable, unit, now=True))
         if not keep_packages:
-            installed = ctx.journal.data.get("installed_packages", [])
+            installed = ctx.journal.installed_packages()
             for pkg in (agent_files.ECS_PACKAGE, agent_files.SSM_PACKAGE):
                 if ctx.source.pm.installed_version(pkg):
                     attempt(f"remove package {pkg}", partial(ctx.source.pm.remove, [pkg]))

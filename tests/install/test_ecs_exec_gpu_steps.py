@@ -73,7 +73,7 @@ def test_a_loosened_ca_bundle_is_tightened_again_and_ecs_restarted(node: Any) ->
     delta = planned["ecs-exec-certs"]
     assert delta is not None
     assert delta.summary == f"set mode 0400 on {ecs_exec.CA_BUNDLE}"
-    assert delta.services == ["restart ecs"]
+    assert [str(a) for a in delta.services] == ["restart ecs"]
     _run(ctx, _exec_steps())
     assert _mode(ctx, ecs_exec.CA_BUNDLE) == 0o400
     assert "ecs" in ctx.journal.pending_restarts()
@@ -195,7 +195,7 @@ def test_enable_gpu_adds_dockers_nvidia_runtime_keeps_other_keys_and_converges(
     ctx = make_ctx(enable_gpu=True, docker_source="distro")
     step = docker_runtime_step()
     delta = plan(ctx, [step])[0].delta
-    assert delta is not None and delta.services == ["restart docker"]
+    assert delta is not None and [str(a) for a in delta.services] == ["restart docker"]
     _run(ctx, [step])
     data = json.loads(ctx.host.read_text("/etc/docker/daemon.json") or "")
     assert data == {"log-driver": "journald",
