@@ -42,13 +42,13 @@ def _platform(host: Host) -> Platform:
 
 
 def _context(cfg: Config, host: Host, activation: Any = None, reregister: bool = False) -> Any:
-    from anywhere_agent.install.context import Context, default_clients_factory
+    from anywhere_agent.install.context import InstallContext, default_clients_factory
     from anywhere_agent.install.journal import Journal
     from anywhere_agent.install.sources import PackageSource
 
     platform = _platform(host)
     pm = PackageManager(host, platform.package_manager, cfg.proxy.environment())
-    return Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+    return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
                    source=PackageSource(cfg, host, platform, pm), activation=activation,
                    force_reregister=reregister, clients_factory=default_clients_factory(cfg))
 
@@ -98,12 +98,17 @@ def _read_code(code_file: Optional[str]) -> Optional[Secret]:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP during install: unwinds like Ctrl-C, so the run is journaled as
-    interrupted and a contained child (the one holding the activation code) is killed first."""
+    interrupted and a contained child (the one holding the activation code) is killed first;
+    `signum` gives the exit code (128 + it: 143 for SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _terminate_as_exception() -> None:
     def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated(signal.Signals(signum).name)
+        raise Terminated(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_terminated)
