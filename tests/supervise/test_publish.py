@@ -67,7 +67,8 @@ def test_metrics_listen_accepts_ipv4_and_ipv6_loopback() -> None:
     assert parse_listen("[::1]:9799") == ("::1", 9799)
 
 
-def test_the_default_supervisor_never_imports_boto3_botocore_or_typer(node: Node) -> None:
+def test_the_default_supervisor_never_imports_boto3_botocore_typer_or_tenacity(
+        node: Node) -> None:
     # Run a real round of the default probes in a fresh interpreter.
     code = f"""
 import sys
@@ -79,7 +80,8 @@ cfg = Config(cluster="lab", docker_source="none",
              health=HealthConfig(state_file="/health.json"))
 Supervisor(cfg, Host({str(node.root)!r}, runner=lambda argv, **kw: __import__(
     "anywhere_agent.host.gateway", fromlist=["Result"]).Result(tuple(argv), 1))).step()
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "typer")))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "typer",
+                                                         "tenacity")))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
