@@ -10,12 +10,12 @@ from typing import Any, Optional
 
 import typer
 
-from anywhere_agent.cli import output
+from anywhere_agent.cli import logs, output
 from anywhere_agent.config import Config, load_config
 from anywhere_agent.errors import ActivationError, PreflightError, UsageError
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import Platform, detect, uname_machine
-from anywhere_agent.secret import REDACTOR, Secret
+from anywhere_agent.secret import Secret
 
 CODE_ENV = "ANYWHERE_AGENT_ACTIVATION_CODE"
 
@@ -92,7 +92,7 @@ def _read_code(code_file: Optional[str]) -> Optional[Secret]:
         raise ActivationError(f"the activation code from {where} is empty",
                               "put the ActivationCode from `registrar activate` there")
     secret = Secret(code)
-    REDACTOR.add(secret)
+    logs.redactor().add(secret)
     return secret
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from anywhere_agent.cli import logs
 from anywhere_agent.cli.output import is_tty, print_table, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
 from anywhere_agent.registrar import (
@@ -86,7 +87,7 @@ def activate_cmd(
                              "--output FILE (created 0600) or --output - (JSON on stdout)")
         made = activations.create(make_clients(region), n, lifetime, output, sys.stdout,
                                   role=role, name_prefix=name_prefix, tags=tags,
-                                  rollout=rollout)
+                                  rollout=rollout, redactor=logs.redactor())
         if output == "-":
             return  # standard output already carries the JSON with the codes
         if as_json:
