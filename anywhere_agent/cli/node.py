@@ -161,8 +161,11 @@ def install(
     enable_gpu: Optional[bool] = typer.Option(None, "--enable-gpu/--no-enable-gpu"),
     attribute: list[str] = typer.Option([], "--attribute", help="ECS attribute KEY=VALUE."),
     tag: list[str] = typer.Option([], "--tag", help="Container instance tag KEY=VALUE."),
-    http_proxy: Optional[str] = typer.Option(None, "--http-proxy"),
-    https_proxy: Optional[str] = typer.Option(None, "--https-proxy"),
+    http_proxy: Optional[str] = typer.Option(
+        None, "--http-proxy", help="Proxy URL without credentials (refused: a password here "
+        "shows in ps); one with a password goes in agent.toml or ANYWHERE_AGENT_HTTP_PROXY."),
+    https_proxy: Optional[str] = typer.Option(
+        None, "--https-proxy", help="As --http-proxy, for HTTPS (ANYWHERE_AGENT_HTTPS_PROXY)."),
     no_proxy: Optional[str] = typer.Option(None, "--no-proxy"),
     reregister: bool = typer.Option(False, "--reregister",
                                     help="Register again even if the current one looks valid."),
