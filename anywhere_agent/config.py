@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ConfigError, UsageError
+from anywhere_agent.host.agent_files import HEALTH_FILE
 from anywhere_agent.secret import has_userinfo, redact_userinfo
 
 if sys.version_info >= (3, 11):
@@ -19,7 +20,6 @@ else:  # pragma: no cover - exercised on 3.9/3.10 hosts only
     import tomli as tomllib
 
 CONFIG_PATH = "/etc/anywhere-agent/agent.toml"
-STATE_DIR = "/var/lib/anywhere-agent"
 
 PACKAGE_SOURCES = ("aws", "repo", "bundle")
 DOCKER_SOURCES = ("distro", "docker", "none")
@@ -67,6 +67,10 @@ class SuperviseConfig:
     # The SSM agent rewrites its credentials at half life (~15 min of a ~30 min lifetime).
     credentials_warn_age_seconds: float = 1800.0
     credentials_crit_age_seconds: float = 3600.0
+    # The ECS agent without an ACS session: the cluster reads it disconnected. Its reconnect
+    # backoff tops out at 2 min, and a periodic reconnect takes about a second.
+    acs_warn_seconds: float = 300.0
+    acs_crit_seconds: float = 900.0
     disk_warn_percent: float = 85.0
     disk_crit_percent: float = 95.0
     memory_warn_percent: float = 90.0
@@ -78,7 +82,7 @@ class SuperviseConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    state_file: str = STATE_DIR + "/health.json"
+    state_file: str = HEALTH_FILE
     stale_after_seconds: float = 90.0
     # node_exporter textfile collector file, e.g. /var/lib/node_exporter/anywhere_agent.prom
     textfile_path: str = ""
@@ -399,6 +403,10 @@ def _validate(cfg: Config, w: Any) -> None:
             raise _fail(w(key), key, "must be a URL like http://proxy:3128 "
                         f"(got {redact_userinfo(url)!r})",
                         f"fix {key}")
+    if cfg.supervise.acs_crit_seconds < cfg.supervise.acs_warn_seconds:
+        raise _fail(w("supervise.acs_crit_seconds"), "supervise.acs_crit_seconds",
+                    "must not be below supervise.acs_warn_seconds",
+                    "raise acs_crit_seconds or lower acs_warn_seconds")
     if cfg.ecs_loglevel not in ("debug", "info", "warn", "error", "crit"):
         raise _fail(w("ecs_loglevel"), "ecs_loglevel", "must be debug, info, warn, error or crit",
                     "set ecs_loglevel = \"info\"")

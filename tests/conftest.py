@@ -15,7 +15,7 @@ import pytest
 from anywhere_agent.config import load_config
 from anywhere_agent.host.gateway import Host, PackageManager, Result
 from anywhere_agent.host.platform import detect
-from anywhere_agent.install.context import Context
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import PackageSource
 from anywhere_agent.secret import Secret
@@ -191,7 +191,7 @@ def node(tmp_path: Path) -> Any:
         return 200, json.dumps({"Cluster": "prod", "ContainerInstanceArn": introspection["arn"],
                                 "Version": "Amazon ECS Agent - v1.105.1"}).encode()
 
-    def make_ctx(with_code: bool = True, **flags: Any) -> Context:
+    def make_ctx(with_code: bool = True, **flags: Any) -> InstallContext:
         base = {"region": "us-east-1", "cluster": "prod", "package_source": "repo",
                 "docker_source": "none", "activation_id": ACTIVATION_ID}
         base.update(flags)
@@ -201,7 +201,7 @@ def node(tmp_path: Path) -> Any:
         pm = PackageManager(host, "apt")
         from anywhere_agent.install.context import Activation
 
-        return Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+        return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
                        source=PackageSource(cfg, host, platform, pm),
                        activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
                        http_get=http_get, sleep=lambda s: None,

@@ -27,8 +27,8 @@ def _main(
 ) -> None:
     logs.configure(verbose)
     if version:
-        from anywhere_agent.bundle.versions import render, versions
         from anywhere_agent.host.gateway import Host
+        from anywhere_agent.host.versions import render, versions
 
         print(render(versions(Host("/"))))
         raise typer.Exit(0)
@@ -73,7 +73,9 @@ def supervise(
 
 
 def _mount() -> None:
-    from anywhere_agent.cli import bundle, lab, registrar
+    from anywhere_agent.cli import bundle, lab, registrar, support
+
+    app.command("support-bundle")(support.support_bundle)
 
     app.command("bundle")(bundle.bundle)
     app.add_typer(registrar.app, name="registrar",

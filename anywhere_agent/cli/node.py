@@ -42,13 +42,13 @@ def _platform(host: Host) -> Platform:
 
 
 def _context(cfg: Config, host: Host, activation: Any = None, reregister: bool = False) -> Any:
-    from anywhere_agent.install.context import Context, default_clients_factory
+    from anywhere_agent.install.context import InstallContext, default_clients_factory
     from anywhere_agent.install.journal import Journal
     from anywhere_agent.install.sources import PackageSource
 
     platform = _platform(host)
     pm = PackageManager(host, platform.package_manager, cfg.proxy.environment())
-    return Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+    return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
                    source=PackageSource(cfg, host, platform, pm), activation=activation,
                    force_reregister=reregister, clients_factory=default_clients_factory(cfg))
 

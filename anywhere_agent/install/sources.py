@@ -11,9 +11,9 @@ from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import ConfigError, NetworkError, PackageError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import Platform
-from anywhere_agent.install import layout
 
 LOG = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class PackageSource:
             if d.status != 200:
                 raise PackageError(f"download of {d.url} returned HTTP {d.status}",
                                    "check region/package_base_url, or use package_source = repo")
-        cache = layout.PACKAGE_CACHE
+        cache = agent_files.PACKAGE_CACHE
         name = url.rsplit("/", 1)[1]
         self.host.write_atomic(f"{cache}/{name}", pkg.body, 0o644)
         sig_name = name + SIGNATURE_SUFFIX[package]

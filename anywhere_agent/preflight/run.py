@@ -12,9 +12,9 @@ from anywhere_agent.errors import AgentError
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.preflight import checks, reach
 from anywhere_agent.preflight.context import (
-    Context,
     DiskFree,
     MemoryTotal,
+    PreflightContext,
     disk_free,
     memory_total,
 )
@@ -23,7 +23,7 @@ from anywhere_agent.preflight.network import Connector, tcp_connect
 
 LOG = logging.getLogger(__name__)
 
-Check = Callable[[Context], Union[CheckResult, Sequence[CheckResult]]]
+Check = Callable[[PreflightContext], Union[CheckResult, Sequence[CheckResult]]]
 
 # Order is the order of the report: what makes everything else moot comes first.
 CHECKS: tuple[tuple[str, Check], ...] = (
@@ -45,7 +45,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
-def _run_one(name: str, check: Check, ctx: Context) -> list[CheckResult]:
+def _run_one(name: str, check: Check, ctx: PreflightContext) -> list[CheckResult]:
     try:
         out = check(ctx)
     except AgentError as err:
@@ -74,7 +74,7 @@ def run_preflight(
     `connect` opens every probe socket (tests pass one that maps names to loopback);
     `network=False` skips the IMDS and reachability probes; `timeout` bounds each probe.
     """
-    ctx = Context(cfg=cfg, host=host, env=env, euid=euid, machine=machine, network=network,
+    ctx = PreflightContext(cfg=cfg, host=host, env=env, euid=euid, machine=machine, network=network,
                   connect=connect, disk_free=disk_free, memory_total=memory_total,
                   timeout=timeout, now=now)
     results: list[CheckResult] = []
