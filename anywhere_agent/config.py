@@ -113,6 +113,9 @@ class Config:
     package_signing_fingerprints: str = ""
     docker_source: str = "distro"
     enable_gpu: bool = False
+    # The CA bundle ECS Exec's SSM agent trusts (AWS's --certs-file); "" = the first of the
+    # distribution's known locations (anywhere_agent/host/ecs_exec.py).
+    certs_file: str = ""
     ecs_loglevel: str = "info"
     join_timeout_seconds: float = 120.0
     proxy: Proxy = field(default_factory=Proxy)
@@ -170,6 +173,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYWHERE_AGENT_PACKAGE_BASE_URL": "package_base_url",
     "ANYWHERE_AGENT_DOCKER_SOURCE": "docker_source",
     "ANYWHERE_AGENT_ENABLE_GPU": "enable_gpu",
+    "ANYWHERE_AGENT_CERTS_FILE": "certs_file",
     "ANYWHERE_AGENT_HTTP_PROXY": "proxy.http",
     "ANYWHERE_AGENT_HTTPS_PROXY": "proxy.https",
     "ANYWHERE_AGENT_NO_PROXY": "proxy.no_proxy",

@@ -23,6 +23,8 @@ from anywhere_agent.secret import Secret
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 ACTIVATION_ID = "0c9a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"
 CODE = "Sup3rSecretActivationCode"
+SSM_BINARIES = ("amazon-ssm-agent", "ssm-agent-worker", "ssm-session-worker")
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @dataclass
@@ -60,8 +62,14 @@ class FakeSystem:
                         base = Path(name).name.split("_")[0]
                         self.packages[base] = "1.0"
                         if base == "amazon-ssm-agent":
-                            # The real package enables and starts its service.
+                            # The real package enables and starts its service, and ships
+                            # the workers beside the agent (ECS Exec copies all three).
                             self.units["amazon-ssm-agent"] = Unit(True, True)
+                            for binary in SSM_BINARIES:
+                                path = self.root / "usr/bin" / binary
+                                path.parent.mkdir(parents=True, exist_ok=True)
+                                path.write_bytes(b"\x7fELF " + binary.encode())
+                                path.chmod(0o755)
                         if base == "amazon-ecs-init":
                             self.units.setdefault("ecs", Unit())
                 return Result(argv, 0)
@@ -70,6 +78,12 @@ class FakeSystem:
                     self.packages.pop(name, None)
                     if name == "amazon-ssm-agent":
                         self.units.pop("amazon-ssm-agent", None)
+                        for binary in SSM_BINARIES:
+                            (self.root / "usr/bin" / binary).unlink(missing_ok=True)
+                        for empty in ("usr/bin", "usr"):
+                            if (self.root / empty).is_dir() and \
+                                    not any((self.root / empty).iterdir()):
+                                (self.root / empty).rmdir()
                 return Result(argv, 0)
             return Result(argv, 0)
         if prog == "systemctl":
@@ -177,6 +191,8 @@ def node(tmp_path: Path) -> Any:
     (root / "var/lib").mkdir(parents=True)
     (root / "etc/os-release").write_text(DEBIAN)
     (root / "etc/machine-id").write_text("a" * 32 + "\n")
+    (root / "etc/ssl/certs").mkdir(parents=True)
+    (root / "etc/ssl/certs/ca-certificates.crt").write_text(CA_PEM)
     system = FakeSystem(root)
     backend = FakeEcs()
     backend.ssm_known = system.registered

@@ -291,6 +291,20 @@ class Host:
             raise _io_error(target, err, "remove") from None
         return True
 
+    def ensure_dir(self, node_path: str, mode: int = 0o755) -> bool:
+        """Create a directory (and its parents) with `mode`, or set its mode; True if changed."""
+        target = self.path(node_path)
+        try:
+            if target.is_dir():
+                if target.stat().st_mode & 0o7777 == mode:
+                    return False
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, mode)
+        except OSError as err:
+            raise _io_error(target, err, "create") from None
+        return True
+
     def listdir(self, node_path: str) -> list[str]:
         try:
             return sorted(os.listdir(self.path(node_path)))

@@ -153,6 +153,18 @@ class PackageSource:
         self._verify_signature(package, f"{cache}/{name}", f"{cache}/{sig_name}", proxies)
         return str(self.host.path(f"{cache}/{name}"))
 
+    def fetch(self, url: str) -> bytes:
+        """GET an unsigned file of AWS's layout (ECS Exec's binaries tarball, which AWS
+        publishes without a signature) through the configured proxy; non-200 names the fix."""
+        proxies = {k: v for k, v in (("http", self.cfg.proxy.http),
+                                     ("https", self.cfg.proxy.https)) if v}
+        got = self._fetch(url, proxies)
+        if got.status != 200:
+            raise PackageError(f"download of {url} returned HTTP {got.status}",
+                               "check region/package_base_url, or use package_source = repo "
+                               "or bundle")
+        return got.body
+
     def trusted_keys(self, package: str, proxies: dict[str, str]) -> tuple[list[bytes], bool]:
         """Key material and whether it is pinned by fingerprint (AWS's) or by configuration.
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from anywhere_agent.config import Config
-from anywhere_agent.host import agent_files
+from anywhere_agent.host import agent_files, ecs_exec
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
@@ -51,6 +51,7 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
             "age_seconds": None if creds_mtime is None else round(time.time() - creds_mtime),
             "expires_at": expires,
         },
+        "ecs_exec": ecs_exec.readiness(host).to_dict(),
         "identity": journal.identity,
         "previous_identities": journal.data.get("previous_identities", []),
         "last_install": {k: last.get(k) for k in ("kind", "result", "started_at", "finished_at",
@@ -72,6 +73,10 @@ def render_text(st: dict[str, Any]) -> str:
     lines.append("credentials        " + (f"refreshed {creds['age_seconds']} s ago, expire "
                                          f"{creds['expires_at'] or 'unknown'}"
                                          if creds["present"] else "absent"))
+    exec_ = st["ecs_exec"]
+    lines.append("ecs exec           " + (f"ready (SSM binaries {exec_['version']})"
+                                          if exec_["ready"] else
+                                          "not ready: " + "; ".join(exec_["problems"])))
     last = st["last_install"]
     lines.append(f"last install       {last.get('result', 'never')} {last.get('finished_at', '')}"
                  + (f" - {last['detail']}" if last.get("detail") else ""))

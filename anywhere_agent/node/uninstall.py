@@ -15,7 +15,7 @@ from typing import Any
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
-from anywhere_agent.host import agent_files, keyvalue
+from anywhere_agent.host import agent_files, ecs_exec, keyvalue
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
@@ -35,7 +35,8 @@ OWNED_PATHS = (
     agent_files.SSM_REGISTRATION, agent_files.SSM_REGISTRATION_KEY, agent_files.HOST_CREDENTIALS,
 )
 OWNED_DIRS = (agent_files.SSM_VAULT, agent_files.SSM_RUNTIME_CONFIG,
-              agent_files.PACKAGE_CACHE, agent_files.CONFIG_DIR)
+              agent_files.PACKAGE_CACHE, agent_files.CONFIG_DIR,
+              ecs_exec.ROOT)  # install made it, as AWS's script does (no package owns it)
 
 
 @dataclass

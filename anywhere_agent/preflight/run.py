@@ -10,7 +10,7 @@ from typing import Union
 from anywhere_agent.config import Config
 from anywhere_agent.errors import AgentError
 from anywhere_agent.host.gateway import Host
-from anywhere_agent.preflight import checks, reach
+from anywhere_agent.preflight import checks, ecs_exec, gpu, reach
 from anywhere_agent.preflight.context import (
     DiskFree,
     MemoryTotal,
@@ -42,6 +42,8 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("registration", checks.check_registration),
     ("reachability", reach.check_reachability),
     ("clock_skew", reach.check_clock_skew),
+    ("ca_bundle", ecs_exec.check_ca_bundle),
+    *((c.__name__.removeprefix("check_"), c) for c in gpu.GPU_CHECKS),
 )
 
 

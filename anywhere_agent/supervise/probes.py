@@ -395,6 +395,36 @@ class DockerPingProbe:
                                   reason="answers"),))
 
 
+# --- ECS Exec ------------------------------------------------------------------------------
+
+class EcsExecProbe:
+    """Whether the ECS agent will offer ECS Exec: its CA bundle and SSM binaries are usable."""
+
+    name = "ecs_exec"
+
+    def __init__(self, host: Host, interval: float) -> None:
+        self.interval = interval
+        self._host = host
+
+    def __call__(self) -> Observation:
+        from anywhere_agent.host import ecs_exec
+
+        try:
+            ready = ecs_exec.readiness(self._host)
+        except HostIOError as err:
+            return Observation((Check(self.name, Status.UNKNOWN, err.message, fix=err.fix,
+                                      reason="unreadable"),))
+        if not ready.ready:
+            # Tasks still run without it; only `aws ecs execute-command` fails, so WARNING.
+            return Observation((Check(self.name, Status.WARNING,
+                                      "ECS Exec will not work: " + "; ".join(ready.problems),
+                                      fix=ecs_exec.INSTALL_FIX, reason="not_ready"),))
+        return Observation((Check(self.name, Status.OK,
+                                  f"ECS Exec ready (SSM binaries {ready.version}, CA bundle "
+                                  f"{ecs_exec.CA_BUNDLE_MODE:04o})", reason="ready"),),
+                           {"ecs_exec_version": ready.version or ""})
+
+
 # --- the default set -----------------------------------------------------------------------
 
 def default_probes(config: Config, host: Host, clock: Clock,
@@ -413,6 +443,7 @@ def default_probes(config: Config, host: Host, clock: Clock,
         CredentialsProbe(host, clock, every, config.supervise.credentials_warn_age_seconds,
                          config.supervise.credentials_crit_age_seconds),
         PressureProbe(host, config, every),
+        EcsExecProbe(host, max(every, 60.0)),
     ]
     if docker_managed:
         probes.append(DockerPingProbe(host, every, timeout=min(5.0, max(1.0, every / 3))))

@@ -18,6 +18,7 @@ from anywhere_agent.install.steps.base import (
     secret_mode,
 )
 from anywhere_agent.install.steps.credentials import CredentialsStep, cluster_exists
+from anywhere_agent.install.steps.ecs_exec import ExecBinariesStep, ExecCertsStep
 from anywhere_agent.install.steps.files import (
     FileStep,
     _agent_toml,
@@ -33,6 +34,7 @@ from anywhere_agent.install.steps.files import (
     _unit,
     _zypper_proxy,
 )
+from anywhere_agent.install.steps.gpu import docker_runtime_step
 from anywhere_agent.install.steps.packages import DockerStep, PackageStep
 from anywhere_agent.install.steps.registration import (
     RegistrationStep,
@@ -43,7 +45,8 @@ from anywhere_agent.install.steps.services import ClusterMoveStep, ServiceStep
 from anywhere_agent.install.steps.verify import VerifyJoinStep
 
 __all__ = [
-    "ClusterMoveStep", "CredentialsStep", "Delta", "DockerStep", "FileChange", "FileStep",
+    "ClusterMoveStep", "CredentialsStep", "Delta", "DockerStep", "ExecBinariesStep",
+    "ExecCertsStep", "FileChange", "FileStep",
     "PackageStep", "RegistrationStep", "ServiceStep", "Step", "VerifyJoinStep", "all_steps",
     "central_registration", "cluster_exists", "deregister_own_registration", "secret_mode",
 ]
@@ -83,7 +86,11 @@ def all_steps() -> list[Step]:
         FileStep("docker-proxy", "proxy for Docker", agent_files.proxy_dropin(docker),
                  _proxy_dropin_for(docker), mode=0o600, readers=(docker,), unit_file=True,
                  when=_docker_managed),
+        docker_runtime_step(),
         ServiceStep("docker-service", docker, when=_docker_managed),
+        # AWS's order: ECS Exec's files before ecs-init, so the agent's first start offers it.
+        ExecCertsStep(),
+        ExecBinariesStep(),
         PackageStep("ecs-init-package", agent_files.ECS_PACKAGE),
         ClusterMoveStep(),
         FileStep("ecs-config", "ECS agent config", agent_files.ECS_CONFIG, _ecs_config,
