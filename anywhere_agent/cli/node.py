@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from anywhere_agent.cli import output
+from anywhere_agent.cli import logs, output
 from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
 from anywhere_agent.config import Config, load_config
 from anywhere_agent.errors import PreflightError
@@ -107,8 +107,11 @@ def install(
              "known locations)."),
     attribute: list[str] = typer.Option([], "--attribute", help="ECS attribute KEY=VALUE."),
     tag: list[str] = typer.Option([], "--tag", help="Container instance tag KEY=VALUE."),
-    http_proxy: Optional[str] = typer.Option(None, "--http-proxy"),
-    https_proxy: Optional[str] = typer.Option(None, "--https-proxy"),
+    http_proxy: Optional[str] = typer.Option(
+        None, "--http-proxy", help="Proxy URL without credentials (refused: a password here "
+        "shows in ps); one with a password goes in agent.toml or ANYWHERE_AGENT_HTTP_PROXY."),
+    https_proxy: Optional[str] = typer.Option(
+        None, "--https-proxy", help="As --http-proxy, for HTTPS (ANYWHERE_AGENT_HTTPS_PROXY)."),
     no_proxy: Optional[str] = typer.Option(None, "--no-proxy"),
     reregister: bool = typer.Option(False, "--reregister",
                                     help="Register again even if the current one looks valid."),
@@ -136,7 +139,7 @@ def install(
                           "proxy.no_proxy": no_proxy})
         cfg = _config(root, config, flags)
         cfg.require_region()
-        code = read_code(activation_code_file, os.environ)
+        code = read_code(activation_code_file, os.environ, logs.redactor())
         host = Host(root)
         if not skip_preflight and not dry_run:
             node_install.require_preflight(cfg, host)

@@ -11,7 +11,7 @@ from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
 from anywhere_agent.config import Config
 from anywhere_agent.errors import ActivationError, UsageError
 from anywhere_agent.install.context import Activation
-from anywhere_agent.secret import REDACTOR, Secret
+from anywhere_agent.secret import RedactingFilter, Secret
 
 
 def refuse_code_on_argv() -> UsageError:
@@ -21,11 +21,12 @@ def refuse_code_on_argv() -> UsageError:
                       f"{CODE_ENV}; consider revoking this activation")
 
 
-def read_code(code_file: str | None, environ: Mapping[str, str],
+def read_code(code_file: str | None, environ: Mapping[str, str], redactor: RedactingFilter,
               stdin: TextIO | None = None, warn: TextIO | None = None) -> Secret | None:
     """The code from `code_file`, `-` (standard input) or CODE_ENV; None when none is given.
 
-    The code is registered with the log redactor before anything can print it."""
+    The code is added to `redactor` (the process's log filter) before anything can print
+    it."""
     stdin = sys.stdin if stdin is None else stdin
     warn = sys.stderr if warn is None else warn
     raw: str | None = None
@@ -64,7 +65,7 @@ def read_code(code_file: str | None, environ: Mapping[str, str],
         raise ActivationError(f"the activation code from {where} is empty",
                               "put the ActivationCode from `registrar activate` there")
     secret = Secret(code)
-    REDACTOR.add(secret)
+    redactor.add(secret)
     return secret
 
 
