@@ -16,7 +16,7 @@ from anywhere_agent.errors import AgentError
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
 from anywhere_agent.install import layout
-from anywhere_agent.support.redact import SECRET_SOURCES, Redactor, learn
+from anywhere_agent.support.redact import SECRET_SOURCES, Redactor, learn, url_passwords
 
 LOG = logging.getLogger(__name__)
 
@@ -183,7 +183,9 @@ class Collector:
         self.reports(cfg)
         self.files(cfg)
         self.commands()
-        redact = redactor or learn(self.host, self.facts.env)
+        # The configuration read may be another file than the default one learn() reads.
+        redact = redactor or learn(self.host, self.facts.env, url_passwords(
+            f"{cfg.proxy.http} {cfg.proxy.https}"))
         for entry in self.out.entries:
             entry.data = redact(entry.data.decode("utf-8", "replace")).encode()
         self.out.errors = [redact(e) for e in self.out.errors]
