@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ConfigError
+from anywhere_agent.host.agent_files import HEALTH_FILE
 from anywhere_agent.secret import redact_userinfo
 
 if sys.version_info >= (3, 11):
@@ -19,13 +20,14 @@ else:  # pragma: no cover - exercised on 3.9/3.10 hosts only
     import tomli as tomllib
 
 CONFIG_PATH = "/etc/anywhere-agent/agent.toml"
-STATE_DIR = "/var/lib/anywhere-agent"
 
 PACKAGE_SOURCES = ("aws", "repo", "bundle")
 DOCKER_SOURCES = ("distro", "docker", "none")
 # Services a node talks to; AWS_ENDPOINT_URL_<NAME> overrides each (botocore's convention).
 ENDPOINT_SERVICES = ("ssm", "ec2messages", "ssmmessages", "ecs", "sts", "cloudwatch", "s3")
-_REGION_RE = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov)-[a-z]+-\d{1,2}$")
+# The shape of every partition's region codes (us-east-1, us-gov-west-1, cn-north-1,
+# us-isob-east-1, eusc-de-east-1), not a list of today's: a new region needs no release.
+_REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ACTIVATION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
@@ -80,7 +82,7 @@ class SuperviseConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    state_file: str = STATE_DIR + "/health.json"
+    state_file: str = HEALTH_FILE
     stale_after_seconds: float = 90.0
     # node_exporter textfile collector file, e.g. /var/lib/node_exporter/anywhere_agent.prom
     textfile_path: str = ""
@@ -111,6 +113,9 @@ class Config:
     package_signing_fingerprints: str = ""
     docker_source: str = "distro"
     enable_gpu: bool = False
+    # The CA bundle ECS Exec's SSM agent trusts (AWS's --certs-file); "" = the first of the
+    # distribution's known locations (anywhere_agent/host/ecs_exec.py).
+    certs_file: str = ""
     ecs_loglevel: str = "info"
     join_timeout_seconds: float = 120.0
     proxy: Proxy = field(default_factory=Proxy)
@@ -168,6 +173,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYWHERE_AGENT_PACKAGE_BASE_URL": "package_base_url",
     "ANYWHERE_AGENT_DOCKER_SOURCE": "docker_source",
     "ANYWHERE_AGENT_ENABLE_GPU": "enable_gpu",
+    "ANYWHERE_AGENT_CERTS_FILE": "certs_file",
     "ANYWHERE_AGENT_HTTP_PROXY": "proxy.http",
     "ANYWHERE_AGENT_HTTPS_PROXY": "proxy.https",
     "ANYWHERE_AGENT_NO_PROXY": "proxy.no_proxy",
@@ -361,8 +367,13 @@ def _build(flat: Mapping[str, Any], where: Mapping[str, str], source_path: str) 
     return cfg
 
 
+def is_region(name: str) -> bool:
+    """Whether `name` has the shape of an AWS region code (the one check: node and registrar)."""
+    return _REGION_RE.fullmatch(name) is not None
+
+
 def _validate(cfg: Config, w: Any) -> None:
-    if cfg.region and not _REGION_RE.match(cfg.region):
+    if cfg.region and not is_region(cfg.region):
         raise _fail(w("region"), "region", f"{cfg.region!r} is not an AWS region name",
                     "use a region such as us-east-1 (the region of your activation)")
     if not _CLUSTER_RE.match(cfg.cluster):

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host, PackageManager, Runner, subprocess_runner
 from anywhere_agent.host.platform import Platform
-from anywhere_agent.install import layout
 from anywhere_agent.install.sources import Fetcher, PackageSource, requests_fetcher
 
 LOG = logging.getLogger(__name__)
 
-PACKAGES = (layout.SSM_PACKAGE, layout.ECS_PACKAGE)
+PACKAGES = (agent_files.SSM_PACKAGE, agent_files.ECS_PACKAGE)
 # Our --arch spelling -> the arch names each package format uses in file names.
 DEB_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 RPM_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}

@@ -291,6 +291,20 @@ class Host:
             raise _io_error(target, err, "remove") from None
         return True
 
+    def ensure_dir(self, node_path: str, mode: int = 0o755) -> bool:
+        """Create a directory (and its parents) with `mode`, or set its mode; True if changed."""
+        target = self.path(node_path)
+        try:
+            if target.is_dir():
+                if target.stat().st_mode & 0o7777 == mode:
+                    return False
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, mode)
+        except OSError as err:
+            raise _io_error(target, err, "create") from None
+        return True
+
     def listdir(self, node_path: str) -> list[str]:
         try:
             return sorted(os.listdir(self.path(node_path)))
@@ -402,6 +416,21 @@ class Services:
 _APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=120")
 
 
+def package_version(host: Host, name: str, kind: str | None = None) -> str | None:
+    """The installed version of a package (None when not installed): dpkg-query on apt
+    hosts, rpm on the others; both in turn when the package manager is not known."""
+    if kind in (None, "apt"):
+        res = host.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name],
+                       timeout=60)
+        status, _, version = res.stdout.partition(" ")
+        if res.ok and status == "installed" and version.strip():
+            return version.strip()
+        if kind == "apt":
+            return None
+    res = host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
+    return res.stdout.strip() if res.ok and res.stdout.strip() else None
+
+
 class PackageManager:
     """Install/query/remove packages with the distro's tool; chosen by `host.platform`."""
 
@@ -414,13 +443,7 @@ class PackageManager:
         self._env = dict(env or {})  # proxy variables, DEBIAN_FRONTEND
 
     def installed_version(self, name: str) -> str | None:
-        if self.kind == "apt":
-            res = self._host.run(
-                ["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=60)
-            status, _, version = res.stdout.partition(" ")
-            return version.strip() if res.ok and status == "installed" else None
-        res = self._host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
-        return res.stdout.strip() if res.ok else None
+        return package_version(self._host, name, self.kind)
 
     def providers(self, capability: str, *, available: bool = False) -> list[str]:
         """Packages providing `capability`: installed ones, or (available=True) the ones the

@@ -18,13 +18,14 @@ from typing import Optional
 from anywhere_agent.config import Config
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.health.model import Check, Status
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.secret import redact_userinfo
 from anywhere_agent.supervise.clock import Clock
 from anywhere_agent.supervise.probes import Fetch, Observation, http_get
 
-ECS_AGENT_LOG = "/var/log/ecs/ecs-agent.log"
-LOG_DIR = "/var/log/ecs"
+ECS_AGENT_LOG = agent_files.ECS_AGENT_LOG
+LOG_DIR, _, LOG_NAME = ECS_AGENT_LOG.rpartition("/")
 CHECK = "ecs_acs_session"
 # session.go startSessionOnce, logged once the WebSocket to ACS is up.
 CONNECTED = "Connected to ACS endpoint"
@@ -209,7 +210,7 @@ class AcsSessionProbe:
 
     def _read_rotated(self, start: int) -> None:
         """The newest rotated log (ecs-agent.log.2026-11-30-05, the agent's hourly default)."""
-        rotated = [n for n in self._host.listdir(LOG_DIR) if n.startswith("ecs-agent.log.")]
+        rotated = [n for n in self._host.listdir(LOG_DIR) if n.startswith(LOG_NAME + ".")]
         if rotated:
             tail = self._host.read_tail(f"{LOG_DIR}/{max(rotated)}", READ_LIMIT, start)
             if tail is not None:

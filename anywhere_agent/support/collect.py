@@ -13,9 +13,9 @@ from typing import Any, Optional
 from anywhere_agent import __version__
 from anywhere_agent.config import Config, load_config, load_health_config
 from anywhere_agent.errors import AgentError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
-from anywhere_agent.install import layout
 from anywhere_agent.support.redact import SECRET_SOURCES, Redactor, learn, url_passwords
 
 LOG = logging.getLogger(__name__)
@@ -28,26 +28,29 @@ FILE_BYTES = 256 << 10
 JOURNAL_LINES = 2000
 COMMAND_TIMEOUT = 20.0
 
-UNITS = (layout.ECS_UNIT, layout.SSM_UNIT, layout.DOCKER_UNIT, layout.AGENT_UNIT)
+UNITS = (agent_files.ECS_UNIT, agent_files.SSM_UNIT, agent_files.DOCKER_UNIT,
+         agent_files.AGENT_UNIT)
 CONFIG_FILES = {
-    "config/ecs/etc-ecs.config": layout.ECS_CONFIG,
-    "config/ecs/var-lib-ecs.config": layout.ECS_VAR_CONFIG,
-    "config/ssm/amazon-ssm-agent.json": layout.SSM_CONFIG,
-    "config/ssm/registration": layout.SSM_REGISTRATION,
-    "config/ssm/identity_config.json": layout.SSM_IDENTITY_CONFIG,
-    "config/apt/90anywhere-agent-proxy": layout.APT_PROXY_CONF,
+    "config/ecs/etc-ecs.config": agent_files.ECS_CONFIG,
+    "config/ecs/var-lib-ecs.config": agent_files.ECS_VAR_CONFIG,
+    "config/ssm/amazon-ssm-agent.json": agent_files.SSM_CONFIG,
+    "config/ssm/registration": agent_files.SSM_REGISTRATION,
+    "config/ssm/identity_config.json": agent_files.SSM_IDENTITY_CONFIG,
+    "config/apt/90anywhere-agent-proxy": agent_files.APT_PROXY_CONF,
     "config/docker/daemon.json": "/etc/docker/daemon.json",
-    "config/systemd/anywhere-agent.service": layout.AGENT_UNIT_PATH,
-    "state/state.json": layout.STATE_FILE,
+    "config/systemd/anywhere-agent.service": agent_files.AGENT_UNIT_PATH,
+    "state/state.json": agent_files.STATE_FILE,
     "host/os-release": "/etc/os-release",
     "host/meminfo": "/proc/meminfo",
     "host/loadavg": "/proc/loadavg",
 }
+_ECS_LOGS, _SSM_LOGS = (p.rsplit("/", 1)[0] for p in (agent_files.ECS_AGENT_LOG,
+                                                       agent_files.SSM_AGENT_LOG))
 LOG_FILES = {
-    "logs/ecs-agent.log": "/var/log/ecs/ecs-agent.log",
-    "logs/ecs-init.log": "/var/log/ecs/ecs-init.log",
-    "logs/amazon-ssm-agent.log": "/var/log/amazon/ssm/amazon-ssm-agent.log",
-    "logs/amazon-ssm-errors.log": "/var/log/amazon/ssm/errors.log",
+    "logs/ecs-agent.log": agent_files.ECS_AGENT_LOG,
+    "logs/ecs-init.log": f"{_ECS_LOGS}/ecs-init.log",
+    "logs/amazon-ssm-agent.log": agent_files.SSM_AGENT_LOG,
+    "logs/amazon-ssm-errors.log": f"{_SSM_LOGS}/errors.log",
 }
 COMMANDS = {
     "commands/systemctl-status.txt": ["systemctl", "status", "--no-pager", "--lines=0", *UNITS],
@@ -152,9 +155,10 @@ class Collector:
             self.add(name, found.data, node_path, tail=tail, truncated=found.truncated)
 
     def files(self, cfg: Config) -> None:
-        agent_toml = self.facts.config_path or cfg.source_path or layout.CONFIG_DIR + "/agent.toml"
+        agent_toml = (self.facts.config_path or cfg.source_path
+                      or agent_files.CONFIG_DIR + "/agent.toml")
         wanted = {"config/agent.toml": agent_toml, **CONFIG_FILES}
-        proxy_dir = layout.CONFIG_DIR + "/proxy"
+        proxy_dir = agent_files.CONFIG_DIR + "/proxy"
         wanted.update({f"config/proxy/{f}": f"{proxy_dir}/{f}"
                        for f in self.host.listdir(proxy_dir)})
         for unit in UNITS:

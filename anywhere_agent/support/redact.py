@@ -15,18 +15,18 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 
 from anywhere_agent.errors import HostIOError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
-from anywhere_agent.install import layout
 from anywhere_agent.secret import redact_userinfo
 
 MASK = "[REDACTED]"
 MIN_VALUE = 4  # shorter values are too common as text to replace blindly (patterns still apply)
 
 # Files whose secret values are learnt (never put in a bundle themselves).
-SECRET_SOURCES = (layout.HOST_CREDENTIALS, layout.SSM_REGISTRATION_KEY)
+SECRET_SOURCES = (agent_files.HOST_CREDENTIALS, agent_files.SSM_REGISTRATION_KEY)
 # Files and directories whose every `scheme://user:password@` password is learnt.
-PROXY_SOURCES = (layout.APT_PROXY_CONF, layout.ECS_CONFIG, layout.ECS_VAR_CONFIG,
-                 layout.CONFIG_DIR + "/agent.toml", layout.SSM_CONFIG)
+PROXY_SOURCES = (agent_files.APT_PROXY_CONF, agent_files.ECS_CONFIG, agent_files.ECS_VAR_CONFIG,
+                 agent_files.CONFIG_DIR + "/agent.toml", agent_files.SSM_CONFIG)
 ENV_SECRETS = ("ANYWHERE_AGENT_ACTIVATION_CODE", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                "AWS_ACCESS_KEY_ID", "ANYWHERE_AGENT_HTTP_PROXY", "ANYWHERE_AGENT_HTTPS_PROXY")
 
@@ -138,14 +138,15 @@ def learn(host: Host, env: Mapping[str, str], extra: Iterable[str] = ()) -> Reda
             text = host.read_text(path) or ""
         except HostIOError:
             continue
-        if path == layout.HOST_CREDENTIALS:
+        if path == agent_files.HOST_CREDENTIALS:
             values |= _credentials_values(text)
-        elif path == layout.SSM_REGISTRATION_KEY:
+        elif path == agent_files.SSM_REGISTRATION_KEY:
             values |= _json_values(text)
         values |= url_passwords(text)
-    for name in host.listdir(layout.CONFIG_DIR + "/proxy"):
+    for name in host.listdir(agent_files.CONFIG_DIR + "/proxy"):
         try:
-            values |= url_passwords(host.read_text(f"{layout.CONFIG_DIR}/proxy/{name}") or "")
+            text = host.read_text(f"{agent_files.CONFIG_DIR}/proxy/{name}") or ""
+            values |= url_passwords(text)
         except HostIOError:
             continue
     for name in ENV_SECRETS:

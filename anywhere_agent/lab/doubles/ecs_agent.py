@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -455,6 +456,25 @@ NAME_ONLY_CAPABILITIES = [
     "ecs.capability.execute-command",
     "ecs.capability.external",
 ]
+EXEC_CAPABILITY = "ecs.capability.execute-command"
+# What ecs-init bind-mounts as /managed-agents/execute-command (agent_capability_unix.go).
+EXEC_DEPS = "/var/lib/ecs/deps/execute-command"
+EXEC_BINARIES = ("amazon-ssm-agent", "ssm-agent-worker", "ssm-session-worker")
+
+
+def exec_deps_present(root: str = EXEC_DEPS) -> bool:
+    """The real agent's appendExecCapabilities: bin/, config/ and certs/tls-ca-bundle.pem
+    exist, and some bin/<digits.dots>/ holds all three binaries (existence only)."""
+    base = Path(root)
+    if not all((base / d).is_dir() for d in ("bin", "config", "certs")):
+        return False
+    if not (base / "certs" / "tls-ca-bundle.pem").exists():
+        return False
+    for version in (base / "bin").iterdir():
+        if version.is_dir() and re.fullmatch(r"\d+(\.\d+)*", version.name) and \
+                all((version / b).exists() for b in EXEC_BINARIES):
+            return True
+    return False
 
 
 def attributes(
@@ -466,6 +486,8 @@ def attributes(
     if first_registration:  # the real agent sends custom attributes only at first registration
         attrs += [{"name": k, "value": v} for k, v in cfg.instance_attributes.items()]
     names = NAME_ONLY_CAPABILITIES
+    if not exec_deps_present():
+        names = [n for n in names if n != EXEC_CAPABILITY]
     if docker_apis is not None:
         prefix = "com.amazonaws.ecs.capability.docker-remote-api."
         names = [n for n in names if not n.startswith(prefix)]
