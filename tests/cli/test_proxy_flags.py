@@ -13,7 +13,6 @@ import pytest
 
 from anywhere_agent.config import load_config
 from anywhere_agent.errors import ExitCode, UsageError
-from tests.conftest import CA_PEM
 
 PASSWORD = "pr0xyPassw0rd"
 
@@ -59,8 +58,10 @@ def test_install_dry_run_takes_the_password_from_the_environment_and_masks_it(
         tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
-    (tmp_path / "etc/ssl/certs").mkdir(parents=True)  # ECS Exec's CA bundle (preflight)
-    (tmp_path / "etc/ssl/certs/ca-certificates.crt").write_text(CA_PEM)
+    # ECS Exec's CA bundle, which install copies from the host's known locations.
+    (tmp_path / "etc/ssl/certs").mkdir(parents=True)
+    (tmp_path / "etc/ssl/certs/ca-certificates.crt").write_text(
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     res = cli("install", "--root", str(tmp_path), "--region", "us-east-1", "--dry-run", "--json",
               env={"ANYWHERE_AGENT_HTTP_PROXY": f"http://alice:{PASSWORD}@proxy.corp:3128"})
     assert res.returncode == 0, res.stderr
