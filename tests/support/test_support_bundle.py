@@ -127,8 +127,11 @@ def plant(root: Path) -> None:
 
 def installed(node: Any) -> tuple[Any, Host]:
     system, make_ctx, _ = node
-    apply(make_ctx(**{"proxy.http": PROXY_URL, "proxy.https": PROXY_URL}),
-          Progress(io.StringIO(), tty=False))
+    # agent.toml is the place for a proxy password (the flags refuse one).
+    conf = system.root / "etc/anywhere-agent/agent.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f'[proxy]\nhttp = "{PROXY_URL}"\nhttps = "{PROXY_URL}"\n')
+    apply(make_ctx(), Progress(io.StringIO(), tty=False))
     plant(system.root)
     return system, Host(system.root, runner=Commands(system))
 
