@@ -19,7 +19,6 @@ from anywhere_agent.host import agent_files, ecs_exec, keyvalue
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
-from anywhere_agent.install.steps.gpu import JOURNAL_KEY as GPU_RUNTIME_KEY
 from anywhere_agent.install.steps.gpu import undo_docker_runtime
 
 LOG = logging.getLogger(__name__)
@@ -219,7 +218,7 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))
         # Docker keeps running on it until its next restart; no GPU task is left to need it.
-        if ctx.journal.data.get(GPU_RUNTIME_KEY):
+        if ctx.journal.gpu_docker_runtime:
             attempt(f"remove the nvidia runtime install added to "
                     f"{agent_files.DOCKER_DAEMON_JSON}", partial(undo_docker_runtime, ctx))
         attempt("systemctl daemon-reload", svc.daemon_reload)

@@ -33,15 +33,12 @@ def _keep_mode(content: str, current: int | None) -> int:
 
 # Journal key: install added runtimes.nvidia ("added") or created daemon.json for it
 # ("created"), so uninstall takes out exactly that (node/uninstall.py).
-JOURNAL_KEY = "gpu_docker_runtime"
-
-
 class DockerRuntimeStep(FileStep):
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
-        if JOURNAL_KEY not in ctx.journal.data:
+        if not ctx.journal.gpu_docker_runtime:
             # Recorded before the write, like a pending restart: a killed run still knows.
-            ctx.journal.data[JOURNAL_KEY] = "created" if delta.files[0].old is None else "added"
-            ctx.journal.save()
+            ctx.journal.record_gpu_docker_runtime(
+                "created" if delta.files[0].old is None else "added")
         return super().apply(ctx, delta)
 
 
@@ -54,7 +51,7 @@ def docker_runtime_step() -> FileStep:
 def undo_docker_runtime(ctx: InstallContext) -> str | None:
     """For uninstall: take out the runtime entry install added (the file, if install created
     it and nothing else is in it); what it did, or None when there is nothing of ours."""
-    how = ctx.journal.data.get(JOURNAL_KEY)
+    how = ctx.journal.gpu_docker_runtime
     if how not in ("added", "created"):
         return None
     data, _ = gpu.read_daemon_json(ctx.host)
