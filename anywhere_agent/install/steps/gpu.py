@@ -46,24 +46,3 @@ def docker_runtime_step() -> FileStep:
     return DockerRuntimeStep("gpu-docker-runtime", "Docker's nvidia runtime for GPU tasks",
                              gpu.DOCKER_DAEMON_JSON, _daemon_json, mode=_keep_mode,
                              readers=(agent_files.DOCKER_UNIT,), when=_gpu_docker)
-
-
-def undo_docker_runtime(ctx: InstallContext) -> str | None:
-    """For uninstall: take out the runtime entry install added (the file, if install created
-    it and nothing else is in it); what it did, or None when there is nothing of ours."""
-    how = ctx.journal.gpu_docker_runtime
-    if how not in ("added", "created"):
-        return None
-    data, _ = gpu.read_daemon_json(ctx.host)
-    if data is None or not gpu.docker_has_runtime(data):
-        return None  # unreadable now, or already gone: not ours to repair
-    rest = gpu.without_our_runtime(data)
-    if rest == data:
-        return None
-    if not rest and how == "created":
-        ctx.host.remove(gpu.DOCKER_DAEMON_JSON)
-        return f"removed {gpu.DOCKER_DAEMON_JSON}"
-    mode = ctx.host.mode(gpu.DOCKER_DAEMON_JSON) or 0o644
-    ctx.host.write_atomic(gpu.DOCKER_DAEMON_JSON,
-                          json.dumps(rest, indent=2, sort_keys=True) + "\n", mode)
-    return f"removed runtimes.nvidia from {gpu.DOCKER_DAEMON_JSON}"
