@@ -35,6 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.record import append_record  # noqa: E402
+
 TARGETS = {"install_to_joined": 15.0, "rerun_joined": 2.0, "install_to_joined_docker": 60.0,
            "ratio_to_official": 1.0, "exit_after_joined": 0.5}
 CLUSTER = "bench"
@@ -47,7 +49,7 @@ EXEC_VERSION = re.compile(r'^\s*BINARY_VERSION="([^"]+)"', re.MULTILINE)
 def main() -> int:
     results = Path(sys.argv[1])
     if os.geteuid() != 0:
-        _write(results, {"bench": "install", "skipped": "needs root (the lab)"})
+        append_record(results, {"bench": "install", "skipped": "needs root (the lab)"})
         return 0
     from anywhere_agent.lab.orchestrator import Lab
 
@@ -67,7 +69,7 @@ def main() -> int:
     finally:
         lab.down()
     for record in records:
-        _write(results, record)
+        append_record(results, record)
     return 0
 
 
@@ -415,12 +417,6 @@ def _docker_record(lab: Any, host: str, activation: Any, ours: list[dict[str, An
                 "hosts; time to exit",
         "steps": _steps(err),
     }
-
-
-def _write(path: Path, record: dict[str, object]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
 
 
 if __name__ == "__main__":

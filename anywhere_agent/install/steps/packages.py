@@ -8,14 +8,7 @@ from collections.abc import Callable, Sequence
 from anywhere_agent.errors import PackageError, PreflightError
 from anywhere_agent.host import agent_files
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
-
-
-def _record_installed(ctx: InstallContext, package: str) -> None:
-    """Uninstall removes only packages we installed (Docker included): remember them."""
-    installed = set(ctx.journal.data.get("installed_packages", []))
-    ctx.journal.data["installed_packages"] = sorted(installed | {package})
-    ctx.journal.save()
+from anywhere_agent.install.steps.base import Delta, Step, Undo, _docker_managed, _is_deb, _is_rpm
 
 
 class PackageStep(Step):
@@ -52,9 +45,20 @@ class PackageStep(Step):
             ctx.source.refresh(again=True)
             ctx.source.install_all(delta.packages)
         _stamp_index(ctx)
+        # Uninstall removes only packages we installed: remember them.
         for name in delta.packages:
-            _record_installed(ctx, name)
+            ctx.journal.record_installed(name)
         return [f"package {name}" for name in delta.packages]
+
+    def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
+        names = list(delta.packages)
+
+        def remove() -> None:
+            ctx.source.pm.remove(names)
+            for name in names:
+                ctx.journal.forget_installed(name)
+
+        return Undo(f"remove package {', '.join(names)}", remove)
 
 
 # How long an index fetched by install is trusted to name current versions. A run killed after
@@ -65,8 +69,8 @@ INDEX_FRESH_SECONDS = 3600.0
 def _index_known(ctx: InstallContext, names: Sequence[str]) -> bool:
     """Whether the repositories' index is recent (fetched by install within the hour) and
     already offers every one of `names`; says so in the run's notes when it is."""
-    at = ctx.journal.data.get("package_index_at")
-    if ctx.cfg.package_source != "repo" or not isinstance(at, (int, float)):
+    at = ctx.journal.package_index_at
+    if ctx.cfg.package_source != "repo" or at is None:
         return False
     age = time.time() - at
     if not 0 <= age < INDEX_FRESH_SECONDS:
@@ -81,8 +85,7 @@ def _index_known(ctx: InstallContext, names: Sequence[str]) -> bool:
 
 def _stamp_index(ctx: InstallContext) -> None:
     if ctx.source.refreshed_now:
-        ctx.journal.data["package_index_at"] = time.time()
-        ctx.journal.save()
+        ctx.journal.record_package_index(time.time())
 
 
 class DockerStep(Step):
@@ -143,7 +146,7 @@ class DockerStep(Step):
         ctx.source.refresh()  # once per run: the agents' install may have fetched the index
         ctx.source.pm.install([self._package(ctx)])
         _stamp_index(ctx)
-        _record_installed(ctx, self._package(ctx))
+        ctx.journal.record_installed(self._package(ctx))  # Docker too
         return [f"package {self._package(ctx)}"]
 
 

@@ -7,7 +7,7 @@ import tenacity
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.host.gateway import UnitState
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step
+from anywhere_agent.install.steps.base import Delta, Step, UnitAction, Verb
 
 # systemd's own bound on a start (the supervisor unit's TimeoutStartSec).
 READY_TIMEOUT_SECONDS = 120.0
@@ -30,7 +30,7 @@ class UnitReadyStep(Step):
         if state.active_state == "active":
             return None
         return Delta(f"wait for {self.unit} to start ({state.active_state})",
-                     services=[f"wait for {self.unit}"])
+                     services=[UnitAction(Verb.WAIT, self.unit)])
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         starting = ("activating", "reloading")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from anywhere_agent.host import agent_files
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step
+from anywhere_agent.install.steps.base import DAEMON_RELOAD, Delta, Step, UnitAction, Verb
 
 
 class ServiceStep(Step):
@@ -27,39 +27,40 @@ class ServiceStep(Step):
         return self._when(ctx)
 
     def check(self, ctx: InstallContext) -> Delta | None:
-        actions = []
-        if "daemon-reload" in ctx.journal.pending_restarts():
-            actions.append("daemon-reload")
+        actions: list[UnitAction] = []
+        pending = ctx.journal.pending_restarts()
+        if DAEMON_RELOAD.verb.value in pending:
+            actions.append(DAEMON_RELOAD)
         state = ctx.host.services.state(self.unit)
         if not state.enabled:
-            actions.append(f"enable {self.unit}")
+            actions.append(UnitAction(Verb.ENABLE, self.unit))
         if not state.active:
-            actions.append(f"start {self.unit}")
-        elif self.unit in ctx.journal.pending_restarts():
-            actions.append(f"restart {self.unit}")
+            actions.append(UnitAction(Verb.START, self.unit))
+        elif self.unit in pending:
+            actions.append(UnitAction(Verb.RESTART, self.unit))
         if not actions:
             return None
-        return Delta(", ".join(actions), services=actions,
+        return Delta(", ".join(map(str, actions)), services=actions,
                      data={"failed": state.active_state == "failed"})
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         svc = ctx.host.services
-        if "daemon-reload" in delta.services:
+        verbs = {a.verb for a in delta.services}
+        if Verb.DAEMON_RELOAD in verbs:
             svc.daemon_reload()
-            ctx.journal.clear_pending_restart("daemon-reload")
-        start = f"start {self.unit}" in delta.services
+            ctx.journal.clear_pending_restart(DAEMON_RELOAD.verb.value)
+        start = Verb.START in verbs
         if start and delta.data.get("failed", True):
             svc.reset_failed(self.unit)  # a unit past its start limit refuses a plain start
         # One systemctl call where two would do: each costs a process and a D-Bus round trip.
-        if f"enable {self.unit}" in delta.services:
+        if Verb.ENABLE in verbs:
             svc.enable(self.unit, now=start, wait=self.wait)
         elif start:
             svc.start(self.unit, wait=self.wait)
-        elif f"restart {self.unit}" in delta.services:
+        elif Verb.RESTART in verbs:
             svc.restart(self.unit, wait=self.wait)
         ctx.journal.clear_pending_restart(self.unit)
-        return [a for a in delta.services if a != "daemon-reload"]
-
+        return [str(a) for a in delta.services if a.verb is not Verb.DAEMON_RELOAD]
 
 
 class ClusterMoveStep(Step):
@@ -71,7 +72,8 @@ class ClusterMoveStep(Step):
         old = agent_files.ecs_config_cluster(ctx.host)
         if old and old != ctx.cfg.cluster and ctx.host.exists(agent_files.ECS_AGENT_DB):
             return Delta(f"move from cluster {old} to {ctx.cfg.cluster}: stop ecs, remove "
-                         f"{agent_files.ECS_AGENT_DB}", services=[f"stop {agent_files.ECS_UNIT}"])
+                         f"{agent_files.ECS_AGENT_DB}",
+                         services=[UnitAction(Verb.STOP, agent_files.ECS_UNIT)])
         return None
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
