@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -163,3 +165,19 @@ def test_up_refuses_to_replace_a_running_lab(hosts_lab: tuple[Lab, LabInfo]) -> 
     with pytest.raises(LabError, match="already up"):
         Lab(typed).up(1)
     assert lab.status()["state"] == "up"
+
+
+def test_lab_install_command_puts_the_checkout_on_the_named_host_only(
+    hosts_lab: tuple[Lab, LabInfo],
+) -> None:
+    lab, _ = hosts_lab
+    typed = lab.name.removesuffix(os.environ.get(LAB_SUFFIX_ENV, ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "anywhere_agent", "lab", "install", "n3", "--name", typed],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+    assert header == ["host", "version"] and len(rows) == 1 and rows[0][0] == "n3", proc.stdout
+    shown = lab.ssh("n3", ["/opt/anywhere-agent/venv/bin/pip", "show", "anywhere-agent"])
+    assert f"Version: {rows[0][1]}" in shown.stdout.decode()
