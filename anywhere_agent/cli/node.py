@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from anywhere_agent.cli import logs, output
-from anywhere_agent.config import Config, load_config
+from anywhere_agent.config import Config, load_config, refuse_proxy_credentials
 from anywhere_agent.errors import ActivationError, PreflightError, UsageError
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import Platform, detect, uname_machine
@@ -204,6 +204,7 @@ def install(
                        ecs_tags=",".join(tag) or None,
                        **{"proxy.http": http_proxy, "proxy.https": https_proxy,
                           "proxy.no_proxy": no_proxy})
+        refuse_proxy_credentials(flags)
         cfg = _config(root, config, flags)
         cfg.require_region()
         code = _read_code(activation_code_file)
