@@ -161,6 +161,8 @@ _SECTIONS: dict[str, type] = {
     "health": HealthConfig,
     "reporting": ReportingConfig,
 }
+# The activation code's variable: a secret, so read by install only, never part of Config.
+ACTIVATION_CODE_ENV = "ANYWHERE_AGENT_ACTIVATION_CODE"
 # Environment variables of the env layer (besides AWS_ENDPOINT_URL*): name -> dotted key.
 ENV_KEYS: dict[str, str] = {
     "ANYWHERE_AGENT_REGION": "region",

@@ -15,7 +15,7 @@ from typing import Any
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
-from anywhere_agent.host import agent_files, ecs_exec, keyvalue
+from anywhere_agent.host import agent_files, ecs_exec, gpu, keyvalue
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
@@ -197,7 +197,7 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             if svc.state(unit).exists:
                 attempt(f"stop and disable {unit}", partial(svc.disable, unit, now=True))
         if not keep_packages:
-            installed = ctx.journal.data.get("installed_packages", [])
+            installed = ctx.journal.installed_packages()
             for pkg in (agent_files.ECS_PACKAGE, agent_files.SSM_PACKAGE):
                 if ctx.source.pm.installed_version(pkg):
                     attempt(f"remove package {pkg}", partial(ctx.source.pm.remove, [pkg]))
@@ -216,6 +216,10 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
         for directory in OWNED_DIRS:
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))
+        # Docker keeps running on it until its next restart; no GPU task is left to need it.
+        if ctx.journal.gpu_docker_runtime:
+            attempt(f"remove the nvidia runtime install added to "
+                    f"{agent_files.DOCKER_DAEMON_JSON}", partial(undo_docker_runtime, ctx))
         attempt("systemctl daemon-reload", svc.daemon_reload)
     # The state dir goes last, after the lock (which lives in it) is released.
     attempt(f"remove {agent_files.STATE_DIR}", lambda: ctx.host.remove_tree(agent_files.STATE_DIR))
@@ -226,3 +230,24 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             fix += f"; remove what is left in the cloud with: {result.central_command}"
         raise PartialFailure("uninstall finished with errors", result.errors, fix)
     return result
+
+
+def undo_docker_runtime(ctx: InstallContext) -> str | None:
+    """For uninstall: take out the runtime entry install added (the file, if install created
+    it and nothing else is in it); what it did, or None when there is nothing of ours."""
+    how = ctx.journal.gpu_docker_runtime
+    if how not in ("added", "created"):
+        return None
+    data, _ = gpu.read_daemon_json(ctx.host)
+    if data is None or not gpu.docker_has_runtime(data):
+        return None  # unreadable now, or already gone: not ours to repair
+    rest = gpu.without_our_runtime(data)
+    if rest == data:
+        return None
+    if not rest and how == "created":
+        ctx.host.remove(gpu.DOCKER_DAEMON_JSON)
+        return f"removed {gpu.DOCKER_DAEMON_JSON}"
+    mode = ctx.host.mode(gpu.DOCKER_DAEMON_JSON) or 0o644
+    ctx.host.write_atomic(gpu.DOCKER_DAEMON_JSON,
+                          json.dumps(rest, indent=2, sort_keys=True) + "\n", mode)
+    return f"removed runtimes.nvidia from {gpu.DOCKER_DAEMON_JSON}"

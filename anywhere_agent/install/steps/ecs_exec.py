@@ -4,21 +4,18 @@ SSM agent binaries that the ECS agent bind-mounts into exec-enabled tasks."""
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import tarfile
 
 from anywhere_agent.errors import ConfigError, PackageError
 from anywhere_agent.host import agent_files, ecs_exec
 from anywhere_agent.install import sources
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step
+from anywhere_agent.install.steps.base import Delta, Step, UnitAction, Verb
 
 # In a bundle: agents/amazon-ssm-agent-binaries_<version>_<arch>.tar.gz (bundle/agents.py).
 _BUNDLED = re.compile(r"(?:.*/)?amazon-ssm-agent-binaries_(?P<version>\d+(?:\.\d+)*)_"
                       r"(?P<arch>[a-z0-9_]+)\.tar\.gz")
 # The tarball holds three binaries of some tens of MB; anything far larger is not it.
-_MAX_TARBALL = 512 * 1024 * 1024
 
 
 def _restart_ecs(ctx: InstallContext) -> None:
@@ -63,7 +60,7 @@ class ExecCertsStep(Step):
         else:
             what = f"create {ecs_exec.CONFIG_DIR}"
         # No diff: a CA bundle is hundreds of certificates, and public.
-        return Delta(what, services=[f"restart {agent_files.ECS_UNIT}"],
+        return Delta(what, services=[UnitAction(Verb.RESTART, agent_files.ECS_UNIT)],
                      data={"source": source})
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
@@ -87,29 +84,6 @@ def tarball_url(ctx: InstallContext) -> str:
     return f"{sources.S3_BASE.format(region=ctx.cfg.region, suffix=suffix)}/{key}"
 
 
-def binaries_from_tarball(data: bytes, origin: str) -> dict[str, bytes]:
-    """The three binaries, by name, from amazon-ssm-agent-binaries.tar.gz (top level, as AWS
-    packs it; a leading directory is tolerated). Nothing is extracted to disk by path."""
-    if len(data) > _MAX_TARBALL:
-        raise PackageError(f"{origin} is larger than {_MAX_TARBALL >> 20} MiB",
-                           "check package_base_url points at AWS's layout")
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in ecs_exec.BINARIES and name not in found:
-                    handle = tar.extractfile(member)
-                    if handle is not None:
-                        found[name] = handle.read()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise PackageError(f"{origin} is not a readable tar.gz ({err})",
-                           "download it again (a proxy may have cut it short)") from None
-    missing = [n for n in ecs_exec.BINARIES if n not in found]
-    if missing:
-        raise PackageError(f"{origin} lacks {', '.join(missing)}",
-                           "use AWS's amazon-ssm-agent-binaries.tar.gz")
-    return found
 
 
 def _upstream(version: str) -> str:
@@ -160,13 +134,13 @@ class ExecBinariesStep(Step):
                 return None
         shown = version or f"<{agent_files.SSM_PACKAGE} version>"
         return Delta(f"put {', '.join(ecs_exec.BINARIES)} in {ecs_exec.BIN_DIR}/{shown} "
-                     f"from {origin}", services=[f"restart {agent_files.ECS_UNIT}"])
+                     f"from {origin}", services=[UnitAction(Verb.RESTART, agent_files.ECS_UNIT)])
 
     def _binaries(self, ctx: InstallContext) -> tuple[str, dict[str, bytes], str]:
         source = ctx.cfg.package_source
         if source == "aws":
             url = tarball_url(ctx)
-            return ecs_exec.SSM_BINARIES_VERSION, binaries_from_tarball(
+            return ecs_exec.SSM_BINARIES_VERSION, ecs_exec.binaries_from_tarball(
                 ctx.source.fetch(url), url), url
         if source == "bundle":
             bundled = self._bundled(ctx)
@@ -177,7 +151,7 @@ class ExecBinariesStep(Step):
                         ctx.source.bundle_manifest()[rel]:
                     raise PackageError(f"bundle file {rel} does not match its checksum",
                                        "copy the bundle again from a trusted build")
-                return version, binaries_from_tarball(data, rel), f"bundle {rel}"
+                return version, ecs_exec.binaries_from_tarball(data, rel), f"bundle {rel}"
         installed = ctx.source.pm.installed_version(agent_files.SSM_PACKAGE)
         found = {n: ctx.host.read_bytes(f"/usr/bin/{n}") for n in ecs_exec.BINARIES}
         missing = [n for n, d in found.items() if d is None]
@@ -197,6 +171,5 @@ class ExecBinariesStep(Step):
         ctx.host.ensure_dir(folder)
         for name in ecs_exec.BINARIES:
             ctx.host.write_atomic(f"{folder}/{name}", binaries[name], ecs_exec.BINARY_MODE)
-        ctx.journal.data["ecs_exec_version"] = version
-        ctx.journal.save()
+        ctx.journal.record_ecs_exec_version(version)
         return [f"{folder} from {origin}"]

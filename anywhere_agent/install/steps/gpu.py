@@ -7,7 +7,7 @@ import json
 from anywhere_agent.errors import ConfigError
 from anywhere_agent.host import agent_files, gpu
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import _docker_managed
+from anywhere_agent.install.steps.base import Delta, _docker_managed
 from anywhere_agent.install.steps.files import FileStep
 
 
@@ -31,7 +31,18 @@ def _keep_mode(content: str, current: int | None) -> int:
     return current if current is not None else 0o644
 
 
+# Journal key: install added runtimes.nvidia ("added") or created daemon.json for it
+# ("created"), so uninstall takes out exactly that (node/uninstall.py).
+class DockerRuntimeStep(FileStep):
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
+        if not ctx.journal.gpu_docker_runtime:
+            # Recorded before the write, like a pending restart: a killed run still knows.
+            ctx.journal.record_gpu_docker_runtime(
+                "created" if delta.files[0].old is None else "added")
+        return super().apply(ctx, delta)
+
+
 def docker_runtime_step() -> FileStep:
-    return FileStep("gpu-docker-runtime", "Docker's nvidia runtime for GPU tasks",
-                    gpu.DOCKER_DAEMON_JSON, _daemon_json, mode=_keep_mode,
-                    readers=(agent_files.DOCKER_UNIT,), when=_gpu_docker)
+    return DockerRuntimeStep("gpu-docker-runtime", "Docker's nvidia runtime for GPU tasks",
+                             gpu.DOCKER_DAEMON_JSON, _daemon_json, mode=_keep_mode,
+                             readers=(agent_files.DOCKER_UNIT,), when=_gpu_docker)

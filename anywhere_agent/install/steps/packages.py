@@ -7,14 +7,7 @@ from collections.abc import Callable
 from anywhere_agent.errors import PreflightError
 from anywhere_agent.host import agent_files
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
-
-
-def _record_installed(ctx: InstallContext, package: str) -> None:
-    """Uninstall removes only packages we installed (Docker included): remember them."""
-    installed = set(ctx.journal.data.get("installed_packages", []))
-    ctx.journal.data["installed_packages"] = sorted(installed | {package})
-    ctx.journal.save()
+from anywhere_agent.install.steps.base import Delta, Step, Undo, _docker_managed, _is_deb, _is_rpm
 
 
 class PackageStep(Step):
@@ -33,8 +26,16 @@ class PackageStep(Step):
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         ctx.source.install(self.package)
-        _record_installed(ctx, self.package)
+        # Uninstall removes only packages we installed: remember them.
+        ctx.journal.record_installed(self.package)
         return [f"package {self.package}"]
+
+    def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
+        def remove() -> None:
+            ctx.source.pm.remove([self.package])
+            ctx.journal.forget_installed(self.package)
+
+        return Undo(f"remove package {self.package}", remove)
 
 
 class DockerStep(Step):
@@ -94,7 +95,7 @@ class DockerStep(Step):
                                  "add download.docker.com to the host's sources, or use distro")
         ctx.source.pm.refresh()
         ctx.source.pm.install([self._package(ctx)])
-        _record_installed(ctx, self._package(ctx))
+        ctx.journal.record_installed(self._package(ctx))  # Docker too
         return [f"package {self._package(ctx)}"]
 
 

@@ -5,22 +5,17 @@ preflight before anything changes."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.errors import ExitCode  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "secrets"
 HOST = "n1"
@@ -35,16 +30,9 @@ SECRET_FILES = ("/etc/apt/apt.conf.d/90anywhere-agent-proxy", "/etc/ecs/ecs.conf
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aasecret")
-    lab.up(1)
-    try:
-        lab.install_product(HOST)
-        rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
-                                                            CLUSTER))
+    with Lab(name="aasecret").running(1) as lab:
+        rollout.stage(lab, [HOST], CLUSTER)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")
