@@ -439,7 +439,6 @@ def load_config(
         for key, value in layer.items():
             flat[key] = value
             where[key] = layer_name
-    _refuse_proxy_credentials_in_flags(flags or {})
     return _build(flat, where, str(config_path) if doc else "")
 
 
@@ -448,10 +447,11 @@ _PROXY_FLAGS = {"proxy.http": ("--http-proxy", "ANYWHERE_AGENT_HTTP_PROXY", "htt
                 "proxy.https": ("--https-proxy", "ANYWHERE_AGENT_HTTPS_PROXY", "https")}
 
 
-def _refuse_proxy_credentials_in_flags(flags: Mapping[str, Any]) -> None:
-    """A proxy URL with credentials on our argv shows in ps and shell history, as an
-    activation code would: refused (exit 2) before anything runs, the fix naming the two
-    places that keep it private."""
+def refuse_proxy_credentials(flags: Mapping[str, Any]) -> None:
+    """For the command line's flags (dotted keys, as load_config takes them): a proxy URL
+    with credentials on our argv shows in ps and shell history, as an activation code would,
+    so it is refused (exit 2) before anything runs, the fix naming the two places that keep
+    it private."""
     for key, (flag, env_name, toml_key) in _PROXY_FLAGS.items():
         value = flags.get(key)
         if isinstance(value, str) and has_userinfo(value):

@@ -12,7 +12,7 @@ import typer
 
 from anywhere_agent.cli import logs, output
 from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
-from anywhere_agent.config import Config, load_config
+from anywhere_agent.config import Config, load_config, refuse_proxy_credentials
 from anywhere_agent.errors import PreflightError
 from anywhere_agent.host.gateway import Host
 
@@ -137,6 +137,7 @@ def install(
                        ecs_tags=",".join(tag) or None,
                        **{"proxy.http": http_proxy, "proxy.https": https_proxy,
                           "proxy.no_proxy": no_proxy})
+        refuse_proxy_credentials(flags)
         cfg = _config(root, config, flags)
         cfg.require_region()
         code = read_code(activation_code_file, os.environ, logs.redactor())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from anywhere_agent.config import load_config
+from anywhere_agent.config import load_config, refuse_proxy_credentials
 from anywhere_agent.errors import ExitCode, UsageError
 
 PASSWORD = "pr0xyPassw0rd"
@@ -51,7 +51,8 @@ def test_the_environment_and_agent_toml_carry_a_proxy_password(tmp_path: Path) -
     conf.write_text(f'[proxy]\nhttp = "{url}"\n')
     assert load_config(tmp_path, {}).proxy.http == url
     with pytest.raises(UsageError):
-        load_config(tmp_path, {}, {"proxy.http": "http://token@proxy.corp:3128"})
+        refuse_proxy_credentials({"proxy.http": "http://token@proxy.corp:3128"})
+    refuse_proxy_credentials({"proxy.http": "http://proxy.corp:3128"})
 
 
 def test_install_dry_run_takes_the_password_from_the_environment_and_masks_it(
