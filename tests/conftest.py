@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from anywhere_agent.config import load_config
+from anywhere_agent.config import ENV_KEYS, load_config
 from anywhere_agent.host.gateway import Host, PackageManager, Result
 from anywhere_agent.host.platform import detect
 from anywhere_agent.install.context import InstallContext
@@ -213,8 +213,12 @@ def node(tmp_path: Path) -> Any:
     def make_ctx(with_code: bool = True, **flags: Any) -> InstallContext:
         base = {"region": "us-east-1", "cluster": "prod", "package_source": "repo",
                 "docker_source": "none", "activation_id": ACTIVATION_ID}
+        # A proxy URL comes from the environment, as an operator passes one with a password
+        # (install refuses credentials on its argv).
+        env = {name: flags.pop(key) for name, key in ENV_KEYS.items()
+               if key.startswith("proxy.") and key in flags}
         base.update(flags)
-        cfg = load_config(root, {}, base)
+        cfg = load_config(root, env, base)
         host = Host(root, runner=system)
         platform = detect(DEBIAN, "x86_64")
         pm = PackageManager(host, "apt")

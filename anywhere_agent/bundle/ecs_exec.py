@@ -12,7 +12,6 @@ from anywhere_agent.errors import PackageError
 from anywhere_agent.host import ecs_exec
 from anywhere_agent.install import sources
 from anywhere_agent.install.sources import Fetcher, requests_fetcher
-from anywhere_agent.install.steps.ecs_exec import binaries_from_tarball
 
 NAME = "amazon-ssm-agent-binaries"
 _NAME_RE = re.compile(rf"{NAME}_(?P<version>\d+(?:\.\d+)*)_(?P<arch>[a-z0-9_]+)\.tar\.gz")
@@ -35,7 +34,7 @@ def from_dir(source: Path, dest: Path, arch: str) -> AgentPackage | None:
     if not found:
         return None
     _, version, chosen = max(found)
-    binaries_from_tarball(chosen.read_bytes(), str(chosen))  # refuse a broken one now
+    ecs_exec.binaries_from_tarball(chosen.read_bytes(), str(chosen))  # refuse a broken one now
     shutil.copyfile(chosen, dest / file_name(version, arch))
     return AgentPackage(NAME, version, f"{dest.name}/{file_name(version, arch)}",
                         f"dir {source}")
@@ -56,7 +55,7 @@ def download(dest: Path, arch: str, *, region: str, package_base_url: str = "",
         raise PackageError(f"download of {url} returned HTTP {got.status}",
                            f"check --region/--package-base-url, or put {NAME}_<version>_"
                            f"{DEB_ARCH[arch]}.tar.gz in an --agents-from directory")
-    binaries_from_tarball(got.body, url)
+    ecs_exec.binaries_from_tarball(got.body, url)
     version = ecs_exec.SSM_BINARIES_VERSION
     (dest / file_name(version, arch)).write_bytes(got.body)
     return AgentPackage(NAME, version, f"{dest.name}/{file_name(version, arch)}", url)

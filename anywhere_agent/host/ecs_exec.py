@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 from dataclasses import dataclass
 from typing import Any
 
+from anywhere_agent.errors import PackageError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 
@@ -36,6 +39,7 @@ CA_BUNDLE_CANDIDATES = (
 # s3.<region>.amazonaws.com/amazon-ssm-<region>/<version>/linux_<arch>/<TARBALL>.
 SSM_BINARIES_VERSION = "3.3.4108.0"
 TARBALL = "amazon-ssm-agent-binaries.tar.gz"
+MAX_TARBALL = 512 * 1024 * 1024  # AWS's is about 60 MiB; anything far larger is not it
 # The agent takes only directories named like this as versions (validSsmVersion).
 _VERSION = re.compile(r"^\d+(\.\d+)*$")
 PEM_MARK = b"-----BEGIN CERTIFICATE-----"
@@ -118,3 +122,28 @@ def readiness(host: Host) -> Readiness:
         else:
             problems.append(f"no SSM agent binaries under {BIN_DIR}")
     return Readiness(complete, tuple(problems))
+
+
+def binaries_from_tarball(data: bytes, origin: str) -> dict[str, bytes]:
+    """The three binaries, by name, from amazon-ssm-agent-binaries.tar.gz (top level, as AWS
+    packs it; a leading directory is tolerated). Nothing is extracted to disk by path."""
+    if len(data) > MAX_TARBALL:
+        raise PackageError(f"{origin} is larger than {MAX_TARBALL >> 20} MiB",
+                           "check package_base_url points at AWS's layout")
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and name in BINARIES and name not in found:
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        found[name] = handle.read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise PackageError(f"{origin} is not a readable tar.gz ({err})",
+                           "download it again (a proxy may have cut it short)") from None
+    missing = [n for n in BINARIES if n not in found]
+    if missing:
+        raise PackageError(f"{origin} lacks {', '.join(missing)}",
+                           "use AWS's amazon-ssm-agent-binaries.tar.gz")
+    return found

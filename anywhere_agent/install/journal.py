@@ -96,6 +96,15 @@ class Journal:
         self.data["ecs_exec_version"] = version
         self.save()
 
+    @property
+    def gpu_docker_runtime(self) -> str:
+        """How install put the NVIDIA runtime into daemon.json: "created", "added" or ""."""
+        return str(self.data.get("gpu_docker_runtime") or "")
+
+    def record_gpu_docker_runtime(self, how: str) -> None:
+        self.data["gpu_docker_runtime"] = how
+        self.save()
+
     # pending restarts --------------------------------------------------------------------
     def pending_restarts(self) -> set[str]:
         return set(self.data.get("pending_restarts", []))

@@ -15,12 +15,10 @@ from typing import Any
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
-from anywhere_agent.host import agent_files, ecs_exec, keyvalue
+from anywhere_agent.host import agent_files, ecs_exec, gpu, keyvalue
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
-from anywhere_agent.install.steps.gpu import JOURNAL_KEY as GPU_RUNTIME_KEY
-from anywhere_agent.install.steps.gpu import undo_docker_runtime
 
 LOG = logging.getLogger(__name__)
 
@@ -219,7 +217,7 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))
         # Docker keeps running on it until its next restart; no GPU task is left to need it.
-        if ctx.journal.data.get(GPU_RUNTIME_KEY):
+        if ctx.journal.gpu_docker_runtime:
             attempt(f"remove the nvidia runtime install added to "
                     f"{agent_files.DOCKER_DAEMON_JSON}", partial(undo_docker_runtime, ctx))
         attempt("systemctl daemon-reload", svc.daemon_reload)
@@ -232,3 +230,24 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             fix += f"; remove what is left in the cloud with: {result.central_command}"
         raise PartialFailure("uninstall finished with errors", result.errors, fix)
     return result
+
+
+def undo_docker_runtime(ctx: InstallContext) -> str | None:
+    """For uninstall: take out the runtime entry install added (the file, if install created
+    it and nothing else is in it); what it did, or None when there is nothing of ours."""
+    how = ctx.journal.gpu_docker_runtime
+    if how not in ("added", "created"):
+        return None
+    data, _ = gpu.read_daemon_json(ctx.host)
+    if data is None or not gpu.docker_has_runtime(data):
+        return None  # unreadable now, or already gone: not ours to repair
+    rest = gpu.without_our_runtime(data)
+    if rest == data:
+        return None
+    if not rest and how == "created":
+        ctx.host.remove(gpu.DOCKER_DAEMON_JSON)
+        return f"removed {gpu.DOCKER_DAEMON_JSON}"
+    mode = ctx.host.mode(gpu.DOCKER_DAEMON_JSON) or 0o644
+    ctx.host.write_atomic(gpu.DOCKER_DAEMON_JSON,
+                          json.dumps(rest, indent=2, sort_keys=True) + "\n", mode)
+    return f"removed runtimes.nvidia from {gpu.DOCKER_DAEMON_JSON}"

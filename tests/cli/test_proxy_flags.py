@@ -58,6 +58,10 @@ def test_install_dry_run_takes_the_password_from_the_environment_and_masks_it(
         tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    # ECS Exec's CA bundle, which install copies from the host's known locations.
+    (tmp_path / "etc/ssl/certs").mkdir(parents=True)
+    (tmp_path / "etc/ssl/certs/ca-certificates.crt").write_text(
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     res = cli("install", "--root", str(tmp_path), "--region", "us-east-1", "--dry-run", "--json",
               env={"ANYWHERE_AGENT_HTTP_PROXY": f"http://alice:{PASSWORD}@proxy.corp:3128"})
     assert res.returncode == 0, res.stderr

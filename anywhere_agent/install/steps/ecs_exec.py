@@ -4,9 +4,7 @@ SSM agent binaries that the ECS agent bind-mounts into exec-enabled tasks."""
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import tarfile
 
 from anywhere_agent.errors import ConfigError, PackageError
 from anywhere_agent.host import agent_files, ecs_exec
@@ -18,7 +16,6 @@ from anywhere_agent.install.steps.base import Delta, Step, UnitAction, Verb
 _BUNDLED = re.compile(r"(?:.*/)?amazon-ssm-agent-binaries_(?P<version>\d+(?:\.\d+)*)_"
                       r"(?P<arch>[a-z0-9_]+)\.tar\.gz")
 # The tarball holds three binaries of some tens of MB; anything far larger is not it.
-_MAX_TARBALL = 512 * 1024 * 1024
 
 
 def _restart_ecs(ctx: InstallContext) -> None:
@@ -87,29 +84,6 @@ def tarball_url(ctx: InstallContext) -> str:
     return f"{sources.S3_BASE.format(region=ctx.cfg.region, suffix=suffix)}/{key}"
 
 
-def binaries_from_tarball(data: bytes, origin: str) -> dict[str, bytes]:
-    """The three binaries, by name, from amazon-ssm-agent-binaries.tar.gz (top level, as AWS
-    packs it; a leading directory is tolerated). Nothing is extracted to disk by path."""
-    if len(data) > _MAX_TARBALL:
-        raise PackageError(f"{origin} is larger than {_MAX_TARBALL >> 20} MiB",
-                           "check package_base_url points at AWS's layout")
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
-                name = member.name.rsplit("/", 1)[-1]
-                if member.isfile() and name in ecs_exec.BINARIES and name not in found:
-                    handle = tar.extractfile(member)
-                    if handle is not None:
-                        found[name] = handle.read()
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise PackageError(f"{origin} is not a readable tar.gz ({err})",
-                           "download it again (a proxy may have cut it short)") from None
-    missing = [n for n in ecs_exec.BINARIES if n not in found]
-    if missing:
-        raise PackageError(f"{origin} lacks {', '.join(missing)}",
-                           "use AWS's amazon-ssm-agent-binaries.tar.gz")
-    return found
 
 
 def _upstream(version: str) -> str:
@@ -166,7 +140,7 @@ class ExecBinariesStep(Step):
         source = ctx.cfg.package_source
         if source == "aws":
             url = tarball_url(ctx)
-            return ecs_exec.SSM_BINARIES_VERSION, binaries_from_tarball(
+            return ecs_exec.SSM_BINARIES_VERSION, ecs_exec.binaries_from_tarball(
                 ctx.source.fetch(url), url), url
         if source == "bundle":
             bundled = self._bundled(ctx)
@@ -177,7 +151,7 @@ class ExecBinariesStep(Step):
                         ctx.source.bundle_manifest()[rel]:
                     raise PackageError(f"bundle file {rel} does not match its checksum",
                                        "copy the bundle again from a trusted build")
-                return version, binaries_from_tarball(data, rel), f"bundle {rel}"
+                return version, ecs_exec.binaries_from_tarball(data, rel), f"bundle {rel}"
         installed = ctx.source.pm.installed_version(agent_files.SSM_PACKAGE)
         found = {n: ctx.host.read_bytes(f"/usr/bin/{n}") for n in ecs_exec.BINARIES}
         missing = [n for n, d in found.items() if d is None]
