@@ -12,7 +12,7 @@ import configparser
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.host import agent_files
@@ -31,7 +31,20 @@ ENV_SECRETS = ("ANYWHERE_AGENT_ACTIVATION_CODE", "AWS_SECRET_ACCESS_KEY", "AWS_S
                "AWS_ACCESS_KEY_ID", "ANYWHERE_AGENT_HTTP_PROXY", "ANYWHERE_AGENT_HTTPS_PROXY")
 
 _KEY_WORDS = r"(?:secret|password|passwd|token|credential|private_?key|auth|activation_?code)"
-PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+
+
+def _if_random(match: re.Match[str]) -> str:
+    """Mask a run of base64 that looks random: an AWS secret key (40) or session token
+    (hundreds), where about a third of the characters are capitals; not a hex hash, a word,
+    a date or a file name (a capital or two at most)."""
+    text = match.group()
+    upper = sum(c.isupper() for c in text)
+    lower = sum(c.islower() for c in text)
+    other = any(not c.isalpha() for c in text)
+    return MASK if upper >= 3 and lower >= 3 and other else text
+
+
+PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     # PEM private keys, whole.
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----",
                 re.S), MASK),
@@ -55,6 +68,11 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(Signature=)[0-9a-f]{16,}"), r"\1" + MASK),
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:basic|bearer)\s+)[^\s\"',]+"),
      r"\1" + MASK),
+    # Credentials whose value was never seen (rotated away since they were logged): a secret
+    # key is 40 base64 characters, a session token a long base64 run (either alphabet).
+    (re.compile(r"(?<![A-Za-z0-9/+_=-])[A-Za-z0-9/+_-]{40}(?![A-Za-z0-9/+_=-])"), _if_random),
+    (re.compile(r"(?<![A-Za-z0-9/+_=-])[A-Za-z0-9/+_-]{100,}={0,2}(?![A-Za-z0-9/+_=-])"),
+     _if_random),
 )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conformance_node import CLUSTER, REGION, RealNode, Sample, Window
+from real_agents import wait_for
 
 pytestmark = pytest.mark.conformance
 
@@ -138,6 +139,8 @@ def test_status_health_and_the_supervisor_read_the_real_agents_files(
     assert st["credentials"]["present"] is True
     assert st["credentials"]["expires_at"] == identity["CredentialsExpiresAt"]
 
+    # The supervisor reads the ACS session from the real agent's own log lines.
+    assert wait_for(node.acs_up, 120), f"no ACS session: {node.acs_events()[-4:]}"
     once = node.node_cli("supervise", "--once")
     checks = _checks(json.loads(once.stdout))
     health = node.node_cli("health", "--format", "json")
@@ -150,6 +153,7 @@ def test_status_health_and_the_supervisor_read_the_real_agents_files(
         assert found["ecs_introspection"]["status"] == "OK", found["ecs_introspection"]
         assert arn.rsplit("/", 1)[-1] in found["ecs_introspection"]["summary"]
         assert found["docker_ping"]["status"] == "OK", found["docker_ping"]
+        assert found["ecs_acs_session"]["reason"] == "connected", found["ecs_acs_session"]
     assert json.loads(health.stdout)["container_instance_arn"] == arn
 
 
@@ -243,6 +247,14 @@ def test_agent_connected_follows_the_acs_session_and_drops_within_two_lab_minute
     back = _until_connected(node, True, 300)
     node.measured["agent_connected_again_after_thaw_lab_s"] = round(back, 1)
     assert back < 300 and node.acs_up(), f"no ACS session {back:.0f} lab s after the thaw"
+    # The supervisor's reading of the real log (anywhere_agent.supervise.acs_session): the
+    # lost session is a "down" line, the new one an "up" line.
+    from anywhere_agent.supervise.acs_session import parse
+
+    events = parse(node.ns.path("/var/log/ecs/ecs-agent.log").read_text(errors="replace"))
+    first_up = next(i for i, e in enumerate(events) if e.connected)
+    assert any(not e.connected for e in events[first_up:]), events[-6:]
+    assert events[-1].connected, events[-6:]
 
     node.ns.stop("ecs-agent")
     took = _until_connected(node, False, 240)

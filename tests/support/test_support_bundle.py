@@ -215,6 +215,19 @@ def test_the_bound_cuts_logs_from_the_front_and_names_what_it_left_out() -> None
     assert out.entries[1].truncated and out.omitted == ["journal/y.txt"]
 
 
+def test_credentials_rotated_away_are_redacted_by_shape_but_hashes_and_words_are_kept() -> None:
+    old_secret = "Kp3/xZ8qL0vWm2+Tn5RbYc7HdJ4eFg6AiS9oUu1B"
+    old_token = "IQoJb3JpZ2luX2Vj" + "EJr/7+AbCdEfGh1234567890aBcDeFgHiJkLmNoPqRsTuV" * 6 + "=="
+    lab_secret = "q8GZ_e0X-r2LWvN7p1yHk9sJdCmTbF3aU6oQ5iE4"  # base64url, as the lab issues
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    path = "anywhere-agent-support-node1-20261130T05"
+    redact = Redactor()
+    text = redact(f"old creds {old_secret} {old_token}\nlab {lab_secret}\n"
+                  f"commit {sha} file {path}\n")
+    assert old_secret not in text and old_token not in text and lab_secret not in text
+    assert sha in text and path in text
+
+
 def test_known_values_and_secret_shapes_are_both_redacted() -> None:
     redact = Redactor(["hunter22", "a"])  # a one-letter "secret" is not replaced everywhere
     text = redact('password = hunter22\nurl http://u:pw@h:1 hunter22%20 "SessionToken": "x"\n'

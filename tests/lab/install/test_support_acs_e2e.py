@@ -33,14 +33,17 @@ PROXY = f"http://carol:{PROXY_PASSWORD}@127.0.0.1:9"  # refused at once; no_prox
 PLANTED_KEY_ID = "AKIAPLANTEDKEY000001"
 
 
+def node_config(lab: Lab) -> str:
+    config = rollout.node_config(lab.control_plane_url(), lab.region, CLUSTER)
+    # node_config ends in [supervise]: an outage is a WARNING after WARN_SECONDS here.
+    return config + f"acs_warn_seconds = {WARN_SECONDS}\nacs_crit_seconds = 3600\n"
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with Lab(name=NAME, time_scale=SCALE).running(1) as lab:
         rollout.stage(lab, [HOST])
-        config = rollout.node_config(lab.control_plane_url(), lab.region, CLUSTER)
-        # node_config ends in [supervise]: an outage is a WARNING after WARN_SECONDS here.
-        config += f"acs_warn_seconds = {WARN_SECONDS}\nacs_crit_seconds = 3600\n"
-        rollout.write_config(lab, HOST, config)
+        rollout.write_config(lab, HOST, node_config(lab))
         yield lab
 
 
@@ -133,8 +136,10 @@ def host_secrets(lab: Lab, code: str, plant: bool = True) -> dict[str, list[str]
 def test_a_support_bundle_from_a_joined_host_holds_each_planted_secret_zero_times(
         lab: Lab, joined: dict[str, Any]) -> None:
     lab_host = urlsplit(lab.control_plane_url()).hostname or ""
-    code, _, err = rollout.install(lab, HOST, None, extra=(
-        "--http-proxy", PROXY, "--https-proxy", PROXY, "--no-proxy", lab_host))
+    # agent.toml is the place for a proxy password (the flags refuse one).
+    rollout.write_config(lab, HOST, node_config(lab) + f'\n[proxy]\nhttp = "{PROXY}"\n'
+                         f'https = "{PROXY}"\nno_proxy = "{lab_host}"\n')
+    code, _, err = rollout.install(lab, HOST, None)
     assert code == 0, err
     secrets = host_secrets(lab, joined["code"])
     proc = lab.ssh(HOST, ["anywhere-agent", "support-bundle", "--output", "/var/tmp", "--json"],
