@@ -154,6 +154,13 @@ def install(
     docker_source: Optional[str] = typer.Option(None, "--docker-source",
                                                 help="distro | docker | none"),
     enable_gpu: Optional[bool] = typer.Option(None, "--enable-gpu/--no-enable-gpu"),
+    ecs_agent_version: Optional[str] = typer.Option(
+        None, "--ecs-agent-version",
+        help="Pin amazon-ecs-init to this version (e.g. 1.105.1); install moves a host on "
+             "another version to it, downgrading if need be. Empty: the latest."),
+    ssm_agent_version: Optional[str] = typer.Option(
+        None, "--ssm-agent-version",
+        help="Pin amazon-ssm-agent to this version (e.g. 3.3.1802.0). Empty: the latest."),
     attribute: list[str] = typer.Option([], "--attribute", help="ECS attribute KEY=VALUE."),
     tag: list[str] = typer.Option([], "--tag", help="Container instance tag KEY=VALUE."),
     http_proxy: Optional[str] = typer.Option(None, "--http-proxy"),
@@ -177,6 +184,8 @@ def install(
         flags = _flags(region=region, cluster=cluster, activation_id=activation_id,
                        package_source=package_source, bundle_dir=bundle_dir,
                        docker_source=docker_source, enable_gpu=enable_gpu,
+                       ecs_agent_version=ecs_agent_version,
+                       ssm_agent_version=ssm_agent_version,
                        ecs_attributes=",".join(attribute) or None,
                        ecs_tags=",".join(tag) or None,
                        **{"proxy.http": http_proxy, "proxy.https": https_proxy,
