@@ -52,7 +52,7 @@ def satisfies(installed: str | None, pin: str) -> bool:
     return have == _without_epoch(pin) if "-" in pin else upstream(have) == pin
 
 
-def _key(version: str) -> list[tuple[int, object]]:
+def version_key(version: str) -> list[tuple[int, object]]:
     # rpmvercmp/dpkg in short: digit runs compare as numbers, letter runs as text, and a
     # number is newer than letters. Agent versions are dotted numbers with a numeric revision.
     return [(1, int(part)) if part.isdigit() else (0, part)
@@ -61,8 +61,8 @@ def _key(version: str) -> list[tuple[int, object]]:
 
 def is_newer(installed: str, pin: str) -> bool:
     """Whether `installed` is newer than the pinned version (so reaching the pin downgrades)."""
-    return _key(upstream(installed)) > _key(upstream(pin)) or (
-        "-" in pin and _key(installed) > _key(pin))
+    return version_key(upstream(installed)) > version_key(upstream(pin)) or (
+        "-" in pin and version_key(installed) > version_key(pin))
 
 
 def s3_version(package: str, pin: str) -> str:
