@@ -1,0 +1,100 @@
+"""What every install step is: the Delta it reports and the Step interface.
+
+`check` only reads (files, package database, unit states, one read-only cloud call), so the plan
+and `--dry-run` come from the same code that decides what apply does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from anywhere_agent.install.context import Context
+from anywhere_agent.secret import has_userinfo, redact_userinfo
+
+
+@dataclass
+class FileChange:
+    path: str
+    old: str | None
+    new: str | None
+    mode: int = 0o644
+
+    def diff(self) -> str:
+        """The unified diff, proxy passwords masked: plans and --dry-run are output."""
+        old = (self.old or "").splitlines(keepends=True)
+        new = (self.new or "").splitlines(keepends=True)
+        label_old = self.path if self.old is not None else "/dev/null"
+        label_new = self.path if self.new is not None else "/dev/null"
+        return redact_userinfo("".join(difflib.unified_diff(old, new, label_old, label_new)))
+
+
+@dataclass
+class Delta:
+    """What a step would change; empty lists mean that kind of change is not involved."""
+
+    summary: str
+    files: list[FileChange] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    cloud: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "files": [{"path": f.path, "action": "remove" if f.new is None else
+                       ("create" if f.old is None else "update"), "diff": f.diff()}
+                      for f in self.files],
+            "packages": self.packages,
+            "services": self.services,
+            "cloud": self.cloud,
+        }
+
+
+class Step:
+    name = "step"
+    title = ""
+
+    def applies(self, ctx: Context) -> bool:
+        return True
+
+    def guard(self, ctx: Context) -> None:
+        """Raise a user error that no step could fix, before any step has touched the host."""
+
+    def check(self, ctx: Context) -> Delta | None:
+        raise NotImplementedError
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        raise NotImplementedError
+
+
+
+
+Mode = int | Callable[[str, int | None], int]
+
+
+def secret_mode(content: str, current: int | None) -> int:
+    """0600 when the content holds credentials (a proxy password), else the file's mode stays
+    (0644 for a new file): a shared file such as dnf.conf is never loosened, only tightened."""
+    if has_userinfo(content):
+        return 0o600
+    return current if current is not None else 0o644
+
+
+def _docker_managed(ctx: Context) -> bool:
+    return ctx.cfg.docker_source != "none"
+
+
+def _is_deb(ctx: Context) -> bool:
+    return ctx.platform.family == "deb"
+
+
+def _is_rpm(ctx: Context) -> bool:
+    return ctx.platform.family == "rpm"
+
+
+def _is_suse(ctx: Context) -> bool:
+    return ctx.platform.family == "suse"

@@ -1,0 +1,107 @@
+"""Packages the install puts on the host: the agents and Docker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from anywhere_agent.errors import PreflightError
+from anywhere_agent.install import layout
+from anywhere_agent.install.context import Context
+from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
+
+
+def _record_installed(ctx: Context, package: str) -> None:
+    """Uninstall removes only packages we installed (Docker included): remember them."""
+    installed = set(ctx.journal.data.get("installed_packages", []))
+    ctx.journal.data["installed_packages"] = sorted(installed | {package})
+    ctx.journal.save()
+
+
+class PackageStep(Step):
+    def __init__(self, name: str, package: str,
+                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+        self.name, self.package, self._when = name, package, when
+        self.title = f"install {package}"
+
+    def applies(self, ctx: Context) -> bool:
+        return self._when(ctx)
+
+    def check(self, ctx: Context) -> Delta | None:
+        if ctx.source.pm.installed_version(self.package):
+            return None
+        return Delta(f"install {ctx.source.describe(self.package)}", packages=[self.package])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        ctx.source.install(self.package)
+        _record_installed(ctx, self.package)
+        return [f"package {self.package}"]
+
+
+class DockerStep(Step):
+    """Docker from the chosen source; satisfied by any engine that brings docker.service.
+
+    On EL8/9 the distribution's `docker` is podman-docker: a `docker` command with no daemon
+    and no docker.service, which the ECS agent cannot use. That is detected (installed, or
+    what dnf would install) and stops the install with the fix instead of installing it.
+    """
+
+    name, title = "docker-package", "install Docker"
+
+    def _package(self, ctx: Context) -> str:
+        if ctx.cfg.docker_source == "docker":
+            return "docker-ce"
+        return {"deb": "docker.io", "suse": "docker"}.get(ctx.platform.family,
+                                                          "moby-engine" if ctx.platform.distro
+                                                          == "fedora" else "docker")
+
+    def applies(self, ctx: Context) -> bool:
+        return _docker_managed(ctx)
+
+    def _engine_present(self, ctx: Context) -> bool:
+        if ctx.host.services.state(layout.DOCKER_UNIT).exists:
+            return True  # an engine is there (ours from an earlier run, or the operator's)
+        return any(ctx.source.pm.installed_version(candidate)
+                   for candidate in ("docker-ce", "docker.io", "moby-engine"))
+
+    def guard(self, ctx: Context) -> None:
+        if self._engine_present(ctx):
+            return
+        pm = ctx.source.pm
+        daemonless = _daemonless_docker(ctx, pm.providers("docker"), available=False)
+        if daemonless is None and _is_rpm(ctx) and ctx.cfg.docker_source == "distro":
+            daemonless = _daemonless_docker(ctx, pm.providers(self._package(ctx),
+                                                              available=True), available=True)
+        if daemonless is not None:
+            where = ctx.platform.pretty_name or ctx.platform.distro
+            raise PreflightError(
+                f"`docker` on {where} is {daemonless}, which has no docker.service for the "
+                "ECS agent",
+                "set docker_source = \"docker\" (Docker's own repository) in agent.toml, or "
+                "install a Docker engine (docker-ce) before running install")
+
+    def check(self, ctx: Context) -> Delta | None:
+        if self._engine_present(ctx):
+            return None
+        self.guard(ctx)
+        if ctx.source.pm.installed_version(self._package(ctx)):
+            return None
+        return Delta(f"install {self._package(ctx)} ({ctx.cfg.docker_source} source)",
+                     packages=[self._package(ctx)])
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        if ctx.cfg.docker_source == "docker" and _is_deb(ctx):
+            raise PreflightError("docker_source = docker needs Docker's apt repository configured",
+                                 "add download.docker.com to the host's sources, or use distro")
+        ctx.source.pm.refresh()
+        ctx.source.pm.install([self._package(ctx)])
+        _record_installed(ctx, self._package(ctx))
+        return [f"package {self._package(ctx)}"]
+
+
+def _daemonless_docker(ctx: Context, providers: list[str], *, available: bool) -> str | None:
+    """The first provider of `docker` that ships no docker.service (podman-docker), if any."""
+    for name in providers:
+        files = ctx.source.pm.files(name, available=available)
+        if not any(f.endswith("/docker.service") for f in files):
+            return name
+    return None

@@ -1,0 +1,73 @@
+"""Units kept enabled and running, and the move to another cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from anywhere_agent.install import keyvalue, layout
+from anywhere_agent.install.context import Context
+from anywhere_agent.install.steps.base import Delta, Step
+
+
+class ServiceStep(Step):
+    """Unit enabled and active; restarted only when a file it reads changed (pending)."""
+
+    def __init__(self, name: str, unit: str,
+                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+        self.name, self.unit, self._when = name, unit, when
+        self.title = f"run {unit}"
+
+    def applies(self, ctx: Context) -> bool:
+        return self._when(ctx)
+
+    def check(self, ctx: Context) -> Delta | None:
+        actions = []
+        if "daemon-reload" in ctx.journal.pending_restarts():
+            actions.append("daemon-reload")
+        state = ctx.host.services.state(self.unit)
+        if not state.enabled:
+            actions.append(f"enable {self.unit}")
+        if not state.active:
+            actions.append(f"start {self.unit}")
+        elif self.unit in ctx.journal.pending_restarts():
+            actions.append(f"restart {self.unit}")
+        if not actions:
+            return None
+        return Delta(", ".join(actions), services=actions)
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        svc = ctx.host.services
+        if "daemon-reload" in delta.services:
+            svc.daemon_reload()
+            ctx.journal.clear_pending_restart("daemon-reload")
+        if f"enable {self.unit}" in delta.services:
+            svc.enable(self.unit)
+        if f"start {self.unit}" in delta.services:
+            svc.reset_failed(self.unit)
+            svc.start(self.unit)
+        elif f"restart {self.unit}" in delta.services:
+            svc.restart(self.unit)
+        ctx.journal.clear_pending_restart(self.unit)
+        return [a for a in delta.services if a != "daemon-reload"]
+
+
+
+class ClusterMoveStep(Step):
+    """Moving to another cluster needs the agent's old state removed (AWS's procedure)."""
+
+    name, title = "ecs-cluster-move", "move to the configured cluster"
+
+    def check(self, ctx: Context) -> Delta | None:
+        current = keyvalue.parse_env(ctx.host.read_text(layout.ECS_CONFIG) or "")
+        old = current.get("ECS_CLUSTER")
+        if old and old != ctx.cfg.cluster and ctx.host.exists(layout.ECS_AGENT_DB):
+            return Delta(f"move from cluster {old} to {ctx.cfg.cluster}: stop ecs, remove "
+                         f"{layout.ECS_AGENT_DB}", services=[f"stop {layout.ECS_UNIT}"])
+        return None
+
+    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+        ctx.journal.add_pending_restart(layout.ECS_UNIT)
+        if ctx.host.services.state(layout.ECS_UNIT).active:
+            ctx.host.services.stop(layout.ECS_UNIT)
+        ctx.host.remove(layout.ECS_AGENT_DB)
+        return [f"removed {layout.ECS_AGENT_DB}"]
