@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from anywhere_agent.errors import PreflightError
+from anywhere_agent.errors import PackageError, PreflightError
+from anywhere_agent.host import pins
 from anywhere_agent.install import layout
 from anywhere_agent.install.context import Context
 from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
@@ -17,7 +18,16 @@ def _record_installed(ctx: Context, package: str) -> None:
     ctx.journal.save()
 
 
+# A changed package whose maintainer scripts leave the running agent alone: the real
+# amazon-ecs-init deb only reloads systemd, so the old agent would run on until restarted. The
+# SSM agent's preinst stops it and its postinst starts it again.
+_RESTART_ON_CHANGE = {layout.ECS_PACKAGE: (layout.ECS_UNIT,)}
+
+
 class PackageStep(Step):
+    """The package installed, at its pinned version when agent.toml pins one
+    (ecs_agent_version, ssm_agent_version): a host on another version is moved to it."""
+
     def __init__(self, name: str, package: str,
                  when: Callable[[Context], bool] = lambda ctx: True) -> None:
         self.name, self.package, self._when = name, package, when
@@ -27,14 +37,36 @@ class PackageStep(Step):
         return self._when(ctx)
 
     def check(self, ctx: Context) -> Delta | None:
-        if ctx.source.pm.installed_version(self.package):
+        installed = ctx.source.pm.installed_version(self.package)
+        pin = pins.pinned(ctx.cfg, self.package)
+        if pins.satisfies(installed, pin):
             return None
-        return Delta(f"install {ctx.source.describe(self.package)}", packages=[self.package])
+        if installed is None:
+            return Delta(f"install {ctx.source.describe(self.package)}",
+                         packages=[f"{self.package} {pin}" if pin else self.package])
+        way = "downgrade" if pins.is_newer(installed, pin) else "upgrade"
+        restarts = _RESTART_ON_CHANGE.get(self.package, ())
+        return Delta(f"{way} {self.package} {installed} -> {pin}: "
+                     f"{ctx.source.describe(self.package)}",
+                     packages=[f"{self.package} {installed} -> {pin}"],
+                     services=[f"restart {u}" for u in restarts],
+                     data={"installed": installed, "downgrade": way == "downgrade"})
 
     def apply(self, ctx: Context, delta: Delta) -> list[str]:
-        ctx.source.install(self.package)
+        if delta.data.get("installed"):
+            # Recorded first: a run killed after the package changed still restarts the agent.
+            for unit in _RESTART_ON_CHANGE.get(self.package, ()):
+                ctx.journal.add_pending_restart(unit)
+        ctx.source.install(self.package, downgrade=bool(delta.data.get("downgrade")))
+        pin = pins.pinned(ctx.cfg, self.package)
+        now = ctx.source.pm.installed_version(self.package) if pin else None
+        if pin and not pins.satisfies(now, pin):
+            raise PackageError(f"{self.package} is {now or 'not installed'} after installing, "
+                               f"not the pinned {pin}",
+                               f"check that the {ctx.cfg.package_source} source offers "
+                               f"{self.package} {pin}, or change {pins.PIN_KEYS[self.package]}")
         _record_installed(ctx, self.package)
-        return [f"package {self.package}"]
+        return [f"package {self.package} {now}" if pin else f"package {self.package}"]
 
 
 class DockerStep(Step):
