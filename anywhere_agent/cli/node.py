@@ -246,7 +246,8 @@ def status(
     as_json: bool = JsonOpt,
     root: str = RootOpt,
 ) -> None:
-    """Show this node's identity, cluster, agent versions, services and last install."""
+    """Show this node's identity, cluster, agent versions (installed against pinned), services
+    and last install."""
     from anywhere_agent.node.status import gather, render_text
 
     with output.errors_to_exit(as_json):
