@@ -426,10 +426,10 @@ class PackageManager:
         if self.kind == "zypper":
             return ["zypper", "--non-interactive", "install", "--allow-unsigned-rpm",
                     *(["--oldpackage"] if downgrade else []), *what]
-        if downgrade and self.kind == "yum":
-            # yum's install refuses an older version; dnf's install of an explicit version
-            # (or file) moves to it in either direction.
-            return ["yum", "downgrade", "-y", *what]
+        if downgrade:
+            # install refuses a version older than the installed one (yum always; dnf for a
+            # local file); `downgrade` takes the same NEVRA or file.
+            return [self.kind, "downgrade", "-y", *what]
         return [self.kind, "install", "-y", *what]
 
     def _run(self, argv: list[str], doing: str) -> None:

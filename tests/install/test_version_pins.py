@@ -174,7 +174,7 @@ def test_a_bundle_without_the_pinned_version_names_how_to_rebuild_it(tmp_path: P
 
 
 @pytest.mark.parametrize(("kind", "argv"), [
-    ("dnf", ["dnf", "install", "-y", "amazon-ecs-init-1.105.0"]),
+    ("dnf", ["dnf", "downgrade", "-y", "amazon-ecs-init-1.105.0"]),
     ("yum", ["yum", "downgrade", "-y", "amazon-ecs-init-1.105.0"]),
     ("zypper", ["zypper", "--non-interactive", "install", "--allow-unsigned-rpm", "--oldpackage",
                 "amazon-ecs-init=1.105.0"]),
