@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from anywhere_agent.lab.orchestrator import Lab, LabInfo
+from anywhere_agent.lab.orchestrator import Lab
+from anywhere_agent.lab.state import LabInfo
 
 HOSTS_LAB = "hosttest"
 

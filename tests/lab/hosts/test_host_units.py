@@ -12,8 +12,9 @@ import pytest
 
 from anywhere_agent.errors import LabError
 from anywhere_agent.lab import hosts, image, network
-from anywhere_agent.lab.orchestrator import LabState, render_inventory
+from anywhere_agent.lab.orchestrator import render_inventory
 from anywhere_agent.lab.pkgserver import PackageServer
+from anywhere_agent.lab.state import LabState
 from anywhere_agent.lab.system import ProcessRef, start_time
 
 

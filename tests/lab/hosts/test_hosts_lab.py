@@ -8,7 +8,8 @@ import pytest
 
 from anywhere_agent.errors import LabError
 from anywhere_agent.lab import hosts as hostlib
-from anywhere_agent.lab.orchestrator import LAB_SUFFIX_ENV, Lab, LabInfo
+from anywhere_agent.lab.orchestrator import LAB_SUFFIX_ENV, Lab
+from anywhere_agent.lab.state import LabInfo
 
 pytestmark = pytest.mark.lab
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from anywhere_agent.lab import network, system
-from anywhere_agent.lab.orchestrator import Lab, LabState
+from anywhere_agent.lab.orchestrator import Lab
+from anywhere_agent.lab.state import LabState
 
 pytestmark = pytest.mark.lab
 
