@@ -87,11 +87,14 @@ def manager_spec(kind: str, package: str, pin: str) -> str:
 
 @dataclass(frozen=True)
 class PinState:
-    """One agent's installed version against its pin, as `status` reports it."""
+    """One agent's installed version against its pin, as `status` reports it. `running` is
+    the version the agent itself reports (the ECS agent's introspection), when known: a
+    package moved to the pin whose agent was not restarted still runs the old version."""
 
     package: str
     installed: str | None
     pinned: str
+    running: str | None = None
 
     @property
     def state(self) -> str:
@@ -99,11 +102,16 @@ class PinState:
             return "not installed"
         if not self.pinned:
             return "unpinned"
-        return "as pinned" if satisfies(self.installed, self.pinned) else "differs"
+        if not satisfies(self.installed, self.pinned):
+            return "differs"
+        if self.running and upstream(self.running) != upstream(self.pinned):
+            return "not restarted"
+        return "as pinned"
 
     def to_dict(self) -> dict[str, object]:
         return {"package": self.package, "installed": self.installed,
-                "pinned": self.pinned or None, "state": self.state.replace(" ", "_"),
+                "pinned": self.pinned or None, "running": self.running,
+                "state": self.state.replace(" ", "_"),
                 "matches": self.state in ("as pinned", "unpinned")}
 
     def describe(self) -> str:
@@ -112,4 +120,16 @@ class PinState:
             return f"{self.package} {have} (not pinned: latest)"
         if self.state == "as pinned":
             return f"{self.package} {have} (pinned {self.pinned})"
+        if self.state == "not restarted":
+            return (f"{self.package} {have} (pinned {self.pinned}; the agent still runs "
+                    f"{self.running}: run install, or restart it)")
         return f"{self.package} {have} (pinned {self.pinned}: differs; run install)"
+
+
+_ECS_AGENT_VERSION = re.compile(r"\bv(\d+(?:\.\d+)+)")
+
+
+def ecs_agent_running(version_string: str | None) -> str | None:
+    """`Amazon ECS Agent - v1.105.1 (*a8b3e7d3)` (introspection's Version) -> `1.105.1`."""
+    m = _ECS_AGENT_VERSION.search(version_string or "")
+    return m.group(1) if m else None

@@ -52,7 +52,9 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
         "versions": found,
         # Installed against pinned (agent.toml ecs_agent_version / ssm_agent_version).
         "pinned_versions": {
-            key: pins.PinState(package, found.get(key), pins.pinned(cfg, package)).to_dict()
+            key: pins.PinState(package, found.get(key), pins.pinned(cfg, package),
+                               pins.ecs_agent_running(found.get("ecs_agent"))
+                               if package == pins.ECS_PACKAGE else None).to_dict()
             for package, key in pins.STATUS_KEYS.items()},
         "services": services,
         "credentials": {
@@ -77,7 +79,8 @@ def render_text(st: dict[str, Any]) -> str:
         "versions           " + ", ".join(f"{k}={v or '-'}" for k, v in st["versions"].items()),
     ]
     lines += [f"{'pinned versions' if i == 0 else '':<19}"
-              + pins.PinState(p["package"], p["installed"], p["pinned"] or "").describe()
+              + pins.PinState(p["package"], p["installed"], p["pinned"] or "",
+                              p.get("running")).describe()
               for i, p in enumerate(st.get("pinned_versions", {}).values())]
     for unit, s in st["services"].items():
         lines.append(f"service {unit:<11}{s['active']} ({s['enabled']}, {s['restarts']} restarts)")

@@ -81,7 +81,8 @@ def test_the_pinned_rollout_installs_version_a_and_status_says_so(pinned_lab: An
         assert f"v{ECS_A} " in running
         pinned = status(pinned_lab, host)["pinned_versions"]
         assert pinned["ecs_init"] == {"package": "amazon-ecs-init", "installed": f"{ECS_A}-1",
-                                      "pinned": ECS_A, "state": "as_pinned", "matches": True}
+                                      "pinned": ECS_A, "running": ECS_A, "state": "as_pinned",
+                                      "matches": True}
         assert pinned["ssm_agent"]["matches"] is True
     text = pinned_lab.lab.exec("n1", ["/usr/local/bin/anywhere-agent", "status"]).stdout.decode()
     assert f"amazon-ecs-init {ECS_A}-1 (pinned {ECS_A})" in text

@@ -59,7 +59,8 @@ def test_a_pin_below_the_installed_version_is_a_downgrade() -> None:
 def test_status_names_a_host_off_its_pin_and_the_fix() -> None:
     off = pins.PinState(pins.ECS_PACKAGE, "1.105.0-1", "1.105.1")
     assert off.to_dict() == {"package": "amazon-ecs-init", "installed": "1.105.0-1",
-                             "pinned": "1.105.1", "state": "differs", "matches": False}
+                             "pinned": "1.105.1", "running": None, "state": "differs",
+                             "matches": False}
     assert "differs; run install" in off.describe()
     on = pins.PinState(pins.SSM_PACKAGE, "3.3.1802.0-1", "3.3.1802.0")
     assert on.to_dict()["state"] == "as_pinned" and on.to_dict()["matches"]
@@ -86,3 +87,15 @@ def test_a_version_that_is_no_package_version_is_a_config_error_naming_an_exampl
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path, {}, {"ecs_agent_version": "latest please"})
     assert "ecs_agent_version" in str(err.value) and "1.105.1" in err.value.fix
+
+
+def test_a_package_at_its_pin_whose_agent_still_runs_the_old_version_does_not_match() -> None:
+    running = pins.ecs_agent_running("Amazon ECS Agent - v1.105.0 (*a8b3e7d3)")
+    assert running == "1.105.0"
+    stale = pins.PinState(pins.ECS_PACKAGE, "1.105.1-1", "1.105.1", running)
+    assert stale.to_dict()["state"] == "not_restarted" and stale.to_dict()["matches"] is False
+    assert "still runs 1.105.0" in stale.describe()
+    fresh = pins.PinState(pins.ECS_PACKAGE, "1.105.1-1", "1.105.1",
+                          pins.ecs_agent_running("Amazon ECS Agent - v1.105.1 (lab double)"))
+    assert fresh.to_dict()["matches"] is True
+    assert pins.ecs_agent_running(None) is None
