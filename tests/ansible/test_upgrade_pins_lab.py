@@ -43,7 +43,8 @@ def pinned_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]
         extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
                          controller)
         extra.update({"ecs_anywhere_node_cluster": CLUSTER,
-                      "ecs_anywhere_node_join_timeout_seconds": 30})
+                      # Long enough for a rollback's join proof on a loaded machine.
+                      "ecs_anywhere_node_join_timeout_seconds": 60})
         alab = AnsibleLab(lab, inventory, extra, tmp)
         # Only the rollout gets the role's pin variables: as extra variables they would outrank
         # the upgrade's own pins (and its rollback's).
@@ -98,9 +99,10 @@ def test_a_failed_gate_rolls_the_batch_back_to_a_and_stops_with_the_reason(
     finally:
         pinned_lab.lab.exec("n1", ["rm", "-f", CRASH_MARKER])
     assert run.rc != 0, run.output[-6000:]
-    assert "upgrade failed on n1 at" in run.output, run.output[-6000:]
-    assert "no ContainerInstanceArn" in run.output  # the reason: B never joined
-    assert f"rolled back to amazon-ecs-init {ECS_A}-1, amazon-ssm-agent {SSM_A}-1" in run.output
+    said = run.output[run.output.find("upgrade failed on n1 at"):][:3000]
+    assert said, run.output[-6000:]
+    assert "no ContainerInstanceArn" in said, said  # the reason: B never joined
+    assert f"rolled back to amazon-ecs-init {ECS_A}-1, amazon-ssm-agent {SSM_A}-1" in said, said
     assert run.recap()["n1"]["rescued"] == 1
     assert "n2" not in run.recap()  # the playbook stopped after the failed batch
     ecs, ssm, running = installed(pinned_lab, "n1")
