@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from anywhere_agent.errors import ConfigError
+from anywhere_agent.host.agent_files import HEALTH_FILE
 from anywhere_agent.secret import redact_userinfo
 
 if sys.version_info >= (3, 11):
@@ -19,13 +20,14 @@ else:  # pragma: no cover - exercised on 3.9/3.10 hosts only
     import tomli as tomllib
 
 CONFIG_PATH = "/etc/anywhere-agent/agent.toml"
-STATE_DIR = "/var/lib/anywhere-agent"
 
 PACKAGE_SOURCES = ("aws", "repo", "bundle")
 DOCKER_SOURCES = ("distro", "docker", "none")
 # Services a node talks to; AWS_ENDPOINT_URL_<NAME> overrides each (botocore's convention).
 ENDPOINT_SERVICES = ("ssm", "ec2messages", "ssmmessages", "ecs", "sts", "cloudwatch", "s3")
-_REGION_RE = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx|cn|us-gov)-[a-z]+-\d{1,2}$")
+# The shape of every partition's region codes (us-east-1, us-gov-west-1, cn-north-1,
+# us-isob-east-1, eusc-de-east-1), not a list of today's: a new region needs no release.
+_REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d{1,2}")
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _ACTIVATION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
@@ -68,6 +70,10 @@ class SuperviseConfig:
     # The SSM agent rewrites its credentials at half life (~15 min of a ~30 min lifetime).
     credentials_warn_age_seconds: float = 1800.0
     credentials_crit_age_seconds: float = 3600.0
+    # The ECS agent without an ACS session: the cluster reads it disconnected. Its reconnect
+    # backoff tops out at 2 min, and a periodic reconnect takes about a second.
+    acs_warn_seconds: float = 300.0
+    acs_crit_seconds: float = 900.0
     disk_warn_percent: float = 85.0
     disk_crit_percent: float = 95.0
     memory_warn_percent: float = 90.0
@@ -79,7 +85,7 @@ class SuperviseConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    state_file: str = STATE_DIR + "/health.json"
+    state_file: str = HEALTH_FILE
     stale_after_seconds: float = 90.0
     # node_exporter textfile collector file, e.g. /var/lib/node_exporter/anywhere_agent.prom
     textfile_path: str = ""
@@ -110,6 +116,9 @@ class Config:
     package_signing_fingerprints: str = ""
     docker_source: str = "distro"
     enable_gpu: bool = False
+    # The CA bundle ECS Exec's SSM agent trusts (AWS's --certs-file); "" = the first of the
+    # distribution's known locations (anywhere_agent/host/ecs_exec.py).
+    certs_file: str = ""
     ecs_loglevel: str = "info"
     join_timeout_seconds: float = 120.0
     # Pinned agent package versions; "" keeps the latest the source offers.
@@ -172,6 +181,7 @@ ENV_KEYS: dict[str, str] = {
     "ANYWHERE_AGENT_ENABLE_GPU": "enable_gpu",
     "ANYWHERE_AGENT_ECS_AGENT_VERSION": "ecs_agent_version",
     "ANYWHERE_AGENT_SSM_AGENT_VERSION": "ssm_agent_version",
+    "ANYWHERE_AGENT_CERTS_FILE": "certs_file",
     "ANYWHERE_AGENT_HTTP_PROXY": "proxy.http",
     "ANYWHERE_AGENT_HTTPS_PROXY": "proxy.https",
     "ANYWHERE_AGENT_NO_PROXY": "proxy.no_proxy",
@@ -365,8 +375,13 @@ def _build(flat: Mapping[str, Any], where: Mapping[str, str], source_path: str) 
     return cfg
 
 
+def is_region(name: str) -> bool:
+    """Whether `name` has the shape of an AWS region code (the one check: node and registrar)."""
+    return _REGION_RE.fullmatch(name) is not None
+
+
 def _validate(cfg: Config, w: Any) -> None:
-    if cfg.region and not _REGION_RE.match(cfg.region):
+    if cfg.region and not is_region(cfg.region):
         raise _fail(w("region"), "region", f"{cfg.region!r} is not an AWS region name",
                     "use a region such as us-east-1 (the region of your activation)")
     if not _CLUSTER_RE.match(cfg.cluster):
@@ -407,6 +422,10 @@ def _validate(cfg: Config, w: Any) -> None:
                         f"set {key} to a version such as "
                         f"{'1.105.1' if key.startswith('ecs') else '3.3.1802.0'}, "
                         "or leave it empty for the latest")
+    if cfg.supervise.acs_crit_seconds < cfg.supervise.acs_warn_seconds:
+        raise _fail(w("supervise.acs_crit_seconds"), "supervise.acs_crit_seconds",
+                    "must not be below supervise.acs_warn_seconds",
+                    "raise acs_crit_seconds or lower acs_warn_seconds")
     if cfg.ecs_loglevel not in ("debug", "info", "warn", "error", "crit"):
         raise _fail(w("ecs_loglevel"), "ecs_loglevel", "must be debug, info, warn, error or crit",
                     "set ecs_loglevel = \"info\"")

@@ -28,6 +28,11 @@ class ExitCode(IntEnum):
     TIMEOUT = 13  # a bounded wait ran out (registrar wait, drain)
     PARTIAL = 14  # several independent actions ran and some failed (uninstall, prune)
     LAB = 15  # the lab could not be brought up or torn down
+    # Stopped by a signal: 128 + its number, as a shell reports it, so a caller can tell
+    # who stopped the run (a terminal's Ctrl-C, systemd or a timeout's SIGTERM, a hangup).
+    HANGUP = 129  # SIGHUP: the terminal or session went away; a re-run finishes the work
+    INTERRUPTED = 130  # SIGINT (Ctrl-C); a re-run finishes the work
+    TERMINATED = 143  # SIGTERM (kill, systemd, timeout); a re-run finishes the work
 
 
 class AgentError(Exception):

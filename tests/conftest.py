@@ -15,7 +15,7 @@ import pytest
 from anywhere_agent.config import load_config
 from anywhere_agent.host.gateway import Host, PackageManager, Result
 from anywhere_agent.host.platform import detect
-from anywhere_agent.install.context import Context
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import PackageSource
 from anywhere_agent.secret import Secret
@@ -23,6 +23,8 @@ from anywhere_agent.secret import Secret
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 ACTIVATION_ID = "0c9a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b"
 CODE = "Sup3rSecretActivationCode"
+SSM_BINARIES = ("amazon-ssm-agent", "ssm-agent-worker", "ssm-session-worker")
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @dataclass
@@ -62,8 +64,14 @@ class FakeSystem:
                         base, _, rest = base.partition("_")
                         self.packages[base] = pinned or rest.split("_")[0] or "1.0"
                         if base == "amazon-ssm-agent":
-                            # The real package enables and starts its service.
+                            # The real package enables and starts its service, and ships
+                            # the workers beside the agent (ECS Exec copies all three).
                             self.units["amazon-ssm-agent"] = Unit(True, True)
+                            for binary in SSM_BINARIES:
+                                path = self.root / "usr/bin" / binary
+                                path.parent.mkdir(parents=True, exist_ok=True)
+                                path.write_bytes(b"\x7fELF " + binary.encode())
+                                path.chmod(0o755)
                         if base == "amazon-ecs-init":
                             self.units.setdefault("ecs", Unit())
                 return Result(argv, 0)
@@ -72,6 +80,12 @@ class FakeSystem:
                     self.packages.pop(name, None)
                     if name == "amazon-ssm-agent":
                         self.units.pop("amazon-ssm-agent", None)
+                        for binary in SSM_BINARIES:
+                            (self.root / "usr/bin" / binary).unlink(missing_ok=True)
+                        for empty in ("usr/bin", "usr"):
+                            if (self.root / empty).is_dir() and \
+                                    not any((self.root / empty).iterdir()):
+                                (self.root / empty).rmdir()
                 return Result(argv, 0)
             return Result(argv, 0)
         if prog == "systemctl":
@@ -179,6 +193,8 @@ def node(tmp_path: Path) -> Any:
     (root / "var/lib").mkdir(parents=True)
     (root / "etc/os-release").write_text(DEBIAN)
     (root / "etc/machine-id").write_text("a" * 32 + "\n")
+    (root / "etc/ssl/certs").mkdir(parents=True)
+    (root / "etc/ssl/certs/ca-certificates.crt").write_text(CA_PEM)
     system = FakeSystem(root)
     backend = FakeEcs()
     backend.ssm_known = system.registered
@@ -193,7 +209,7 @@ def node(tmp_path: Path) -> Any:
         return 200, json.dumps({"Cluster": "prod", "ContainerInstanceArn": introspection["arn"],
                                 "Version": "Amazon ECS Agent - v1.105.1"}).encode()
 
-    def make_ctx(with_code: bool = True, **flags: Any) -> Context:
+    def make_ctx(with_code: bool = True, **flags: Any) -> InstallContext:
         base = {"region": "us-east-1", "cluster": "prod", "package_source": "repo",
                 "docker_source": "none", "activation_id": ACTIVATION_ID}
         base.update(flags)
@@ -203,7 +219,7 @@ def node(tmp_path: Path) -> Any:
         pm = PackageManager(host, "apt")
         from anywhere_agent.install.context import Activation
 
-        return Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+        return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
                        source=PackageSource(cfg, host, platform, pm),
                        activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
                        http_get=http_get, sleep=lambda s: None,

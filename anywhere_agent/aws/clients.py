@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 
 from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
 from anywhere_agent.errors import AgentError, CloudError, NetworkError
@@ -42,12 +43,7 @@ class Clients:
     def __init__(self, settings: AwsSettings, session: Any = None) -> None:
         self.settings = settings
         if session is None:
-            if settings.credentials_file:
-                import os
-
-                os.environ["AWS_SHARED_CREDENTIALS_FILE"] = settings.credentials_file
-            session = boto3.session.Session(profile_name=settings.profile,
-                                            region_name=settings.region)
+            session = _session(settings)
         self._session = session
         self._cache: dict[str, Any] = {}
 
@@ -66,6 +62,16 @@ class Clients:
             self._cache[service] = self._session.client(service, config=cfg,
                                                         endpoint_url=endpoint)
         return self._cache[service]
+
+
+def _session(settings: AwsSettings) -> Any:
+    """A boto3 session for `settings`; a credentials file is set on this session only (as
+    botocore's `credentials_file` variable), never in the process environment, where every
+    other client and child process would inherit it."""
+    core = botocore.session.Session(profile=settings.profile)
+    if settings.credentials_file:
+        core.set_config_variable("credentials_file", settings.credentials_file)
+    return boto3.session.Session(botocore_session=core, region_name=settings.region)
 
 
 _ACCESS = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation",

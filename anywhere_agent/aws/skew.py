@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-_SKEW_CODES = frozenset({"InvalidSignatureException", "SignatureDoesNotMatch", "RequestExpired",
+# The codes AWS answers a request signed outside its time window with (and, for the first
+# two, a bad signature: `is_clock_skew` tells them apart by the message).
+SKEW_CODES = frozenset({"InvalidSignatureException", "SignatureDoesNotMatch", "RequestExpired",
                          "RequestTimeTooSkewed"})
 CLOCK_FIX = ("this host's clock is more than 5 minutes off: sync it (`timedatectl set-ntp true` "
              "or `chronyc makestep`) and retry")
@@ -17,4 +19,4 @@ def is_clock_skew(code: str, message: str) -> bool:
     if code in ("RequestTimeTooSkewed", "RequestExpired"):
         return True
     low = message.lower()
-    return code in _SKEW_CODES and ("signature expired" in low or "not yet current" in low)
+    return code in SKEW_CODES and ("signature expired" in low or "not yet current" in low)

@@ -13,15 +13,14 @@ from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
-from anywhere_agent.host import pins
+from anywhere_agent.host import agent_files, pins
 from anywhere_agent.host.gateway import Host, PackageManager, Runner, subprocess_runner
 from anywhere_agent.host.platform import Platform
-from anywhere_agent.install import layout
 from anywhere_agent.install.sources import Fetcher, PackageSource, requests_fetcher
 
 LOG = logging.getLogger(__name__)
 
-PACKAGES = (layout.SSM_PACKAGE, layout.ECS_PACKAGE)
+PACKAGES = (agent_files.SSM_PACKAGE, agent_files.ECS_PACKAGE)
 # Our --arch spelling -> the arch names each package format uses in file names.
 DEB_ARCH = {"x86_64": "amd64", "arm64": "arm64"}
 RPM_ARCH = {"x86_64": "x86_64", "arm64": "aarch64"}
@@ -67,8 +66,8 @@ def package_version(path: Path, package: str, family: str,
 
 
 # The CLI's option for each agent's versions (named in errors).
-VERSION_OPTIONS = {layout.ECS_PACKAGE: "--ecs-agent-version",
-                   layout.SSM_PACKAGE: "--ssm-agent-version"}
+VERSION_OPTIONS = {agent_files.ECS_PACKAGE: "--ecs-agent-version",
+                   agent_files.SSM_PACKAGE: "--ssm-agent-version"}
 
 
 def from_dir(source: Path, dest: Path, arch: str, family: str,
@@ -139,7 +138,8 @@ def download(dest: Path, arch: str, family: str, *, region: str, package_base_ur
             for pin in list((versions or {}).get(package, ())) or [""]:
                 # The node's own download + `gpg --verify` against trusted keys only, from
                 # the key a node pinned to `pin` would use.
-                pinned_cfg = (replace(cfg, ecs_agent_version=pin) if package == layout.ECS_PACKAGE
+                pinned_cfg = (replace(cfg, ecs_agent_version=pin)
+                              if package == agent_files.ECS_PACKAGE
                               else replace(cfg, ssm_agent_version=pin))
                 pinned = PackageSource(pinned_cfg, host, platform, source.pm, fetch)
                 url = pinned.describe(package)

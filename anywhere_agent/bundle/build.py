@@ -309,6 +309,7 @@ def build_bundle(spec: BundleSpec, *, run: Runner = subprocess_runner,
                                        region=spec.region, package_base_url=spec.package_base_url,
                                        signing_key=spec.signing_key, proxies=proxies,
                                        fetch=fetch, run=run, versions=spec.agent_versions())
+        exec_binaries = _ecs_exec_binaries(spec, agent_dir, fetch)
         script = installer_script(spec.project)
         if script is not None:
             shutil.copyfile(script, stage / "install.sh")
@@ -328,6 +329,7 @@ def build_bundle(spec: BundleSpec, *, run: Runner = subprocess_runner,
             "agents": {p.package: p.to_dict()
                        for p in sorted(packages, key=lambda p: agent_pins.version_key(p.version))},
             "agent_files": [{"package": p.package, **p.to_dict()} for p in packages],
+            "ecs_exec": exec_binaries.to_dict() if exec_binaries else None,
         }
         (stage / "bundle.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         write_manifest(stage)
@@ -343,6 +345,19 @@ def build_bundle(spec: BundleSpec, *, run: Runner = subprocess_runner,
     tar = make_tarball(spec.out) if spec.tarball else None
     digest = hashlib.sha256((spec.out / MANIFEST).read_bytes()).hexdigest()
     return BundleInfo(spec.out, tar, data, size, digest)
+
+
+def _ecs_exec_binaries(spec: BundleSpec, agent_dir: Path,
+                       fetch: Fetcher) -> agents.AgentPackage | None:
+    """ECS Exec's binaries tarball: from --agents-from when it holds one, else downloaded."""
+    from anywhere_agent.bundle import ecs_exec
+
+    if spec.agents_from is not None:
+        return ecs_exec.from_dir(spec.agents_from, agent_dir, spec.arch)
+    proxies = {"http": spec.proxy, "https": spec.proxy} if spec.proxy else {}
+    return ecs_exec.download(agent_dir, spec.arch, region=spec.region,
+                             package_base_url=spec.package_base_url, proxies=proxies,
+                             fetch=fetch)
 
 
 def make_tarball(bundle: Path) -> Path:

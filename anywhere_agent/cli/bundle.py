@@ -20,7 +20,9 @@ def bundle(
     agents_from: Optional[Path] = typer.Option(
         None, "--agents-from",
         help="Take amazon-ssm-agent / amazon-ecs-init packages from this directory instead of "
-             "downloading them."),
+             "downloading them, and ECS Exec's binaries from "
+             "amazon-ssm-agent-binaries_<version>_<arch>.tar.gz there if present (else "
+             "nodes copy them from the SSM agent package)."),
     region: str = typer.Option("us-east-1", "--region",
                                help="Region whose AWS buckets the agents are downloaded from."),
     package_base_url: str = typer.Option("", "--package-base-url",

@@ -21,7 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anywhere-agent health",
         description="Report the node's health from the supervisor's state "
-                    "(exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN in every format).",
+                    "(exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN in every format). Checks: "
+                    "the units, ECS introspection, the ECS agent's ACS session (from its log: "
+                    "WARNING after [supervise] acs_warn_seconds disconnected, CRITICAL after "
+                    "acs_crit_seconds), the SSM registration and credentials, disk, memory, "
+                    "load, Docker.",
     )
     parser.add_argument("--format", choices=FORMATS, default="nagios")
     parser.add_argument("--config", metavar="PATH", default=None,

@@ -119,13 +119,7 @@ def install(
     name: str = NameOpt,
 ) -> None:
     """Install this checkout's anywhere-agent on lab hosts over ssh (pip wheel, no index)."""
-
-    def _do() -> list[dict[str, str]]:
-        lab = _lab(name)
-        targets = hosts or [h.name for h in lab.hosts()]
-        return [{"host": h, "version": lab.install_product(h)} for h in targets]
-
-    typer.echo(table(run(_do), ("host", "version")))
+    typer.echo(table(run(lambda: _lab(name).install_products(hosts or ())), ("host", "version")))
 
 
 FAULT_HELP = """Switch a fault on (or off with --off).
@@ -191,29 +185,9 @@ def demo(
     Hosts get Docker from Debian (docker_source = distro, as on a real server); with several
     hosts the last keeps docker_source = none.
     """
-    from anywhere_agent.errors import LabError
     from anywhere_agent.lab import rollout
 
-    def go() -> dict[str, Any]:
-        lab = _lab(name)
-        current = lab.status()
-        if current.get("state") != "up" or len(current.get("hosts", [])) != hosts:
-            lab.up(hosts)  # cleans a crashed or differently sized lab of this name first
-        results = rollout.roll_out(lab, cluster)
-        failed = {h: r for h, r in results.items() if r["exit_code"] != 0}
-        if failed:
-            first = next(iter(failed.items()))
-            raise LabError(f"install failed on {', '.join(sorted(failed))}: "
-                           f"{first[1]['stderr_tail'].strip().splitlines()[-1:]}",
-                           f"ssh into {first[0]} and run `anywhere-agent status`")
-        health = {}
-        for host in sorted(results):
-            proc = lab.ssh(host, ["anywhere-agent", "health", "--format", "nagios"], check=False)
-            health[host] = proc.stdout.decode().strip().splitlines()[0] if proc.stdout else ""
-        return {"lab": name, "fleet": rollout.fleet_rows(lab, cluster), "health": health,
-                "installs": {h: r["result"] for h, r in results.items()}}
-
-    data = run(go, as_json)
+    data = run(lambda: {"lab": name, **rollout.demo(_lab(name), hosts, cluster)}, as_json)
     if as_json:
         typer.echo(to_json(data))
         return

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from anywhere_agent.cli import logs, node, output
+from anywhere_agent.cli import supervise as supervise_cli
 
 app = typer.Typer(
     name="anywhere-agent",
@@ -24,8 +27,8 @@ def _main(
 ) -> None:
     logs.configure(verbose)
     if version:
-        from anywhere_agent.bundle.versions import render, versions
         from anywhere_agent.host.gateway import Host
+        from anywhere_agent.host.versions import render, versions
 
         print(render(versions(Host("/"))))
         raise typer.Exit(0)
@@ -56,10 +59,24 @@ def health(ctx: typer.Context) -> None:
     raise typer.Exit(health_main(list(ctx.args)))
 
 
-def _mount() -> None:
-    from anywhere_agent.cli import bundle, lab, registrar, supervise
+@app.command("supervise")
+def supervise(
+    config: Optional[str] = typer.Option(None, "--config", metavar="PATH",
+                                         help="agent.toml to read"),
+    once: bool = typer.Option(False, "--once", help=supervise_cli.ONCE_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Supervise the ECS and SSM agents and publish the node's health (run by systemd)."""
+    code = supervise_cli.serve(config, once=once, verbose=verbose)
+    if code:
+        raise typer.Exit(code)
 
-    app.command("supervise")(supervise.supervise_command)
+
+def _mount() -> None:
+    from anywhere_agent.cli import bundle, lab, registrar, support
+
+    app.command("support-bundle")(support.support_bundle)
+
     app.command("bundle")(bundle.bundle)
     app.add_typer(registrar.app, name="registrar",
                   help="Central side: IAM role, cluster, activations, fleet, prune, wait.")

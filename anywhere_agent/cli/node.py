@@ -42,13 +42,13 @@ def _platform(host: Host) -> Platform:
 
 
 def _context(cfg: Config, host: Host, activation: Any = None, reregister: bool = False) -> Any:
-    from anywhere_agent.install.context import Context, default_clients_factory
+    from anywhere_agent.install.context import InstallContext, default_clients_factory
     from anywhere_agent.install.journal import Journal
     from anywhere_agent.install.sources import PackageSource
 
     platform = _platform(host)
     pm = PackageManager(host, platform.package_manager, cfg.proxy.environment())
-    return Context(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+    return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
                    source=PackageSource(cfg, host, platform, pm), activation=activation,
                    force_reregister=reregister, clients_factory=default_clients_factory(cfg))
 
@@ -98,12 +98,17 @@ def _read_code(code_file: Optional[str]) -> Optional[Secret]:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP during install: unwinds like Ctrl-C, so the run is journaled as
-    interrupted and a contained child (the one holding the activation code) is killed first."""
+    interrupted and a contained child (the one holding the activation code) is killed first;
+    `signum` gives the exit code (128 + it: 143 for SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _terminate_as_exception() -> None:
     def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated(signal.Signals(signum).name)
+        raise Terminated(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, raise_terminated)
@@ -121,12 +126,19 @@ def preflight(
     region: Optional[str] = RegionOpt,
     cluster: Optional[str] = ClusterOpt,
     no_network: bool = typer.Option(False, "--no-network", help="Skip reachability probes."),
+    enable_gpu: Optional[bool] = typer.Option(
+        None, "--enable-gpu/--no-enable-gpu",
+        help="Also check nvidia-smi and its driver, the NVIDIA container runtime and "
+             "Docker's nvidia runtime (on with enable_gpu in agent.toml)."),
+    certs_file: Optional[str] = typer.Option(
+        None, "--certs-file", help="CA bundle for ECS Exec (default: the first known location)."),
     as_json: bool = JsonOpt,
     root: str = RootOpt,
 ) -> None:
     """Check this host can join ECS Anywhere; each failed check prints its fix (exit 4)."""
     with output.errors_to_exit(as_json):
-        cfg = _config(root, config, _flags(region=region, cluster=cluster))
+        cfg = _config(root, config, _flags(region=region, cluster=cluster, enable_gpu=enable_gpu,
+                                           certs_file=certs_file))
         report = _run_preflight(cfg, Host(root), network=not no_network)
         if as_json:
             print(output.to_json(report.to_dict()))
@@ -153,7 +165,14 @@ def install(
     bundle_dir: Optional[str] = typer.Option(None, "--bundle-dir"),
     docker_source: Optional[str] = typer.Option(None, "--docker-source",
                                                 help="distro | docker | none"),
-    enable_gpu: Optional[bool] = typer.Option(None, "--enable-gpu/--no-enable-gpu"),
+    enable_gpu: Optional[bool] = typer.Option(
+        None, "--enable-gpu/--no-enable-gpu",
+        help="GPU host: preflight checks the NVIDIA driver, container runtime and Docker's "
+             "nvidia runtime; sets ECS_ENABLE_GPU_SUPPORT=true."),
+    certs_file: Optional[str] = typer.Option(
+        None, "--certs-file",
+        help="CA bundle copied for ECS Exec (default: the first of the distribution's "
+             "known locations)."),
     ecs_agent_version: Optional[str] = typer.Option(
         None, "--ecs-agent-version",
         help="Pin amazon-ecs-init to this version (e.g. 1.105.1); install moves a host on "
@@ -184,6 +203,7 @@ def install(
         flags = _flags(region=region, cluster=cluster, activation_id=activation_id,
                        package_source=package_source, bundle_dir=bundle_dir,
                        docker_source=docker_source, enable_gpu=enable_gpu,
+                       certs_file=certs_file,
                        ecs_agent_version=ecs_agent_version,
                        ssm_agent_version=ssm_agent_version,
                        ecs_attributes=",".join(attribute) or None,

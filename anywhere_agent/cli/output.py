@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
@@ -34,6 +35,24 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells
     )
+
+
+def print_table(rows: Callable[[], Iterable[Mapping[str, Any]]],
+                columns: Sequence[str]) -> None:
+    """An aligned table printed row by row: the rows are produced twice (widths, then lines)
+    rather than held as strings (a 20,000-host fleet); the header alone when there are none."""
+    widths = [len(c) for c in columns]
+    for row in rows():
+        widths = [max(w, len(_cell(row.get(c)))) for w, c in zip(widths, columns)]
+    out = sys.stdout
+    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    for row in rows():
+        out.write("  ".join(_cell(row.get(c)).ljust(w)
+                            for c, w in zip(columns, widths)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def fail(err: AgentError, as_json: bool) -> NoReturn:
@@ -65,9 +84,17 @@ def errors_to_exit(as_json: bool = False) -> Iterator[None]:
 
         LOG.debug("AWS error outside aws_errors()", exc_info=True)
         fail(translate(err, doing_of(err)), as_json)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as err:
+        # A SIGTERM/SIGHUP handler raises a KeyboardInterrupt that names its signal
+        # (`signum`): its exit code is that signal's, not Ctrl-C's.
+        signum = int(getattr(err, "signum", signal.SIGINT))
+        code = ExitCode(128 + signum) if 128 + signum in _SIGNAL_CODES else \
+            ExitCode.INTERRUPTED
+        print("terminated" if code is ExitCode.TERMINATED else "interrupted", file=sys.stderr)
+        raise SystemExit(int(code)) from None
+
+
+_SIGNAL_CODES = {int(ExitCode.HANGUP), int(ExitCode.INTERRUPTED), int(ExitCode.TERMINATED)}
 
 
 def run(fn: Callable[[], T], as_json: bool = False) -> T:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Optional
 
 import typer
 
-from anywhere_agent.aws.clients import AwsSettings, Clients
-from anywhere_agent.cli.output import is_tty, run, table, to_json
+from anywhere_agent.cli.output import is_tty, print_table, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
 from anywhere_agent.registrar import (
     activations,
@@ -26,34 +22,10 @@ from anywhere_agent.registrar import (
     wait,
 )
 from anywhere_agent.registrar import inventory as fleet_inventory
+from anywhere_agent.registrar.session import fleet_clients, make_clients
 
 app = typer.Typer(help="Central side: IAM role and cluster, activations, fleet view, prune, wait.",
                   no_args_is_help=True)
-
-# Central calls come in bursts (a rollout, a 5,000-host fleet read) against rate-based
-# throttling: adaptive mode slows the client down instead of burning its attempts, and 8
-# attempts ride out a bad minute while still bounding every call. botocore's own variables
-# (AWS_RETRY_MODE, AWS_MAX_ATTEMPTS) override both, as they do for any AWS tool.
-RETRY_MODE = "adaptive"
-MAX_ATTEMPTS = 8
-
-
-def make_clients(region: Optional[str]) -> Clients:
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if not region:
-        import boto3
-
-        region = boto3.session.Session().region_name
-    if not region:
-        raise UsageError("no AWS region", "pass --region or set AWS_REGION")
-    mode = os.environ.get("AWS_RETRY_MODE") or RETRY_MODE
-    attempts = os.environ.get("AWS_MAX_ATTEMPTS") or str(MAX_ATTEMPTS)
-    if mode not in ("standard", "adaptive", "legacy") or not attempts.isdigit() \
-            or int(attempts) < 1:
-        raise UsageError(f"AWS_RETRY_MODE={mode!r} / AWS_MAX_ATTEMPTS={attempts!r} invalid",
-                         "use standard or adaptive, and a positive number of attempts")
-    return Clients(AwsSettings(region=region, retry_mode=mode, max_attempts=int(attempts)))
-
 
 # Option types shared by several commands (typer reads the help from the annotation).
 Region = Annotated[Optional[str], typer.Option(
@@ -156,21 +128,6 @@ Regions = Annotated[Optional[list[str]], typer.Option(
 AllClusters = Annotated[bool, typer.Option(
     "--all-clusters", help="Every cluster of every region (the default without --cluster).")]
 OfflineAfter = Annotated[str, typer.Option(help="Flag hosts without a ping for this long.")]
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-
-
-def fleet_clients(regions: Sequence[str]) -> dict[str, Clients]:
-    """Clients for each region (a,b or repeated), sharing one session built for bulk reads."""
-    names = list(dict.fromkeys(r.strip() for item in regions for r in item.split(",")
-                               if r.strip()))
-    bad = [r for r in names if not _REGION.match(r)]
-    if bad:
-        raise UsageError(f"--region {', '.join(bad)} is not a region name",
-                         "give region codes such as us-east-1, separated by commas")
-    base = make_clients(names[0] if names else None)  # the default region and retry settings
-    session = fleet.reading_session()
-    return {r: Clients(dataclasses.replace(base.settings, region=r), session)
-            for r in names or [base.settings.region]}
 
 
 def _read_fleet(cluster: Optional[list[str]], all_clusters: bool, offline_after: str,
@@ -180,23 +137,6 @@ def _read_fleet(cluster: Optional[list[str]], all_clusters: bool, offline_after:
                          "give one of them")
     threshold = inputs.parse_duration(offline_after, "--offline-after")
     return fleet.read(fleet_clients(region or []), cluster or [], threshold)
-
-
-def _print_table(rows: Callable[[], Iterable[Mapping[str, Any]]], columns: Sequence[str]) -> None:
-    """An aligned table printed row by row: the rows are produced twice (widths, then lines)
-    rather than held as strings; the header alone when there are none."""
-    widths = [len(c) for c in columns]
-    for row in rows():
-        widths = [max(w, len(_cell(row.get(c)))) for w, c in zip(widths, columns)]
-    out = sys.stdout
-    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
-    for row in rows():
-        out.write("  ".join(_cell(row.get(c)).ljust(w)
-                            for c, w in zip(columns, widths)).rstrip() + "\n")
-
-
-def _cell(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 @app.command("fleet")
@@ -218,7 +158,7 @@ def fleet_cmd(
             sys.stdout.writelines(view.json_chunks())
             sys.stdout.write("\n")
             return
-        _print_table(lambda: ({**h.to_dict(), "flags": ",".join(h.flags)} for h in view.hosts),
+        print_table(lambda: ({**h.to_dict(), "flags": ",".join(h.flags)} for h in view.hosts),
                      FLEET_COLUMNS)
         print(view.summary_line())
     run(body, as_json)
@@ -262,6 +202,9 @@ def prune_cmd(
 ) -> None:
     """Deregister stale and duplicate identities on both sides; delete expired activations.
 
+    With --cluster only hosts with a container instance in those clusters are considered:
+    a managed instance in another cluster, or in none, is never removed by it.
+
     Without --yes it only shows the plan when standard input is not a terminal.
     """
     def body() -> None:
@@ -293,6 +236,9 @@ def prune_cmd(
             print(f"pruned: {len(result.done)} done, {len(result.already_gone)} already gone")
         for s in plan.skipped:
             print(f"skipped {s.host} ({s.instance_id}): {s.reason}")
+        if plan.outside_clusters:
+            print(f"not considered: {plan.outside_clusters} managed instances with no "
+                  "container instance in --cluster (another cluster's, or none)")
     run(body, as_json)
 
 
@@ -321,66 +267,63 @@ def deregister_cmd(
     run(body, as_json)
 
 
+Hosts = Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")]
+Interval = Annotated[str, typer.Option(help="Time between polls.")]
+
+
 def _poll_args(hosts: str, timeout: str, interval: str) -> tuple[list[str], timedelta, float]:
     """The hosts, the bound and the poll interval shared by wait and drain."""
     return (inputs.parse_hosts(hosts), inputs.parse_duration(timeout, "--timeout"),
             inputs.parse_duration(interval, "--interval").total_seconds())
 
 
+def _report(as_json: bool, key: str, rows: Sequence[Any], line: str) -> None:
+    """`{key: true, "hosts": [...]}` as JSON, else the one line."""
+    print(to_json({key: True, "hosts": [r.to_dict() for r in rows]}) if as_json else line)
+
+
+def _names(rows: Sequence[Any]) -> str:
+    return ", ".join(sorted({r.host for r in rows}))
+
+
 @app.command("wait")
 def wait_cmd(
-    hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
+    hosts: Hosts,
     timeout: Annotated[str, typer.Option(help="Give up after this long: 90s, 10m, 1h.")] = "10m",
-    cluster: Clusters = None,
-    interval: Annotated[str, typer.Option(help="Time between polls.")] = "5s",
-    region: Region = None,
+    cluster: Clusters = None, interval: Interval = "5s", region: Region = None,
     as_json: AsJson = False,
 ) -> None:
     """Return when every host is Online in SSM, ACTIVE in ECS and agentConnected."""
     def body() -> None:
         wanted, limit, every = _poll_args(hosts, timeout, interval)
         states = wait.wait(make_clients(region), wanted, limit, cluster or [], every)
-        if as_json:
-            print(to_json({"ready": True, "hosts": [s.to_dict() for s in states]}))
-        else:
-            print(f"{len(states)} hosts ready: {', '.join(s.host for s in states)}")
+        _report(as_json, "ready", states,
+                f"{len(states)} hosts ready: {', '.join(s.host for s in states)}")
     run(body, as_json)
 
 
 @app.command("drain")
 def drain_cmd(
-    hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
+    hosts: Hosts,
     timeout: Annotated[str, typer.Option(help="Wait this long for tasks to leave.")] = "10m",
-    cluster: Clusters = None,
-    interval: Annotated[str, typer.Option(help="Time between polls.")] = "5s",
-    region: Region = None,
+    cluster: Clusters = None, interval: Interval = "5s", region: Region = None,
     as_json: AsJson = False,
 ) -> None:
     """Set hosts DRAINING and wait (bounded) until they run no tasks."""
     def body() -> None:
         wanted, limit, every = _poll_args(hosts, timeout, interval)
         done = drain.drain(make_clients(region), wanted, limit, cluster or [], every)
-        if as_json:
-            print(to_json({"drained": True, "hosts": [t.to_dict() for t in done]}))
-        else:
-            print(f"{len(done)} container instances drained: "
-                  f"{', '.join(sorted({t.host for t in done}))}")
+        _report(as_json, "drained", done,
+                f"{len(done)} container instances drained: {_names(done)}")
     run(body, as_json)
 
 
 @app.command("undrain")
 def undrain_cmd(
-    hosts: Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")],
-    cluster: Clusters = None,
-    region: Region = None,
-    as_json: AsJson = False,
+    hosts: Hosts, cluster: Clusters = None, region: Region = None, as_json: AsJson = False,
 ) -> None:
     """Set hosts' container instances ACTIVE again (after maintenance, or a failed upgrade)."""
     def body() -> None:
         done = drain.undrain(make_clients(region), inputs.parse_hosts(hosts), cluster or [])
-        if as_json:
-            print(to_json({"active": True, "hosts": [t.to_dict() for t in done]}))
-        else:
-            print(f"{len(done)} container instances ACTIVE: "
-                  f"{', '.join(sorted({t.host for t in done}))}")
+        _report(as_json, "active", done, f"{len(done)} container instances ACTIVE: {_names(done)}")
     run(body, as_json)

@@ -1,9 +1,9 @@
 """`anywhere-agent supervise`: run the node supervisor (systemd's Type=notify service).
 
-Two doors to the same code: `main(argv)` (argparse) for entry.py's fast path, and the typer
-command `supervise_command` / `app`. Running any typer command imports pydantic (typer >=
-0.2x coerces values with it), which adds ~10 MiB to a daemon whose budget is 30 MiB, so the
-service should enter through `main`.
+Two doors to `serve()`: `main(argv)` (argparse) for entry.py's fast path, which the service
+takes, and the typer command in cli/main.py (`python -m anywhere_agent.cli.main supervise`).
+This module never imports typer: with it (and the pydantic it coerces values with) the
+daemon would carry ~10 MiB of a 30 MiB budget, and start slower.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Optional
 
-import typer
-
 from anywhere_agent.cli.logs import configure
-from anywhere_agent.cli.output import errors_to_exit, run, to_json
+from anywhere_agent.cli.output import errors_to_exit, to_json
 
 LOG = logging.getLogger(__name__)
-
-app = typer.Typer(add_completion=False)
+ONCE_HELP = ("run one probe round, print its health as JSON and exit with its Nagios code "
+             "(0-3)")
 
 
 def run_supervisor(config_path: Optional[str], once: bool = False, root: str = "/") -> int:
@@ -72,6 +70,14 @@ def _configure_logging(verbose: bool) -> None:
             handler.setLevel(logging.INFO)
 
 
+def serve(config_path: Optional[str], once: bool = False, verbose: bool = False) -> int:
+    """Configure logging, then supervise; an error is one line and its exit code."""
+    _configure_logging(verbose)
+    with errors_to_exit():
+        return run_supervisor(config_path, once=once)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def main(argv: list[str]) -> int:
     """argparse door: `anywhere-agent supervise [--config PATH] [--once] [-v]`."""
     parser = argparse.ArgumentParser(
@@ -79,28 +85,7 @@ def main(argv: list[str]) -> int:
         description="Supervise the ECS and SSM agents and publish the node's health "
                     "(run by systemd as anywhere-agent.service).")
     parser.add_argument("--config", metavar="PATH", default=None, help="agent.toml to read")
-    parser.add_argument("--once", action="store_true",
-                        help="run one probe round, print its health as JSON and exit with "
-                             "its Nagios code (0-3)")
+    parser.add_argument("--once", action="store_true", help=ONCE_HELP)
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
-    with errors_to_exit():
-        return run_supervisor(args.config, once=args.once)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-@app.command("supervise")
-def supervise_command(
-    config: Optional[str] = typer.Option(None, "--config", metavar="PATH",
-                                         help="agent.toml to read"),
-    once: bool = typer.Option(False, "--once",
-                              help="run one probe round, print its health as JSON and exit "
-                                   "with its Nagios code (0-3)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
-) -> None:
-    """Supervise the ECS and SSM agents and publish the node's health (run by systemd)."""
-    _configure_logging(verbose)
-    code = run(lambda: run_supervisor(config, once=once))
-    if code:
-        raise typer.Exit(code)
+    return serve(args.config, once=args.once, verbose=args.verbose)

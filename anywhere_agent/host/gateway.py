@@ -39,6 +39,21 @@ class Result:
         return lines[-1].strip() if lines else f"exit {self.returncode}"
 
 
+@dataclass(frozen=True)
+class Tail:
+    """Part of a file read by `Host.read_tail`: bytes from `offset` to `size` (its end then);
+    `ident` (device, inode) tells a rotated file from the one read before."""
+
+    data: bytes
+    offset: int
+    size: int
+    ident: tuple[int, int]
+
+    @property
+    def truncated(self) -> bool:
+        return self.offset > 0
+
+
 class Runner(Protocol):
     def __call__(
         self,
@@ -193,6 +208,21 @@ class Host:
         data = self.read_bytes(node_path)
         return None if data is None else data.decode("utf-8", "replace")
 
+    def read_tail(self, node_path: str, max_bytes: int, start: int = 0) -> Tail | None:
+        """What a growing file (a log) holds from byte `start` on, at most its last
+        `max_bytes`, without reading the whole file; None if it does not exist."""
+        try:
+            with self.path(node_path).open("rb") as handle:
+                st = os.fstat(handle.fileno())
+                begin = max(start, st.st_size - max_bytes, 0)
+                handle.seek(begin)
+                data = handle.read(max(0, st.st_size - begin))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as err:
+            raise _io_error(self.path(node_path), err, "read") from None
+        return Tail(data, begin, st.st_size, (st.st_dev, st.st_ino))
+
     def mode(self, node_path: str) -> int | None:
         try:
             return self.path(node_path).stat().st_mode & 0o7777
@@ -259,6 +289,20 @@ class Host:
                 shutil.rmtree(target)
         except OSError as err:
             raise _io_error(target, err, "remove") from None
+        return True
+
+    def ensure_dir(self, node_path: str, mode: int = 0o755) -> bool:
+        """Create a directory (and its parents) with `mode`, or set its mode; True if changed."""
+        target = self.path(node_path)
+        try:
+            if target.is_dir():
+                if target.stat().st_mode & 0o7777 == mode:
+                    return False
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+            os.chmod(target, mode)
+        except OSError as err:
+            raise _io_error(target, err, "create") from None
         return True
 
     def listdir(self, node_path: str) -> list[str]:
@@ -372,6 +416,21 @@ class Services:
 _APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=120")
 
 
+def package_version(host: Host, name: str, kind: str | None = None) -> str | None:
+    """The installed version of a package (None when not installed): dpkg-query on apt
+    hosts, rpm on the others; both in turn when the package manager is not known."""
+    if kind in (None, "apt"):
+        res = host.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name],
+                       timeout=60)
+        status, _, version = res.stdout.partition(" ")
+        if res.ok and status == "installed" and version.strip():
+            return version.strip()
+        if kind == "apt":
+            return None
+    res = host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
+    return res.stdout.strip() if res.ok and res.stdout.strip() else None
+
+
 class PackageManager:
     """Install/query/remove packages with the distro's tool; chosen by `host.platform`."""
 
@@ -384,13 +443,7 @@ class PackageManager:
         self._env = dict(env or {})  # proxy variables, DEBIAN_FRONTEND
 
     def installed_version(self, name: str) -> str | None:
-        if self.kind == "apt":
-            res = self._host.run(
-                ["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=60)
-            status, _, version = res.stdout.partition(" ")
-            return version.strip() if res.ok and status == "installed" else None
-        res = self._host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=60)
-        return res.stdout.strip() if res.ok else None
+        return package_version(self._host, name, self.kind)
 
     def providers(self, capability: str, *, available: bool = False) -> list[str]:
         """Packages providing `capability`: installed ones, or (available=True) the ones the

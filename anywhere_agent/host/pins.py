@@ -12,9 +12,25 @@ import re
 from dataclasses import dataclass
 
 from anywhere_agent.config import Config
+from anywhere_agent.host.agent_files import ECS_PACKAGE, SSM_PACKAGE
 
-ECS_PACKAGE = "amazon-ecs-init"
-SSM_PACKAGE = "amazon-ssm-agent"
+__all__ = [
+    "ECS_PACKAGE",
+    "PIN_KEYS",
+    "SSM_PACKAGE",
+    "STATUS_KEYS",
+    "PinState",
+    "ecs_agent_running",
+    "full_version",
+    "is_newer",
+    "manager_spec",
+    "pinned",
+    "s3_version",
+    "satisfies",
+    "upstream",
+    "version_key",
+]
+
 # The config key that pins each package, and the `status` key it is reported under.
 PIN_KEYS = {ECS_PACKAGE: "ecs_agent_version", SSM_PACKAGE: "ssm_agent_version"}
 STATUS_KEYS = {ECS_PACKAGE: "ecs_init", SSM_PACKAGE: "ssm_agent"}

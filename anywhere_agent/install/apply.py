@@ -11,8 +11,9 @@ from typing import Any, TextIO
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import ActivationError, AgentError, CloudError
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import Context, read_registration
+from anywhere_agent.host import agent_files
+from anywhere_agent.host.agent_files import read_registration
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
 from anywhere_agent.install.steps import (
     CredentialsStep,
@@ -40,7 +41,7 @@ class PlannedStep:
         return d
 
 
-def plan(ctx: Context, steps: list[Step] | None = None) -> list[PlannedStep]:
+def plan(ctx: InstallContext, steps: list[Step] | None = None) -> list[PlannedStep]:
     """What apply would do from the host's current state. Reads only; changes nothing."""
     return [PlannedStep(s, s.check(ctx)) for s in (steps or all_steps()) if s.applies(ctx)]
 
@@ -110,7 +111,7 @@ class _Undo:
         self.actions: list[tuple[str, Callable[[], None]]] = []
         self.deregistered = ""  # the managed instance this run registered and removed again
 
-    def record(self, ctx: Context, step: Step, delta: Delta) -> None:
+    def record(self, ctx: InstallContext, step: Step, delta: Delta) -> None:
         if isinstance(step, FileStep):
             change = delta.files[0]
             mode = ctx.host.mode(change.path) or 0o644
@@ -151,18 +152,18 @@ class _Undo:
                 if mine and deregister_own_registration(ctx, mine):
                     self.deregistered = mine
                 svc = ctx.host.services
-                if svc.state(layout.SSM_UNIT).active:
-                    svc.stop(layout.SSM_UNIT)
-                ctx.host.run([layout.SSM_BINARY, "-register", "-clear"], timeout=60)
-                for path in (layout.SSM_REGISTRATION, layout.SSM_REGISTRATION_KEY,
-                             layout.HOST_CREDENTIALS):
+                if svc.state(agent_files.SSM_UNIT).active:
+                    svc.stop(agent_files.SSM_UNIT)
+                ctx.host.run([agent_files.SSM_BINARY, "-register", "-clear"], timeout=60)
+                for path in (agent_files.SSM_REGISTRATION, agent_files.SSM_REGISTRATION_KEY,
+                             agent_files.HOST_CREDENTIALS):
                     ctx.host.remove(path)
                 ctx.journal.data["identity"] = {}
                 ctx.journal.save()
 
             self.actions.append(("clear the new SSM registration", clear))
 
-    def run(self, ctx: Context) -> list[str]:
+    def run(self, ctx: InstallContext) -> list[str]:
         failures = []
         for what, action in reversed(self.actions):
             try:
@@ -177,7 +178,7 @@ class _Undo:
 _UNDO_ON = (ActivationError, CloudError)
 
 
-def apply(ctx: Context, progress: Progress | None = None,
+def apply(ctx: InstallContext, progress: Progress | None = None,
           steps: list[Step] | None = None) -> Outcome:
     """Converge the host; each step re-checks right before acting (the plan is a forecast)."""
     progress = progress or Progress()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -11,10 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anywhere_agent.config import Config
+from anywhere_agent.host.agent_files import HostCredentials, read_host_credentials
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
 from anywhere_agent.host.platform import Platform
-from anywhere_agent.install import layout
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import PackageSource
 from anywhere_agent.secret import Secret
@@ -30,61 +28,8 @@ class Activation:
     code: Secret
 
 
-@dataclass(frozen=True)
-class HostCredentials:
-    access_key_id: str
-    secret_access_key: Secret
-    session_token: Secret
-
-
-def read_host_credentials(host: Host) -> HostCredentials | None:
-    """The [default] profile the SSM agent writes to /root/.aws/credentials, if present."""
-    text = host.read_text(layout.HOST_CREDENTIALS)
-    if not text:
-        return None
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read_string(text)
-    except configparser.Error:
-        return None
-    if not parser.has_section("default"):
-        return None
-    sect = parser["default"]
-    key, secret = sect.get("aws_access_key_id", ""), sect.get("aws_secret_access_key", "")
-    if not key or not secret:
-        return None
-    return HostCredentials(key, Secret(secret), Secret(sect.get("aws_session_token", "")))
-
-
-def read_registration(host: Host) -> dict[str, str]:
-    """{"ManagedInstanceID", "Region"} from the SSM agent's registration file, or {}."""
-    text = host.read_text(layout.SSM_REGISTRATION)
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    if not isinstance(data, dict) or not str(data.get("ManagedInstanceID", "")).startswith("mi-"):
-        return {}
-    return {"ManagedInstanceID": str(data["ManagedInstanceID"]),
-            "Region": str(data.get("Region", ""))}
-
-
-def registration_key_complete(host: Host) -> bool:
-    """An interrupted `-register` leaves the Vault's RegistrationKey with an empty instanceID."""
-    text = host.read_text(layout.SSM_REGISTRATION_KEY)
-    try:
-        data = json.loads(text) if text else {}
-    except ValueError:
-        return False
-    return isinstance(data, dict) and str(data.get("instanceID", "")).startswith("mi-")
-
-
-def machine_id(host: Host) -> str:
-    return (host.read_text(layout.MACHINE_ID) or "").strip()
-
-
 @dataclass
-class Context:
+class InstallContext:
     cfg: Config
     host: Host
     platform: Platform

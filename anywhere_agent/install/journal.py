@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from anywhere_agent.errors import HostIOError, LockedError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
-from anywhere_agent.install import layout
 from anywhere_agent.secret import redact_userinfo
 
 SCHEMA = 1
@@ -30,18 +30,15 @@ class Journal:
         self.data: dict[str, Any] = self._load()
 
     def _load(self) -> dict[str, Any]:
-        text = self._host.read_text(layout.STATE_FILE)
-        if not text:
-            return {"schema": SCHEMA}
         try:
-            data = json.loads(text)
+            data = agent_files.read_state(self._host)
         except ValueError:
             # A torn or hand-edited journal must not block a repair run: start afresh.
             return {"schema": SCHEMA, "note": "previous state.json was unreadable"}
-        return data if isinstance(data, dict) else {"schema": SCHEMA}
+        return data or {"schema": SCHEMA}
 
     def save(self) -> None:
-        self._host.write_atomic(layout.STATE_FILE,
+        self._host.write_atomic(agent_files.STATE_FILE,
                                 json.dumps(self.data, indent=2, sort_keys=True) + "\n", 0o644)
 
     # identity ----------------------------------------------------------------------------
@@ -107,12 +104,12 @@ def _now() -> str:
 @contextmanager
 def install_lock(host: Host) -> Iterator[None]:
     """An exclusive flock: two runs of install/uninstall never interleave."""
-    path = host.path(layout.LOCK_FILE)
+    path = host.path(agent_files.LOCK_FILE)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as err:
-        raise HostIOError(f"cannot create the lock {layout.LOCK_FILE}: {err.strerror}",
+        raise HostIOError(f"cannot create the lock {agent_files.LOCK_FILE}: {err.strerror}",
                           "run as root on a writable /var/lib") from None
     try:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from anywhere_agent.aws.skew import SKEW_CODES
 from anywhere_agent.errors import ActivationError, AgentError, CloudError, NetworkError
 
 # aws-sdk-go's "Code: message": the code is one CamelCase word ("ActivationExpired").
@@ -29,8 +30,6 @@ _STATUS = re.compile(r"status code: (?P<status>\d{3})")
 THROTTLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyUpdates",
                             "RequestLimitExceeded", "TooManyRequestsException",
                             "RequestThrottled", "RequestThrottledException"})
-SIGNATURE_CODES = frozenset({"InvalidSignatureException", "SignatureDoesNotMatch",
-                             "RequestExpired", "RequestTimeTooSkewed"})
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def classify(output: str, code: str = "") -> RegisterFailure:
         cause = "limit"
     elif aws_code in THROTTLE_CODES or "rate exceeded" in low:
         cause = "throttled"
-    elif aws_code in SIGNATURE_CODES or "clock skew" in low or "signature expired" in low:
+    elif aws_code in SKEW_CODES or "clock skew" in low or "signature expired" in low:
         cause = "clock"
     elif aws_code == "InvalidActivation" and "region" in message.lower():
         cause = "wrong_region"

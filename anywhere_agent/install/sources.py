@@ -11,10 +11,9 @@ from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import ConfigError, NetworkError, PackageError
-from anywhere_agent.host import pins
+from anywhere_agent.host import agent_files, pins
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import Platform
-from anywhere_agent.install import layout
 
 LOG = logging.getLogger(__name__)
 
@@ -159,13 +158,25 @@ class PackageSource:
             if d.status != 200:
                 raise PackageError(f"download of {d.url} returned HTTP {d.status}",
                                    "check region/package_base_url, or use package_source = repo")
-        cache = layout.PACKAGE_CACHE
+        cache = agent_files.PACKAGE_CACHE
         name = url.rsplit("/", 1)[1]
         self.host.write_atomic(f"{cache}/{name}", pkg.body, 0o644)
         sig_name = name + SIGNATURE_SUFFIX[package]
         self.host.write_atomic(f"{cache}/{sig_name}", sig.body, 0o644)
         self._verify_signature(package, f"{cache}/{name}", f"{cache}/{sig_name}", proxies)
         return str(self.host.path(f"{cache}/{name}"))
+
+    def fetch(self, url: str) -> bytes:
+        """GET an unsigned file of AWS's layout (ECS Exec's binaries tarball, which AWS
+        publishes without a signature) through the configured proxy; non-200 names the fix."""
+        proxies = {k: v for k, v in (("http", self.cfg.proxy.http),
+                                     ("https", self.cfg.proxy.https)) if v}
+        got = self._fetch(url, proxies)
+        if got.status != 200:
+            raise PackageError(f"download of {url} returned HTTP {got.status}",
+                               "check region/package_base_url, or use package_source = repo "
+                               "or bundle")
+        return got.body
 
     def trusted_keys(self, package: str, proxies: dict[str, str]) -> tuple[list[bytes], bool]:
         """Key material and whether it is pinned by fingerprint (AWS's) or by configuration.

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from anywhere_agent.errors import LabError
+from anywhere_agent.host import agent_files
 from anywhere_agent.lab import hosts as hostlib
 from anywhere_agent.lab.control_plane.admin import LabAdmin, LabAdminError
 from anywhere_agent.lab.control_plane.faults import FaultRule
@@ -139,10 +139,10 @@ def _deregister(lab: Lab, kind: str, hosts: Sequence[str]) -> dict[str, Any]:
 
 def _instance_id(lab: Lab, name: str) -> str:
     """The host's managed instance ID, as its SSM agent recorded it."""
-    proc = lab.exec(name, ["cat", "/var/lib/amazon/ssm/registration"], check=False)
-    try:
-        return str(json.loads(proc.stdout)["ManagedInstanceID"])
-    except (ValueError, KeyError, TypeError):
+    proc = lab.exec(name, ["cat", agent_files.SSM_REGISTRATION], check=False)
+    instance_id = agent_files.parse_registration(proc.stdout.decode(errors="replace")).instance_id
+    if not instance_id:
         raise LabError(
             f"{name} is not registered with SSM", f"install the node agent on {name} first"
-        ) from None
+        )
+    return instance_id

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from anywhere_agent.errors import LabError
 from anywhere_agent.lab import hosts as hostlib
-from anywhere_agent.lab import image, network, services, system
-from anywhere_agent.lab.hosts import Host
+from anywhere_agent.lab import image, network, nspawn, services, system
+from anywhere_agent.lab.hosts import LabHost
 from anywhere_agent.lab.network import LabNet
 from anywhere_agent.lab.state import HostInfo, LabInfo, LabState
 from anywhere_agent.lab.system import ProcessRef
@@ -151,7 +151,7 @@ def _boot_hosts(
     debian_sources = "\n".join(u.source_line(base_url) for u in lab.upstreams())
 
     def one(name: str) -> HostInfo:
-        host = Host(
+        host = LabHost(
             lab=lab.name,
             name=name,
             ip=net.host_ip(name),
@@ -175,14 +175,14 @@ def _boot_hosts(
         scale_file = host.merged / TIME_SCALE_FILE
         scale_file.parent.mkdir(parents=True, exist_ok=True)
         scale_file.write_text(f"{lab.time_scale:g}\n")
-        cgroups = hostlib.cgroup_dirs(host.machine)
+        cgroups = nspawn.cgroup_dirs(host.machine)
         for cg in cgroups:
             state.record("cgroups", str(cg))
-        host = _replace(host, nspawn=hostlib.boot(host, cgroups))
+        host = _replace(host, nspawn=nspawn.boot(host, cgroups))
         state.set_host(host)
-        host = _replace(host, leader=hostlib.wait_leader(host))
+        host = _replace(host, leader=nspawn.wait_leader(host))
         state.set_host(host)
-        sd = hostlib.wait_ready(host)
+        sd = nspawn.wait_ready(host)
         return HostInfo(
             host.name,
             host.ip,
@@ -223,7 +223,7 @@ def _is_running(lab: Lab) -> bool:
     state = LabState.load(lab.state_file)
     if state is None or state.data.get("phase") != "up":
         return False
-    hosts = [Host.from_dict(lab.name, lab.key, h) for h in state.data["hosts"].values()]
+    hosts = [LabHost.from_dict(lab.name, lab.key, h) for h in state.data["hosts"].values()]
     refs = [*state.process_refs().values()]
     for h in hosts:
         refs += [h.nspawn, h.leader] if h.nspawn and h.leader else []
@@ -271,13 +271,13 @@ def _teardown(lab: Lab) -> dict[str, Any]:
     state = LabState.load(lab.state_file)
     data = state.data if state else {}
     key = lab.key
-    hosts = [Host.from_dict(lab.name, key, h) for h in (data.get("hosts") or {}).values()]
+    hosts = [LabHost.from_dict(lab.name, key, h) for h in (data.get("hosts") or {}).values()]
     report: dict[str, Any] = {"lab": lab.name, "hosts": [h.name for h in hosts]}
     if state is not None:
         state.set("phase", "stopping")
 
     # 1. hosts: nspawn first (orderly halt), then any init whose nspawn already died.
-    stuck = hostlib.stop(hosts)
+    stuck = nspawn.stop(hosts)
     # 2. services and anything else the naming convention finds.
     refs = list(state.process_refs().values()) if state else []
     refs += [r for r in _stray_processes(lab) if r not in refs]
@@ -288,7 +288,7 @@ def _teardown(lab: Lab) -> dict[str, Any]:
     system.unmount_under(lab.dir)
     # 4. the hosts' cgroups, empty now that their processes are gone.
     known = {Path(c) for c in data.get("cgroups", [])} | set(_cgroup_leftovers(lab))
-    busy_cgroups = hostlib.remove_cgroups(sorted(known))
+    busy_cgroups = nspawn.remove_cgroups(sorted(known))
     # 5. network: namespaces (takes the veths along), then interfaces, then the bridge.
     left = network.leftovers(lab.name)
     for ns in sorted(set(data.get("netns", [])) | set(left["netns"])):
@@ -319,7 +319,7 @@ def _teardown(lab: Lab) -> dict[str, Any]:
 def _cgroup_leftovers(lab: Lab) -> list[Path]:
     pattern = re.compile(rf"{re.escape(lab.name)}-n[0-9]+")
     found: list[Path] = []
-    for probe in hostlib.cgroup_dirs("probe"):
+    for probe in nspawn.cgroup_dirs("probe"):
         if probe.parent.is_dir():
             found += [p for p in probe.parent.iterdir() if pattern.fullmatch(p.name)]
     return found
@@ -337,7 +337,7 @@ def leftovers(lab: Lab) -> dict[str, list[str]]:
     }
 
 
-def _replace(host: Host, **changes: Any) -> Host:
+def _replace(host: LabHost, **changes: Any) -> LabHost:
     return dataclasses.replace(host, **changes)
 
 

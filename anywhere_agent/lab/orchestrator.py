@@ -13,7 +13,7 @@ from typing import Any
 from anywhere_agent.errors import LabError
 from anywhere_agent.lab import aptcache, faults, image, lifecycle, network, product
 from anywhere_agent.lab import hosts as hostlib
-from anywhere_agent.lab.hosts import Host
+from anywhere_agent.lab.hosts import LabHost
 from anywhere_agent.lab.services import REGION_PORTS
 from anywhere_agent.lab.state import STATE_ROOT, LabInfo, LabState
 from anywhere_agent.lab.system import ProcessRef
@@ -141,17 +141,17 @@ class Lab:
 
     # -- status, inventory ---------------------------------------------------------------
 
-    def hosts(self) -> list[Host]:
+    def hosts(self) -> list[LabHost]:
         state = self._state()
         return [
-            Host.from_dict(self.name, self.key, h)
+            LabHost.from_dict(self.name, self.key, h)
             for h in sorted(
                 (state.data.get("hosts") or {}).values(),
                 key=lambda h: network.host_index(str(h["name"])),
             )
         ]
 
-    def host(self, name: str) -> Host:
+    def host(self, name: str) -> LabHost:
         for host in self.hosts():
             if host.name == name:
                 return host
@@ -245,6 +245,10 @@ class Lab:
     def install_product(self, host: str) -> str:
         """Install the project wheel into the host's venv over ssh; returns its version line."""
         return product.install_product(self, host)
+
+    def install_products(self, hosts: Sequence[str] = ()) -> list[dict[str, str]]:
+        """Install the product on `hosts` (default: every host); one row per host."""
+        return product.install_products(self, hosts)
 
     # -- faults (faults.py) --------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,3 +109,9 @@ def install_product(lab: Lab, host: str) -> str:
         "unknown",
     )
     return version
+
+
+def install_products(lab: Lab, hosts: Sequence[str] = ()) -> list[dict[str, str]]:
+    """`lab install`: the product on `hosts` (default: every host), one row per host."""
+    targets = list(hosts) or [h.name for h in lab.hosts()]
+    return [{"host": h, "version": install_product(lab, h)} for h in targets]

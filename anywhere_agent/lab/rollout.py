@@ -16,6 +16,7 @@ import boto3
 import botocore.config
 
 from anywhere_agent.aws.clients import AwsSettings, Clients
+from anywhere_agent.errors import LabError
 from anywhere_agent.lab.orchestrator import Lab
 from anywhere_agent.registrar import ensure
 from anywhere_agent.secret import Secret
@@ -137,3 +138,24 @@ def fleet_rows(lab: Lab, cluster: str = "lab") -> list[dict[str, Any]]:
                      "ecs_status": ci.get("status", "-"),
                      "connected": ci.get("agentConnected", "-")})
     return sorted(rows, key=lambda r: str(r["name"]))
+
+
+def demo(lab: Lab, hosts: int, cluster: str) -> dict[str, Any]:
+    """`lab demo`: a lab of `hosts` hosts (reused when up at that size), the product rolled
+    onto each, then the fleet table and every host's one-line health."""
+    current = lab.status()
+    if current.get("state") != "up" or len(current.get("hosts", [])) != hosts:
+        lab.up(hosts)  # cleans a crashed or differently sized lab of this name first
+    results = roll_out(lab, cluster)
+    failed = {h: r for h, r in results.items() if r["exit_code"] != 0}
+    if failed:
+        first = next(iter(failed.items()))
+        raise LabError(f"install failed on {', '.join(sorted(failed))}: "
+                       f"{first[1]['stderr_tail'].strip().splitlines()[-1:]}",
+                       f"ssh into {first[0]} and run `anywhere-agent status`")
+    health = {}
+    for host in sorted(results):
+        proc = lab.ssh(host, ["anywhere-agent", "health", "--format", "nagios"], check=False)
+        health[host] = proc.stdout.decode().strip().splitlines()[0] if proc.stdout else ""
+    return {"fleet": fleet_rows(lab, cluster), "health": health,
+            "installs": {h: r["result"] for h, r in results.items()}}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from anywhere_agent.lab.system import ProcessRef
 if TYPE_CHECKING:
     from anywhere_agent.lab.orchestrator import Lab
 
+LOG = logging.getLogger(__name__)
+
 CONTROL_PLANE_PORT = 4566
 # Every other region the lab answers has its own port (AWS: one endpoint host per region), so
 # an anonymous call (RegisterManagedInstance) belongs to the region whose endpoint it reached.
@@ -34,6 +38,9 @@ REGION_PORTS = {
 }
 PACKAGE_PORT = 8080
 SERVICE_START_TIMEOUT = 60.0
+# One build of the doubles' packages per version of their sources (see ensure_repos).
+REPOS_DIR = re.compile(r"repos-[0-9a-f]{16}")
+REPOS_GRACE = 3600.0
 
 
 def start_service(
@@ -168,7 +175,44 @@ def ensure_repos(lab: Lab) -> Path:
                 f"building the lab's agent-double packages failed: {exc}",
                 "see anywhere_agent/lab/doubles/README.md for their build needs",
             ) from exc
+        # Marks the build as in use, so a lab coming up elsewhere does not prune it in the
+        # moment before this lab's package server starts serving it.
+        os.utime(out)
+        prune_repos(lab.cache_root, keep=out, served=served_repos())
     return Path(info.out_dir)
+
+
+def prune_repos(
+    cache_root: Path, keep: Path, served: set[Path], now: float | None = None
+) -> list[Path]:
+    """Remove builds of older doubles: `repos-<hash>` but `keep`, the served and the recent.
+
+    A build stays while a package server serves it (its lab still installs from it) and for
+    REPOS_GRACE after its last use (a lab between its build and its package server's start).
+    Runs under repos.lock, so no build is half-made. Returns what it removed.
+    """
+    now = time.time() if now is None else now
+    keep, served = keep.resolve(), {p.resolve() for p in served}
+    removed: list[Path] = []
+    for old in sorted(cache_root.glob("repos-*")):
+        if not REPOS_DIR.fullmatch(old.name) or not old.is_dir() or old.resolve() == keep:
+            continue
+        if old.resolve() in served or now - old.stat().st_mtime < REPOS_GRACE:
+            continue
+        LOG.info("removing outdated agent-double packages %s", old)
+        system.remove_tree(old)
+        removed.append(old)
+    return removed
+
+
+def served_repos() -> set[Path]:
+    """The roots running lab package servers serve (any lab on this machine)."""
+    roots: set[Path] = set()
+    for pid in system.iter_pids():
+        argv = system.cmdline(pid)
+        if "anywhere_agent.lab.pkgserver" in argv and "--root" in argv[:-1]:
+            roots.add(Path(argv[argv.index("--root") + 1]))
+    return roots
 
 
 def port_open(host: str, port: int) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anywhere_agent.lab.hosts import Host
+from anywhere_agent.lab.hosts import LabHost
 from anywhere_agent.lab.network import LabNet
 from anywhere_agent.lab.system import ProcessRef
 
@@ -83,7 +83,7 @@ class LabState:
             procs[name] = {**(ref.to_dict() if ref else {}), **extra}
         self.save()
 
-    def set_host(self, host: Host) -> None:
+    def set_host(self, host: LabHost) -> None:
         with self._lock:
             self.data.setdefault("hosts", {})[host.name] = host.to_dict()
         self.save()

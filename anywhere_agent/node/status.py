@@ -6,13 +6,12 @@ import json
 import time
 from typing import Any
 
-from anywhere_agent.bundle.versions import versions
 from anywhere_agent.config import Config
-from anywhere_agent.host import pins
+from anywhere_agent.host import agent_files, ecs_exec, pins
+from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import read_registration
+from anywhere_agent.host.versions import versions
 from anywhere_agent.install.journal import Journal
 
 
@@ -27,18 +26,14 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
         except ValueError:
             meta = {}
     services = {}
-    for unit in (layout.SSM_UNIT, layout.ECS_UNIT, layout.DOCKER_UNIT, layout.AGENT_UNIT):
+    for unit in (agent_files.SSM_UNIT, agent_files.ECS_UNIT, agent_files.DOCKER_UNIT,
+                 agent_files.AGENT_UNIT):
         st = host.services.state(unit)
         services[unit] = {"active": st.active_state, "sub": st.sub_state,
                           "enabled": st.unit_file_state or "not-found",
                           "restarts": st.n_restarts}
-    creds_mtime = host.mtime(layout.HOST_CREDENTIALS)
-    try:
-        identity_config = json.loads(host.read_text(layout.SSM_IDENTITY_CONFIG) or "{}")
-    except ValueError:
-        identity_config = {}
-    expires = identity_config.get("CredentialsExpiresAt") if isinstance(identity_config,
-                                                                        dict) else None
+    creds_mtime = host.mtime(agent_files.HOST_CREDENTIALS)
+    expires = agent_files.credentials_expires_at(host)
     last = journal.data.get("last_run", {})
     # The metadata answer above serves versions() too: one introspection call.
     found = versions(host, http_get=lambda url, timeout: (status, body))
@@ -58,11 +53,12 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
             for package, key in pins.STATUS_KEYS.items()},
         "services": services,
         "credentials": {
-            "file": layout.HOST_CREDENTIALS,
+            "file": agent_files.HOST_CREDENTIALS,
             "present": creds_mtime is not None,
             "age_seconds": None if creds_mtime is None else round(time.time() - creds_mtime),
             "expires_at": expires,
         },
+        "ecs_exec": ecs_exec.readiness(host).to_dict(),
         "identity": journal.identity,
         "previous_identities": journal.data.get("previous_identities", []),
         "last_install": {k: last.get(k) for k in ("kind", "result", "started_at", "finished_at",
@@ -88,6 +84,10 @@ def render_text(st: dict[str, Any]) -> str:
     lines.append("credentials        " + (f"refreshed {creds['age_seconds']} s ago, expire "
                                          f"{creds['expires_at'] or 'unknown'}"
                                          if creds["present"] else "absent"))
+    exec_ = st["ecs_exec"]
+    lines.append("ecs exec           " + (f"ready (SSM binaries {exec_['version']})"
+                                          if exec_["ready"] else
+                                          "not ready: " + "; ".join(exec_["problems"])))
     last = st["last_install"]
     lines.append(f"last install       {last.get('result', 'never')} {last.get('finished_at', '')}"
                  + (f" - {last['detail']}" if last.get("detail") else ""))

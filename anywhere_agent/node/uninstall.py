@@ -15,25 +15,28 @@ from typing import Any
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import AgentError, NetworkError, PartialFailure, RefusedError
-from anywhere_agent.install import keyvalue, layout
-from anywhere_agent.install.context import Context, read_registration
+from anywhere_agent.host import agent_files, ecs_exec, keyvalue
+from anywhere_agent.host.agent_files import read_registration
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
 
 LOG = logging.getLogger(__name__)
 
 # Files and directories the install writes (and the agents' own state for our identity).
 OWNED_PATHS = (
-    layout.ECS_CONFIG, layout.ECS_VAR_CONFIG, layout.ECS_AGENT_DB, layout.APT_PROXY_CONF,
-    layout.AGENT_UNIT_PATH,
-    layout.dropin(layout.ECS_UNIT, layout.PROXY_DROPIN),
-    layout.dropin(layout.ECS_UNIT, layout.RESTART_DROPIN),
-    layout.dropin(layout.SSM_UNIT, layout.PROXY_DROPIN),
-    layout.dropin(layout.SSM_UNIT, layout.RESTART_DROPIN),
-    layout.dropin(layout.DOCKER_UNIT, layout.PROXY_DROPIN),
-    layout.SSM_REGISTRATION, layout.SSM_REGISTRATION_KEY, layout.HOST_CREDENTIALS,
+    agent_files.ECS_CONFIG, agent_files.ECS_VAR_CONFIG, agent_files.ECS_AGENT_DB,
+    agent_files.APT_PROXY_CONF,
+    agent_files.AGENT_UNIT_PATH,
+    agent_files.proxy_dropin(agent_files.ECS_UNIT),
+    agent_files.restart_dropin(agent_files.ECS_UNIT),
+    agent_files.proxy_dropin(agent_files.SSM_UNIT),
+    agent_files.restart_dropin(agent_files.SSM_UNIT),
+    agent_files.proxy_dropin(agent_files.DOCKER_UNIT),
+    agent_files.SSM_REGISTRATION, agent_files.SSM_REGISTRATION_KEY, agent_files.HOST_CREDENTIALS,
 )
-OWNED_DIRS = ("/var/lib/amazon/ssm/Vault", "/var/lib/amazon/ssm/runtimeconfig",
-              layout.PACKAGE_CACHE, layout.CONFIG_DIR)
+OWNED_DIRS = (agent_files.SSM_VAULT, agent_files.SSM_RUNTIME_CONFIG,
+              agent_files.PACKAGE_CACHE, agent_files.CONFIG_DIR,
+              ecs_exec.ROOT)  # install made it, as AWS's script does (no package owns it)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class UninstallResult:
                 "central_command": self.central_command}
 
 
-def running_tasks(ctx: Context) -> int | None:
+def running_tasks(ctx: InstallContext) -> int | None:
     """Tasks the local agent runs (introspection), or None when it does not answer."""
     status, body = ctx.http_get(ctx.cfg.supervise.introspection_url.rstrip("/") + "/v1/tasks",
                                 2.0)
@@ -61,7 +64,7 @@ def running_tasks(ctx: Context) -> int | None:
     return sum(1 for t in tasks if t.get("KnownStatus") not in ("STOPPED",))
 
 
-def _drain_check(ctx: Context, force: bool) -> None:
+def _drain_check(ctx: InstallContext, force: bool) -> None:
     """Refuse while tasks run. When the agent does not answer, tasks may still run (a hung
     agent, a stopped one with live containers): that refuses too, unless --force."""
     if force:
@@ -77,15 +80,16 @@ def _drain_check(ctx: Context, force: bool) -> None:
                            "start ecs and drain the host, check `docker ps`, or pass --force")
 
 
-def _agent_present(ctx: Context) -> bool:
+def _agent_present(ctx: InstallContext) -> bool:
     """Whether an ECS agent could be running tasks (installed, or its state or unit exists)."""
-    return ctx.host.exists(layout.ECS_AGENT_DB) or ctx.host.services.state(layout.ECS_UNIT).exists
+    return (ctx.host.exists(agent_files.ECS_AGENT_DB)
+            or ctx.host.services.state(agent_files.ECS_UNIT).exists)
 
 
-def _ssm_config_cleanup(ctx: Context) -> Callable[[], object] | None:
+def _ssm_config_cleanup(ctx: InstallContext) -> Callable[[], object] | None:
     """Our endpoint keys out of the SSM agent's config; the file goes when nothing else is left
     (install created it: the package ships only a .template)."""
-    text = ctx.host.read_text(layout.SSM_CONFIG)
+    text = ctx.host.read_text(agent_files.SSM_CONFIG)
     if text is None:
         return None
     rest = keyvalue.set_json_keys(text, {("Ssm", "Endpoint"): None, ("Mds", "Endpoint"): None,
@@ -95,9 +99,9 @@ def _ssm_config_cleanup(ctx: Context) -> Callable[[], object] | None:
     except ValueError:
         return None  # not ours to repair
     if not left:
-        return partial(ctx.host.remove, layout.SSM_CONFIG)
-    mode = ctx.host.mode(layout.SSM_CONFIG) or 0o644
-    return partial(ctx.host.write_atomic, layout.SSM_CONFIG,
+        return partial(ctx.host.remove, agent_files.SSM_CONFIG)
+    mode = ctx.host.mode(agent_files.SSM_CONFIG) or 0o644
+    return partial(ctx.host.write_atomic, agent_files.SSM_CONFIG,
                    json.dumps(left, indent=2, sort_keys=True) + "\n", mode)
 
 
@@ -133,7 +137,7 @@ class _Unreachable(NetworkError):
     """Raised through `attempt`, which collects every other failure."""
 
 
-def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
+def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool = False,
               force_local: bool = False) -> UninstallResult:
     result = UninstallResult()
 
@@ -189,17 +193,17 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
             cluster_left = (ident.get("cluster") or ctx.cfg.cluster) if in_ecs else ""
             result.central_command = deregister_command(ctx.cfg.region, mi, cluster_left)
         svc = ctx.host.services
-        for unit in (layout.AGENT_UNIT, layout.ECS_UNIT, layout.SSM_UNIT):
+        for unit in (agent_files.AGENT_UNIT, agent_files.ECS_UNIT, agent_files.SSM_UNIT):
             if svc.state(unit).exists:
                 attempt(f"stop and disable {unit}", partial(svc.disable, unit, now=True))
         if not keep_packages:
             installed = ctx.journal.data.get("installed_packages", [])
-            for pkg in (layout.ECS_PACKAGE, layout.SSM_PACKAGE):
+            for pkg in (agent_files.ECS_PACKAGE, agent_files.SSM_PACKAGE):
                 if ctx.source.pm.installed_version(pkg):
                     attempt(f"remove package {pkg}", partial(ctx.source.pm.remove, [pkg]))
             for pkg in installed:
                 # Docker only if we installed it; `remove` keeps /var/lib/docker (volumes).
-                if pkg not in (layout.ECS_PACKAGE, layout.SSM_PACKAGE) and \
+                if pkg not in (agent_files.ECS_PACKAGE, agent_files.SSM_PACKAGE) and \
                         ctx.source.pm.installed_version(pkg):
                     attempt(f"remove package {pkg} (data kept)",
                             partial(ctx.source.pm.remove, [pkg]))
@@ -208,13 +212,13 @@ def uninstall(ctx: Context, *, keep_packages: bool = False, force: bool = False,
                 attempt(f"remove {path}", partial(ctx.host.remove, path))
         ssm_cleanup = _ssm_config_cleanup(ctx)
         if ssm_cleanup is not None:
-            attempt(f"remove our endpoints from {layout.SSM_CONFIG}", ssm_cleanup)
+            attempt(f"remove our endpoints from {agent_files.SSM_CONFIG}", ssm_cleanup)
         for directory in OWNED_DIRS:
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))
         attempt("systemctl daemon-reload", svc.daemon_reload)
     # The state dir goes last, after the lock (which lives in it) is released.
-    attempt(f"remove {layout.STATE_DIR}", lambda: ctx.host.remove_tree(layout.STATE_DIR))
+    attempt(f"remove {agent_files.STATE_DIR}", lambda: ctx.host.remove_tree(agent_files.STATE_DIR))
     if result.errors:
         fix = "fix each item and re-run `anywhere-agent uninstall`"
         if result.central_command:

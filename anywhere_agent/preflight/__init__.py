@@ -7,7 +7,7 @@ fails (`report.ok` is False) and 0 otherwise; warnings and skipped checks never 
 exit code. `install` runs the same checks first and stops on the same condition.
 """
 
-from anywhere_agent.preflight.model import CheckResult, PreflightReport, Status
+from anywhere_agent.preflight.model import CheckResult, PreflightReport, Verdict
 from anywhere_agent.preflight.network import Connector, tcp_connect
 from anywhere_agent.preflight.run import CHECKS, run_preflight
 
@@ -16,7 +16,7 @@ __all__ = [
     "CheckResult",
     "Connector",
     "PreflightReport",
-    "Status",
+    "Verdict",
     "run_preflight",
     "tcp_connect",
 ]

@@ -13,17 +13,15 @@ Thresholds:
 
 from __future__ import annotations
 
-import configparser
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from anywhere_agent.errors import HostIOError, PreflightError
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.platform import detect
-from anywhere_agent.preflight.context import Context
-from anywhere_agent.preflight.model import CheckResult, Status, worst
+from anywhere_agent.preflight.context import PreflightContext
+from anywhere_agent.preflight.model import CheckResult, Verdict, worst_verdict
 
 GIB = 1024**3
 DISK_PATHS = ("/var/lib", "/var")
@@ -37,25 +35,20 @@ CREDENTIAL_ENV = (
     "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
 )
-CREDENTIALS_FILE = "/root/.aws/credentials"
-SSM_REGISTRATION = "/var/lib/amazon/ssm/registration"
-SSM_REGISTRATION_KEY = "/var/lib/amazon/ssm/Vault/Store/RegistrationKey"
-STATE_FILE = "/var/lib/anywhere-agent/state.json"
-MACHINE_ID = "/etc/machine-id"
 _CGROUP = "/sys/fs/cgroup"
 _CGROUP_V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpu,cpuacct", "pids", "blkio")
 _REREGISTER_FIX = ("nothing to do now: `anywhere-agent install` with a fresh activation "
                    "re-registers this host and reports the old identity")
 
 
-def check_root(ctx: Context) -> CheckResult:
+def check_root(ctx: PreflightContext) -> CheckResult:
     if ctx.euid == 0:
         return CheckResult("root", "pass", "running as root")
     return CheckResult("root", "fail", f"running as uid {ctx.euid}, not root",
                        "run it as root: sudo anywhere-agent ...")
 
 
-def check_systemd(ctx: Context) -> CheckResult:
+def check_systemd(ctx: PreflightContext) -> CheckResult:
     if ctx.host.exists("/run/systemd/system"):
         return CheckResult("systemd", "pass", "systemd is the init system")
     return CheckResult(
@@ -64,7 +57,7 @@ def check_systemd(ctx: Context) -> CheckResult:
     )
 
 
-def check_platform(ctx: Context) -> CheckResult:
+def check_platform(ctx: PreflightContext) -> CheckResult:
     # os-release(5): /etc/os-release, falling back to /usr/lib/os-release.
     text = ctx.host.read_text("/etc/os-release") or ctx.host.read_text("/usr/lib/os-release")
     if text is None:
@@ -89,8 +82,8 @@ def _nearest_existing(path: Path, root: Path) -> Path:
     return path
 
 
-def check_disk(ctx: Context) -> CheckResult:
-    statuses: list[Status] = []
+def check_disk(ctx: PreflightContext) -> CheckResult:
+    statuses: list[Verdict] = []
     parts = []
     for node_path in DISK_PATHS:
         local = _nearest_existing(ctx.host.path(node_path), ctx.host.root)
@@ -103,7 +96,7 @@ def check_disk(ctx: Context) -> CheckResult:
         statuses.append("fail" if free < DISK_FAIL_BYTES
                         else "warn" if free < DISK_WARN_BYTES else "pass")
         parts.append(f"{node_path} {_gib(free)} free")
-    status = worst(statuses)
+    status = worst_verdict(statuses)
     fix = ""
     if status != "pass":
         fix = (f"free space under /var/lib and /var (Docker images land in /var/lib/docker): "
@@ -111,7 +104,7 @@ def check_disk(ctx: Context) -> CheckResult:
     return CheckResult("disk", status, ", ".join(parts), fix)
 
 
-def check_memory(ctx: Context) -> CheckResult:
+def check_memory(ctx: PreflightContext) -> CheckResult:
     total = ctx.memory_total()
     if total >= MEMORY_WARN_BYTES:
         return CheckResult("memory", "pass", f"{_gib(total)} RAM")
@@ -122,7 +115,7 @@ def check_memory(ctx: Context) -> CheckResult:
     )
 
 
-def check_time_sync(ctx: Context) -> CheckResult:
+def check_time_sync(ctx: PreflightContext) -> CheckResult:
     res = ctx.host.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"], timeout=10)
     answer = res.stdout.strip() if res.ok else ""
     fix = ("enable time sync (timedatectl set-ntp true, or chronyd/ntpd): AWS rejects "
@@ -141,7 +134,7 @@ MASKABLE_UNITS = ("amazon-ssm-agent", "docker", "ecs")
 _MASK_DIRS = ("/etc/systemd/system", "/run/systemd/system")
 
 
-def _masked(ctx: Context, unit: str) -> str:
+def _masked(ctx: PreflightContext, unit: str) -> str:
     """The node path of the mask for `unit`, or ""."""
     for directory in _MASK_DIRS:
         node_path = f"{directory}/{unit}.service"
@@ -156,7 +149,7 @@ def _masked(ctx: Context, unit: str) -> str:
     return ""
 
 
-def check_masked_units(ctx: Context) -> CheckResult:
+def check_masked_units(ctx: PreflightContext) -> CheckResult:
     masked = {u: where for u in MASKABLE_UNITS if (where := _masked(ctx, u))}
     if not masked:
         return CheckResult("masked_units", "pass",
@@ -167,7 +160,7 @@ def check_masked_units(ctx: Context) -> CheckResult:
                        "could not start them", f"systemctl unmask {names}")
 
 
-def check_cgroup(ctx: Context) -> CheckResult:
+def check_cgroup(ctx: PreflightContext) -> CheckResult:
     host = ctx.host
     if host.exists(f"{_CGROUP}/cgroup.controllers"):
         return CheckResult("cgroup", "pass", "cgroup v2 (unified) mounted at /sys/fs/cgroup")
@@ -182,10 +175,10 @@ def check_cgroup(ctx: Context) -> CheckResult:
     )
 
 
-def _writable_check(node_dir: str) -> Callable[[Context], CheckResult]:
+def _writable_check(node_dir: str) -> Callable[[PreflightContext], CheckResult]:
     name = "writable_" + node_dir.strip("/").replace("/", "_")
 
-    def check(ctx: Context) -> CheckResult:
+    def check(ctx: PreflightContext) -> CheckResult:
         try:
             ctx.host.check_writable(node_dir)
         except HostIOError as err:
@@ -196,7 +189,7 @@ def _writable_check(node_dir: str) -> Callable[[Context], CheckResult]:
     return check
 
 
-def check_credentials_env(ctx: Context) -> CheckResult:
+def check_credentials_env(ctx: PreflightContext) -> CheckResult:
     found = [name for name in CREDENTIAL_ENV if ctx.env.get(name)]
     if not found:
         return CheckResult("credentials_env", "pass", "no AWS credential variables set")
@@ -208,97 +201,78 @@ def check_credentials_env(ctx: Context) -> CheckResult:
     )
 
 
-def _read_json(ctx: Context, node_path: str) -> dict[str, Any] | None:
-    """A JSON object file, {} when it exists but is not a JSON object, None when absent."""
-    text = ctx.host.read_text(node_path)
-    if text is None:
-        return None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
+def _managed_instance_id(ctx: PreflightContext) -> str:
+    reg = agent_files.registration(ctx.host)
+    return reg.instance_id if reg else ""
 
 
-def _str(doc: dict[str, Any], key: str) -> str:
-    value = doc.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _managed_instance_id(ctx: Context) -> str:
-    return _str(_read_json(ctx, SSM_REGISTRATION) or {}, "ManagedInstanceID")
-
-
-def check_credentials_file(ctx: Context) -> CheckResult:
-    name = "credentials_file"
-    text = ctx.host.read_text(CREDENTIALS_FILE)
-    if text is None:
-        return CheckResult(name, "pass", f"no {CREDENTIALS_FILE} (the SSM agent writes it)")
-    move_aside = (f"move it aside (mv {CREDENTIALS_FILE} {CREDENTIALS_FILE}.bak): the ECS agent "
+def check_credentials_file(ctx: PreflightContext) -> CheckResult:
+    name, path = "credentials_file", agent_files.HOST_CREDENTIALS
+    found = agent_files.credentials_file(ctx.host)
+    if found is None:
+        return CheckResult(name, "pass", f"no {path} (the SSM agent writes it)")
+    move_aside = (f"move it aside (mv {path} {path}.bak): the ECS agent "
                   "reads its default profile, which belongs to the SSM agent "
                   "(aws/amazon-ecs-agent#3604)")
-    # A section literally named "default" must stay a section, not configparser's defaults.
-    parser = configparser.RawConfigParser(default_section="\x00", strict=False)
-    try:
-        parser.read_string(text)
-    except configparser.Error:
-        return CheckResult(name, "fail", f"{CREDENTIALS_FILE} exists and is not an INI file",
+    if found.malformed:
+        return CheckResult(name, "fail", f"{path} exists and is not an INI file",
                            move_aside)
-    profiles = parser.sections()
+    profiles = list(found.profiles)
     mi = _managed_instance_id(ctx)
     if not mi:
         return CheckResult(name, "fail",
-                           f"{CREDENTIALS_FILE} exists but this host has no SSM registration, "
+                           f"{path} exists but this host has no SSM registration, "
                            "so the SSM agent did not write it", move_aside)
     # The SSM agent writes temporary role credentials: a default without a session token
     # holds someone's long-term keys.
-    if "default" not in profiles or not parser.get("default", "aws_session_token",
-                                                   fallback=""):
+    if not found.profiles.get("default", {}).get("aws_session_token"):
         return CheckResult(name, "fail",
-                           f"the default profile in {CREDENTIALS_FILE} is not SSM role "
+                           f"the default profile in {path} is not SSM role "
                            "credentials (no session token)", move_aside)
     others = [p for p in profiles if p != "default"]
     if others:
         return CheckResult(
-            name, "warn", f"{CREDENTIALS_FILE} has profiles besides default: {', '.join(others)}",
+            name, "warn", f"{path} has profiles besides default: {', '.join(others)}",
             "move them to your own file (AWS_SHARED_CREDENTIALS_FILE): the SSM agent rewrites "
             "this one every ~30 minutes",
         )
-    return CheckResult(name, "pass", f"{CREDENTIALS_FILE} holds the SSM agent's credentials "
+    return CheckResult(name, "pass", f"{path} holds the SSM agent's credentials "
                                      f"for {mi}")
 
 
-def check_registration(ctx: Context) -> CheckResult:
+def check_registration(ctx: PreflightContext) -> CheckResult:
     """Report an existing registration and anything that makes it suspect; never fails."""
-    findings: list[tuple[Status, str]] = []
-    reg = _read_json(ctx, SSM_REGISTRATION)
+    findings: list[tuple[Verdict, str]] = []
+    reg = agent_files.registration(ctx.host)
     mi = ""
     if reg is None:
         findings.append(("pass", "not registered with SSM yet"))
     else:
-        mi, region = _str(reg, "ManagedInstanceID"), _str(reg, "Region")
+        mi, region = reg.instance_id, reg.region
         if not mi:
-            findings.append(("warn", f"{SSM_REGISTRATION} has no ManagedInstanceID"))
+            findings.append(("warn", f"{agent_files.SSM_REGISTRATION} has no ManagedInstanceID"))
         else:
             findings.append(("pass", f"registered as {mi} in {region or 'an unknown region'}"))
         if region and ctx.cfg.region and region != ctx.cfg.region:
             findings.append(("warn", f"registered in {region} but region is {ctx.cfg.region}"))
-    key = _read_json(ctx, SSM_REGISTRATION_KEY)
-    if key is not None:
-        key_id = _str(key, "instanceID")
+    key_id = agent_files.registration_key_instance(ctx.host)
+    if key_id is not None:
         if not key_id:
             findings.append(("warn", "RegistrationKey has an empty instanceID "
                                      "(an earlier registration was interrupted)"))
         elif mi and key_id != mi:
             findings.append(("warn", f"RegistrationKey names {key_id}, registration {mi}"))
-    state = _read_json(ctx, STATE_FILE)
-    identity = (state or {}).get("identity")
-    recorded = _str(identity, "machine_id") if isinstance(identity, dict) else ""
-    current = (ctx.host.read_text(MACHINE_ID) or "").strip()
-    if recorded and current and recorded != current:
+    try:
+        state = agent_files.read_state(ctx.host) or {}
+    except ValueError:
+        state = {}
+    identity = state.get("identity")
+    recorded = identity.get("machine_id") if isinstance(identity, dict) else ""
+    current = agent_files.machine_id(ctx.host)
+    if isinstance(recorded, str) and recorded and current and recorded != current:
         findings.append(("warn", "machine-id differs from the one recorded at registration "
                                  "(cloned host?)"))
-    status = worst([s for s, _ in findings])
+    status = worst_verdict([s for s, _ in findings])
     return CheckResult("registration", status, "; ".join(t for _, t in findings),
                        _REREGISTER_FIX if status == "warn" else "")
 

@@ -27,7 +27,7 @@ def memory_total() -> int:
 
 
 @dataclass(frozen=True)
-class Context:
+class PreflightContext:
     cfg: Config
     host: Host
     env: Mapping[str, str]

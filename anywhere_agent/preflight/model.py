@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Status = Literal["pass", "warn", "fail", "skip"]
-STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "skip")
+# A preflight check's verdict: a gate before install (does it stop the install?). Health's
+# Status (OK/WARNING/CRITICAL/UNKNOWN, health.model) is a running node's Nagios state; the two
+# answer different questions, so they have different names and words.
+Verdict = Literal["pass", "warn", "fail", "skip"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "warn", "fail", "skip")
 
 # ANSI SGR colours for the status word only; the rest of the line stays plain for grep.
-_COLOURS: dict[Status, str] = {"pass": "32", "warn": "33", "fail": "31", "skip": "2"}
+_COLOURS: dict[Verdict, str] = {"pass": "32", "warn": "33", "fail": "31", "skip": "2"}
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,7 @@ class CheckResult:
     """One check's outcome; `fix` says what to do and is empty when there is nothing to do."""
 
     name: str
-    status: Status
+    status: Verdict
     summary: str
     fix: str = ""
 
@@ -26,7 +29,7 @@ class CheckResult:
                 "fix": self.fix}
 
 
-def worst(statuses: list[Status]) -> Status:
+def worst_verdict(statuses: list[Verdict]) -> Verdict:
     """fail > warn > pass > skip: the status a check with several findings reports."""
     for status in ("fail", "warn", "pass"):
         if status in statuses:
@@ -48,7 +51,7 @@ class PreflightReport:
         return tuple(c for c in self.checks if c.status == "fail")
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(1 for c in self.checks if c.status == s) for s in STATUSES}
+        return {s: sum(1 for c in self.checks if c.status == s) for s in VERDICTS}
 
     def to_dict(self) -> dict[str, object]:
         """JSON shape of `preflight --json`; these keys are a contract (tests pin them)."""

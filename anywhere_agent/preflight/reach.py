@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from anywhere_agent.aws.skew import CLOCK_FIX
 from anywhere_agent.config import Config
-from anywhere_agent.preflight.context import Context
+from anywhere_agent.preflight.context import PreflightContext
 from anywhere_agent.preflight.model import CheckResult
 from anywhere_agent.preflight.network import (
     Probe,
@@ -41,7 +41,7 @@ class Target:
     note: str = ""
 
 
-def check_instance_role(ctx: Context) -> CheckResult:
+def check_instance_role(ctx: PreflightContext) -> CheckResult:
     name = "instance_role"
     if not ctx.network:
         return CheckResult(name, "skip", _NO_NETWORK)
@@ -113,7 +113,7 @@ def _result(target: Target, probe: Probe, cfg: Config) -> CheckResult:
                        _fix(target, probe, cfg))
 
 
-def _probe_all(ctx: Context, targets: list[Target]) -> list[CheckResult]:
+def _probe_all(ctx: PreflightContext, targets: list[Target]) -> list[CheckResult]:
     """Probe concurrently: the wall time is one timeout, not one per endpoint."""
     if not targets:
         return []
@@ -123,7 +123,7 @@ def _probe_all(ctx: Context, targets: list[Target]) -> list[CheckResult]:
     return [_result(t, p, ctx.cfg) for t, p in zip(targets, probes)]
 
 
-def _local_package_result(ctx: Context) -> CheckResult | None:
+def _local_package_result(ctx: PreflightContext) -> CheckResult | None:
     """The package source check when it needs no network (repo, bundle), else None."""
     if ctx.cfg.package_source == "repo":
         return CheckResult("package_source", "skip",
@@ -134,7 +134,7 @@ def _local_package_result(ctx: Context) -> CheckResult | None:
     return None
 
 
-def check_reachability(ctx: Context) -> list[CheckResult]:
+def check_reachability(ctx: PreflightContext) -> list[CheckResult]:
     """Endpoints, then the package source; all network probes share one concurrent pool."""
     cfg = ctx.cfg
     local = _local_package_result(ctx)
@@ -158,7 +158,7 @@ def check_reachability(ctx: Context) -> list[CheckResult]:
     return [by_name[t.name] for t in targets] + ([local] if local else [])
 
 
-def _check_bundle(ctx: Context) -> CheckResult:
+def _check_bundle(ctx: PreflightContext) -> CheckResult:
     name, bundle = "package_bundle", ctx.cfg.bundle_dir
     fix = "point bundle_dir at a directory made by `anywhere-agent bundle` (with its manifest)"
     if not ctx.host.path(bundle).is_dir():
@@ -182,7 +182,7 @@ def _check_bundle(ctx: Context) -> CheckResult:
 SKEW_LIMIT_SECONDS = 300.0
 
 
-def check_clock_skew(ctx: Context) -> CheckResult:
+def check_clock_skew(ctx: PreflightContext) -> CheckResult:
     """This host's clock against the SSM endpoint's (its HTTP Date), before AWS refuses."""
     name = "clock_skew"
     if not ctx.network:

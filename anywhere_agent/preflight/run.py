@@ -10,11 +10,11 @@ from typing import Union
 from anywhere_agent.config import Config
 from anywhere_agent.errors import AgentError
 from anywhere_agent.host.gateway import Host
-from anywhere_agent.preflight import checks, reach
+from anywhere_agent.preflight import checks, ecs_exec, gpu, reach
 from anywhere_agent.preflight.context import (
-    Context,
     DiskFree,
     MemoryTotal,
+    PreflightContext,
     disk_free,
     memory_total,
 )
@@ -23,7 +23,7 @@ from anywhere_agent.preflight.network import Connector, tcp_connect
 
 LOG = logging.getLogger(__name__)
 
-Check = Callable[[Context], Union[CheckResult, Sequence[CheckResult]]]
+Check = Callable[[PreflightContext], Union[CheckResult, Sequence[CheckResult]]]
 
 # Order is the order of the report: what makes everything else moot comes first.
 CHECKS: tuple[tuple[str, Check], ...] = (
@@ -42,10 +42,12 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("registration", checks.check_registration),
     ("reachability", reach.check_reachability),
     ("clock_skew", reach.check_clock_skew),
+    ("ca_bundle", ecs_exec.check_ca_bundle),
+    *((c.__name__.removeprefix("check_"), c) for c in gpu.GPU_CHECKS),
 )
 
 
-def _run_one(name: str, check: Check, ctx: Context) -> list[CheckResult]:
+def _run_one(name: str, check: Check, ctx: PreflightContext) -> list[CheckResult]:
     try:
         out = check(ctx)
     except AgentError as err:
@@ -74,7 +76,7 @@ def run_preflight(
     `connect` opens every probe socket (tests pass one that maps names to loopback);
     `network=False` skips the IMDS and reachability probes; `timeout` bounds each probe.
     """
-    ctx = Context(cfg=cfg, host=host, env=env, euid=euid, machine=machine, network=network,
+    ctx = PreflightContext(cfg=cfg, host=host, env=env, euid=euid, machine=machine, network=network,
                   connect=connect, disk_free=disk_free, memory_total=memory_total,
                   timeout=timeout, now=now)
     results: list[CheckResult] = []

@@ -39,4 +39,9 @@ def make_plan(clients: Clients, instance_ids: Sequence[str], clusters: Sequence[
 
 def deregister(clients: Clients, instance_ids: Sequence[str], clusters: Sequence[str] = (),
                force: bool = False) -> prune.PruneResult:
-    return prune.apply(clients, make_plan(clients, instance_ids, clusters, force), False)
+    """Remove the hosts; a partial failure names the same command to finish the job."""
+    wanted = " ".join(dict.fromkeys(instance_ids))
+    return prune.apply(clients, make_plan(clients, instance_ids, clusters, force), False,
+                       command="deregister",
+                       again=f"fix the cause and run `anywhere-agent registrar deregister "
+                             f"{wanted}` again (what is already gone counts as done)")

@@ -38,7 +38,7 @@ _ECS_FIELDS = ("cluster", "container_instance_arn", "container_instance_status",
 
 
 @dataclass(slots=True)
-class Host:
+class FleetRow:
     """One row of the fleet; SSM fields are empty for `ecs_only`, ECS fields for `ssm_only`."""
 
     instance_id: str
@@ -97,7 +97,7 @@ class Host:
 
 @dataclass
 class Fleet:
-    hosts: list[Host]
+    hosts: list[FleetRow]
     clusters: list[str]
     offline_after: timedelta
     regions: list[str] = field(default_factory=list)
@@ -217,10 +217,10 @@ def _text(value: Any) -> str:
     return sys.intern(str(value)) if value else ""
 
 
-def _from_ssm(info: Mapping[str, Any], region: str, now: datetime) -> Host:
+def _from_ssm(info: Mapping[str, Any], region: str, now: datetime) -> FleetRow:
     last = _timestamp(info.get("LastPingDateTime"))
     computer = info.get("ComputerName", "") or ""
-    return Host(
+    return FleetRow(
         instance_id=info["InstanceId"],
         name=computer or info.get("Name") or info["InstanceId"],
         computer_name=computer,
@@ -234,14 +234,14 @@ def _from_ssm(info: Mapping[str, Any], region: str, now: datetime) -> Host:
     )
 
 
-def _from_ecs(ci: Mapping[str, Any], region: str, cluster: str) -> Host:
+def _from_ecs(ci: Mapping[str, Any], region: str, cluster: str) -> FleetRow:
     """The ECS half of a row (instance_id is the `mi-` ID the container instance carries)."""
     health = None
     for attr in ci.get("attributes", []) or []:
         if attr.get("name") == HEALTH_ATTRIBUTE:
             health = attr.get("value")
     mi = str(ci.get("ec2InstanceId", "") or "")
-    return Host(
+    return FleetRow(
         instance_id=mi, name=mi, region=region, cluster=cluster,
         container_instance_arn=ci.get("containerInstanceArn", ""),
         container_instance_status=_text(ci.get("status")),
@@ -254,8 +254,8 @@ def _from_ecs(ci: Mapping[str, Any], region: str, cluster: str) -> Host:
     )
 
 
-def _merge(ssm: Iterable[Host], ecs: Iterable[Host], offline_after: timedelta,
-           keep_unclustered: bool) -> tuple[list[Host], int]:
+def _merge(ssm: Iterable[FleetRow], ecs: Iterable[FleetRow], offline_after: timedelta,
+           keep_unclustered: bool) -> tuple[list[FleetRow], int]:
     """Join the halves on (region, `mi-` ID), flag the rows; (rows, SSM-only rows left out)."""
     hosts = list(ssm)
     by_id = {(h.region, h.instance_id): h for h in hosts}
@@ -298,7 +298,7 @@ def _merge(ssm: Iterable[Host], ecs: Iterable[Host], offline_after: timedelta,
 
 def join(ssm: Iterable[Mapping[str, Any]],
          ecs: Iterable[tuple[str, Mapping[str, Any]]],
-         offline_after: timedelta, now: datetime, region: str = "") -> list[Host]:
+         offline_after: timedelta, now: datetime, region: str = "") -> list[FleetRow]:
     """Pure join on the `mi-` ID, then the flags; input order does not matter."""
     hosts, _ = _merge((_from_ssm(i, region, now) for i in ssm),
                       (_from_ecs(ci, region, arn.rsplit("/", 1)[-1]) for arn, ci in ecs),
@@ -310,10 +310,10 @@ def join(ssm: Iterable[Mapping[str, Any]],
 
 
 def _managed_instances(clients: Clients, region: str, now: datetime,
-                       stop: threading.Event) -> list[Host]:
+                       stop: threading.Event) -> list[FleetRow]:
     """Every SSM managed instance (`mi-`) of a region, 50 per DescribeInstanceInformation."""
     ssm = clients.client("ssm")
-    found: list[Host] = []
+    found: list[FleetRow] = []
     with aws_errors(f"listing SSM managed instances in {region} (DescribeInstanceInformation)"):
         for page in ssm.get_paginator("describe_instance_information").paginate(
                 PaginationConfig={"PageSize": SSM_PAGE}):
@@ -325,12 +325,12 @@ def _managed_instances(clients: Clients, region: str, now: datetime,
 
 
 def _container_instances(clients: Clients, region: str, cluster_arn: str,
-                         stop: threading.Event) -> list[Host]:
+                         stop: threading.Event) -> list[FleetRow]:
     """A cluster's container instances: each page of 100 ARNs described (100 per call) as it
     arrives, so no more than one page of raw answers is held."""
     ecs = clients.client("ecs")
     name = _text(cluster_arn.rsplit("/", 1)[-1])
-    found: list[Host] = []
+    found: list[FleetRow] = []
     with aws_errors(f"reading container instances of cluster {name} in {region}"):
         for page in ecs.get_paginator("list_container_instances").paginate(
                 cluster=cluster_arn, PaginationConfig={"PageSize": ECS_PAGE}):

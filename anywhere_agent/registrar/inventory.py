@@ -6,7 +6,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-from anywhere_agent.registrar.fleet import FLAGS, Fleet, Host
+from anywhere_agent.registrar.fleet import FLAGS, Fleet, FleetRow
 
 # The playbooks' default group: every host with an SSM identity.
 NODES = "anywhere_agent_nodes"
@@ -23,7 +23,7 @@ def group(prefix: str, value: str) -> str:
     return f"{prefix}_{re.sub(r'[^a-z0-9_]', '_', value.lower())}"
 
 
-def _groups(h: Host) -> list[str]:
+def _groups(h: FleetRow) -> list[str]:
     if not h.in_ssm:
         # No SSM identity: no name and no address to reach it by, so only its flags.
         return list(h.flags)
@@ -49,7 +49,7 @@ def ansible(view: Fleet) -> dict[str, Any]:
     same identity adds its groups to that host. Each host's `ansible_host` is the address
     SSM reports; `ecs_anywhere_node_region` and `_cluster` are what AWS says it is in.
     """
-    identities: dict[tuple[str, str], list[Host]] = {}
+    identities: dict[tuple[str, str], list[FleetRow]] = {}
     for h in view.hosts:
         identities.setdefault((h.region, h.instance_id), []).append(h)
     shared = Counter(rows[0].name.lower() for rows in identities.values())

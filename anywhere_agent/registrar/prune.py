@@ -14,7 +14,7 @@ import botocore.exceptions
 from anywhere_agent.aws.clients import Clients, error_code, translate
 from anywhere_agent.errors import PartialFailure
 from anywhere_agent.registrar import activations, fleet
-from anywhere_agent.registrar.fleet import Host
+from anywhere_agent.registrar.fleet import FleetRow
 
 LOG = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Skipped:
 class Plan:
     actions: list[Action] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    outside_clusters: int = 0  # managed instances left out because clusters were named
 
 
 @dataclass
@@ -58,20 +59,21 @@ class PruneResult:
             "dry_run": self.dry_run,
             "actions": [asdict(a) for a in self.plan.actions],
             "skipped": [asdict(s) for s in self.plan.skipped],
+            "outside_clusters": self.plan.outside_clusters,
             "done": len(self.done),
             "already_gone": len(self.already_gone),
         }
 
 
-def _keeper(group: Sequence[Host]) -> Host:
+def _keeper(group: Sequence[FleetRow]) -> FleetRow:
     """Which of several registrations of one computer to keep: online, then most recent ping."""
-    def rank(h: Host) -> tuple[int, int, float]:
+    def rank(h: FleetRow) -> tuple[int, int, float]:
         ping = h.last_ping.timestamp() if h.last_ping else 0.0
         return (h.ping_status == "Online", bool(h.agent_connected), ping)
     return max(group, key=rank)
 
 
-def _remove_host(plan: Plan, h: Host, reason: str, force: bool) -> None:
+def _remove_host(plan: Plan, h: FleetRow, reason: str, force: bool) -> None:
     if h.in_ecs and (h.running_tasks or 0) > 0 and not force:
         plan.skipped.append(Skipped(h.name, h.instance_id,
                                     f"{reason}, but has {h.running_tasks} running tasks "
@@ -87,7 +89,7 @@ def _remove_host(plan: Plan, h: Host, reason: str, force: bool) -> None:
                                    reason))
 
 
-def plan(hosts: Iterable[Host], activation_list: Iterable[Mapping[str, Any]],
+def plan(hosts: Iterable[FleetRow], activation_list: Iterable[Mapping[str, Any]],
          offline_for: timedelta, duplicates: bool, force: bool) -> Plan:
     """Pure: which identities and activations to remove, and which to leave and why."""
     hosts = list(hosts)
@@ -105,7 +107,7 @@ def plan(hosts: Iterable[Host], activation_list: Iterable[Mapping[str, Any]],
             _remove_host(result, h, why, force)
             chosen.add(id(h))
     if duplicates:
-        groups: defaultdict[str, list[Host]] = defaultdict(list)
+        groups: defaultdict[str, list[FleetRow]] = defaultdict(list)
         for h in hosts:
             if h.computer_name and h.in_ssm:
                 groups[h.computer_name.lower()].append(h)
@@ -137,8 +139,13 @@ def _apply_one(clients: Clients, action: Action) -> None:
         raise ValueError(action.kind)
 
 
-def apply(clients: Clients, the_plan: Plan, dry_run: bool) -> PruneResult:
-    """Run each action independently; collect failures into one PartialFailure at the end."""
+PRUNE_AGAIN = "fix the cause and run prune again (it is idempotent)"
+
+
+def apply(clients: Clients, the_plan: Plan, dry_run: bool, command: str = "prune",
+          again: str = PRUNE_AGAIN) -> PruneResult:
+    """Run each action independently; collect failures into one PartialFailure at the end,
+    named for the `command` that planned them, whose fix is `again`."""
     result = PruneResult(dry_run, the_plan)
     if dry_run:
         return result
@@ -157,14 +164,23 @@ def apply(clients: Clients, the_plan: Plan, dry_run: bool) -> PruneResult:
                 raise agent_err from None
             errors.append(str(agent_err))
     if errors:
-        raise PartialFailure(f"prune: {len(errors)} of {len(the_plan.actions)} actions failed",
-                             errors, "fix the cause and run prune again (it is idempotent)")
+        raise PartialFailure(f"{command}: {len(errors)} of {len(the_plan.actions)} actions "
+                             "failed", errors, again)
     return result
 
 
 def make_plan(clients: Clients, clusters: Sequence[str] = (),
               offline_for: timedelta = timedelta(days=7), duplicates: bool = False,
               force: bool = False, now: datetime | None = None) -> Plan:
-    """Read the fleet and the activations, then plan; touches nothing."""
-    view = fleet.collect(clients, clusters, offline_for, now or datetime.now(timezone.utc))
-    return plan(view.hosts, activations.describe_all(clients), offline_for, duplicates, force)
+    """Read the fleet and the activations, then plan; touches nothing.
+
+    With named clusters the view is exact: only hosts with a container instance in them. A
+    managed instance with none there is in another cluster (whose container instance this
+    prune must not orphan) or in none; it is counted in `outside_clusters`, never removed.
+    """
+    view = fleet.read({clients.settings.region: clients}, clusters, offline_for,
+                      now or datetime.now(timezone.utc))
+    result = plan(view.hosts, activations.describe_all(clients), offline_for, duplicates,
+                  force)
+    result.outside_clusters = view.outside_clusters
+    return result

@@ -13,7 +13,7 @@ import tenacity
 from anywhere_agent.aws.clients import Clients, TransientCloudError
 from anywhere_agent.errors import WaitTimeoutError
 from anywhere_agent.registrar import fleet
-from anywhere_agent.registrar.fleet import Host
+from anywhere_agent.registrar.fleet import FleetRow
 
 LOG = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def poll_until(step: Callable[[], bool], timeout: timedelta, interval: float,
     return outcome
 
 
-def _why_not(rows: Sequence[Host]) -> str:
+def _why_not(rows: Sequence[FleetRow]) -> str:
     """Why this host (its rows, best first) is not ready, or "" when it is."""
     in_ssm = [h for h in rows if h.in_ssm]
     if not in_ssm:
@@ -94,7 +94,7 @@ def _why_not(rows: Sequence[Host]) -> str:
 
 def check(view: fleet.Fleet, wanted: Sequence[str]) -> list[HostState]:
     """Pure: the state of each wanted host (a name or an `mi-` ID) in one fleet view."""
-    by_key: dict[str, list[Host]] = {}
+    by_key: dict[str, list[FleetRow]] = {}
     for h in view.hosts:
         for key in {h.instance_id, h.name.lower(), h.computer_name.lower()} - {""}:
             by_key.setdefault(key, []).append(h)

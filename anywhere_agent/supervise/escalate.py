@@ -6,7 +6,7 @@ import logging
 from dataclasses import replace
 
 from anywhere_agent.health.model import Check, Status
-from anywhere_agent.supervise.journal import fields
+from anywhere_agent.supervise.journald_fields import fields
 
 LOG = logging.getLogger(__name__)
 

@@ -14,20 +14,17 @@ import socket
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import Any, Optional, Protocol
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.health.model import Check, Status
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.supervise.clock import Clock
 
 LOG = logging.getLogger(__name__)
 
-REGISTRATION_FILE = "/var/lib/amazon/ssm/registration"
-CREDENTIALS_FILE = "/root/.aws/credentials"
-DOCKER_SOCKET = "/var/run/docker.sock"
 REINSTALL_FIX = ("re-install with a new activation: anywhere-agent install "
                  "(the supervisor never re-registers on its own)")
 DEREGISTERED_SUMMARY = (
@@ -204,48 +201,23 @@ class RegistrationProbe:
 
     def __call__(self) -> Observation:
         try:
-            text = self._host.read_text(REGISTRATION_FILE)
+            reg = agent_files.registration(self._host)
         except HostIOError as err:
             return Observation((Check(self.name, Status.UNKNOWN, err.message, fix=err.fix,
                                       reason="unreadable"),))
-        if text is None:
+        if reg is None:
             return Observation((Check(self.name, Status.CRITICAL,
-                                      f"not registered with SSM ({REGISTRATION_FILE} missing)",
+                                      f"not registered with SSM ({agent_files.SSM_REGISTRATION} "
+                                      "missing)",
                                       fix=REINSTALL_FIX, reason="missing"),))
-        try:
-            data = json.loads(text)
-            instance_id = str(data.get("ManagedInstanceID") or "")
-            region = str(data.get("Region") or "")
-        except (ValueError, AttributeError):
-            instance_id, region = "", ""
+        instance_id, region = reg.instance_id, reg.region
         if not instance_id.startswith("mi-"):
             return Observation((Check(self.name, Status.CRITICAL,
-                                      f"{REGISTRATION_FILE} holds no mi- instance ID",
+                                      f"{agent_files.SSM_REGISTRATION} holds no mi- instance ID",
                                       fix=REINSTALL_FIX, reason="invalid"),))
         return Observation((Check(self.name, Status.OK, f"registered as {instance_id} in "
                                   f"{region or 'an unknown region'}", reason="registered"),),
                            {"instance_id": instance_id})
-
-
-# The SSM agent records the expiry of the credentials it wrote here (CredentialsExpiresAt,
-# RFC 3339 UTC); /root/.aws/credentials itself carries none.
-IDENTITY_CONFIG = "/var/lib/amazon/ssm/runtimeconfig/identity_config.json"
-
-
-def _parse_expiry(text: str) -> Optional[float]:
-    try:
-        value = json.loads(text).get("CredentialsExpiresAt") if text.strip() else None
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(value, str):
-        return None
-    try:
-        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
 
 
 class CredentialsProbe:
@@ -268,14 +240,14 @@ class CredentialsProbe:
 
     def __call__(self) -> Observation:
         now = self._clock.time()
-        mtime = self._host.mtime(CREDENTIALS_FILE)
+        mtime = self._host.mtime(agent_files.HOST_CREDENTIALS)
         if mtime is None:
             return Observation((Check(
-                self.name, Status.CRITICAL, f"no SSM role credentials ({CREDENTIALS_FILE} "
-                "missing)", reason="missing",
+                self.name, Status.CRITICAL, "no SSM role credentials "
+                f"({agent_files.HOST_CREDENTIALS} missing)", reason="missing",
                 fix="check that amazon-ssm-agent runs and is registered (anywhere-agent status)"),))
         try:
-            expiry = _parse_expiry(self._host.read_text(IDENTITY_CONFIG) or "")
+            expiry = agent_files.parse_expiry(agent_files.credentials_expires_at(self._host))
         except HostIOError:
             expiry = None
         age = max(0.0, now - mtime)
@@ -315,7 +287,8 @@ class PressureProbe:
     name = "pressure"
 
     def __init__(self, host: Host, config: Config, interval: float,
-                 paths: Sequence[str] = ("/", "/var/lib/docker", "/var/lib/ecs"),
+                 paths: Sequence[str] = ("/", agent_files.DOCKER_DATA_DIR,
+                                          agent_files.ECS_DATA_DIR),
                  memory_percent: Callable[[], float] = _memory_percent,
                  loadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
                  cpu_count: Callable[[], Optional[int]] = os.cpu_count) -> None:
@@ -404,7 +377,7 @@ class DockerPingProbe:
         self._host = host
 
     def __call__(self) -> Observation:
-        path = str(self._host.path(DOCKER_SOCKET))
+        path = str(self._host.path(agent_files.DOCKER_SOCKET))
         fix = "journalctl -u docker; systemctl restart docker if it is hung"
         try:
             code = docker_ping(path, self.timeout)
@@ -412,7 +385,7 @@ class DockerPingProbe:
             what = "did not answer in time" if isinstance(err, TimeoutError) else \
                 f"did not answer ({err.strerror or err})"
             return Observation((Check(self.name, Status.CRITICAL,
-                                      f"Docker daemon at {DOCKER_SOCKET} {what}",
+                                      f"Docker daemon at {agent_files.DOCKER_SOCKET} {what}",
                                       reason="no_answer", fix=fix),))
         if code != 200:
             return Observation((Check(self.name, Status.CRITICAL,
@@ -420,6 +393,36 @@ class DockerPingProbe:
                                       reason="bad_answer", fix=fix),))
         return Observation((Check(self.name, Status.OK, "Docker daemon answers /_ping",
                                   reason="answers"),))
+
+
+# --- ECS Exec ------------------------------------------------------------------------------
+
+class EcsExecProbe:
+    """Whether the ECS agent will offer ECS Exec: its CA bundle and SSM binaries are usable."""
+
+    name = "ecs_exec"
+
+    def __init__(self, host: Host, interval: float) -> None:
+        self.interval = interval
+        self._host = host
+
+    def __call__(self) -> Observation:
+        from anywhere_agent.host import ecs_exec
+
+        try:
+            ready = ecs_exec.readiness(self._host)
+        except HostIOError as err:
+            return Observation((Check(self.name, Status.UNKNOWN, err.message, fix=err.fix,
+                                      reason="unreadable"),))
+        if not ready.ready:
+            # Tasks still run without it; only `aws ecs execute-command` fails, so WARNING.
+            return Observation((Check(self.name, Status.WARNING,
+                                      "ECS Exec will not work: " + "; ".join(ready.problems),
+                                      fix=ecs_exec.INSTALL_FIX, reason="not_ready"),))
+        return Observation((Check(self.name, Status.OK,
+                                  f"ECS Exec ready (SSM binaries {ready.version}, CA bundle "
+                                  f"{ecs_exec.CA_BUNDLE_MODE:04o})", reason="ready"),),
+                           {"ecs_exec_version": ready.version or ""})
 
 
 # --- the default set -----------------------------------------------------------------------
@@ -440,7 +443,12 @@ def default_probes(config: Config, host: Host, clock: Clock,
         CredentialsProbe(host, clock, every, config.supervise.credentials_warn_age_seconds,
                          config.supervise.credentials_crit_age_seconds),
         PressureProbe(host, config, every),
+        EcsExecProbe(host, max(every, 60.0)),
     ]
     if docker_managed:
         probes.append(DockerPingProbe(host, every, timeout=min(5.0, max(1.0, every / 3))))
+    from anywhere_agent.supervise.acs_session import AcsSessionProbe  # it imports this module
+
+    probes.append(AcsSessionProbe(host, config, clock, every, fetch=fetch,
+                                  timeout=min(5.0, max(1.0, every / 3))))
     return probes

@@ -20,7 +20,7 @@ import tenacity
 from anywhere_agent.config import SuperviseConfig
 from anywhere_agent.health.model import Check, Status
 from anywhere_agent.host.gateway import Host
-from anywhere_agent.supervise.journal import fields
+from anywhere_agent.supervise.journald_fields import fields
 from anywhere_agent.supervise.probes import unit_check_name
 
 LOG = logging.getLogger(__name__)

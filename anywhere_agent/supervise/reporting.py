@@ -14,8 +14,8 @@ from typing import Any, Optional, Protocol
 
 from anywhere_agent.config import Config
 from anywhere_agent.health.model import Check, HostHealth, Status
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
-from anywhere_agent.supervise.probes import CREDENTIALS_FILE
 
 LOG = logging.getLogger(__name__)
 POLICY_FILE = "reporting_policy.json"
@@ -131,7 +131,7 @@ class AwsReporter:
                     proxies={k: v for k, v in (("http", proxy.http), ("https", proxy.https))
                              if v},
                     max_attempts=3, connect_timeout=3.0, read_timeout=10.0,
-                    credentials_file=str(self._host.path(CREDENTIALS_FILE)))
+                    credentials_file=str(self._host.path(agent_files.HOST_CREDENTIALS)))
                 self._clients[service] = Clients(settings).client(service)
         return self._clients[service]
 

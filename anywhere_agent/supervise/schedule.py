@@ -7,7 +7,7 @@ from typing import Optional
 
 from anywhere_agent.health.model import Check, Status
 from anywhere_agent.supervise.clock import Clock
-from anywhere_agent.supervise.journal import fields
+from anywhere_agent.supervise.journald_fields import fields
 from anywhere_agent.supervise.probes import Observation, Probe
 
 LOG = logging.getLogger(__name__)

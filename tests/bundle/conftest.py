@@ -25,10 +25,21 @@ def lab_repos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def built_bundle(tmp_path_factory: pytest.TempPathFactory, lab_repos: object) -> BundleInfo:
     """A real bundle for this machine (pip download from the configured index)."""
+    from anywhere_agent.host import ecs_exec
+
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     apt_dir: Path = lab_repos.apt_dir  # type: ignore[attr-defined]
+    # An operator's --agents-from directory: the packages, and ECS Exec's tarball from AWS's
+    # layout saved under the versioned name the bundle expects.
+    agents_from = tmp_path_factory.mktemp("agents-from")
+    for deb in apt_dir.glob("*.deb"):
+        shutil.copyfile(deb, agents_from / deb.name)
+    s3_dir: Path = lab_repos.s3_dir  # type: ignore[attr-defined]
+    shutil.copyfile(s3_dir / ecs_exec.tarball_key("us-east-1", "amd64"),
+                    agents_from / f"amazon-ssm-agent-binaries_{ecs_exec.SSM_BINARIES_VERSION}"
+                                  "_amd64.tar.gz")
     return build_bundle(BundleSpec(out=out, arch="x86_64", distro_family="deb",
-                                   agents_from=apt_dir, tarball=True))
+                                   agents_from=agents_from, tarball=True))
 
 
 @pytest.fixture

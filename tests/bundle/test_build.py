@@ -83,7 +83,9 @@ def test_agent_packages_carry_the_arch_the_node_source_looks_for(
     assert data["agents"]["amazon-ssm-agent"]["version"] == "3.3.1802.0-1"
     assert data["agents"]["amazon-ecs-init"]["file"] == "agents/amazon-ecs-init_1.105.1-1_amd64.deb"
     assert sorted(p.name for p in (built_bundle.path / "agents").iterdir()) == [
-        "amazon-ecs-init_1.105.1-1_amd64.deb", "amazon-ssm-agent_3.3.1802.0-1_amd64.deb"]
+        "amazon-ecs-init_1.105.1-1_amd64.deb",
+        "amazon-ssm-agent-binaries_3.3.4108.0_amd64.tar.gz",  # ECS Exec's, from AWS's layout
+        "amazon-ssm-agent_3.3.1802.0-1_amd64.deb"]
 
 
 def test_tarball_has_the_bundle_as_its_one_top_directory(built_bundle: BundleInfo) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from anywhere_agent.host.keyvalue import set_ini_keys
 from anywhere_agent.host.platform import detect
-from anywhere_agent.install.keyvalue import set_ini_keys
 from anywhere_agent.install.steps import all_steps
 
 PROXY = {"proxy.https": "http://proxy.corp:3128", "proxy.no_proxy": "10.0.0.0/8"}

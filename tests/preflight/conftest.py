@@ -26,6 +26,8 @@ ENDPOINT_HOSTS = tuple(f"{s}.{REGION}.amazonaws.com"
 PACKAGE_HOSTS = (f"amazon-ssm-{REGION}.s3.{REGION}.amazonaws.com",
                  f"amazon-ecs-agent-{REGION}.s3.{REGION}.amazonaws.com")
 ALL_HOSTS = ENDPOINT_HOSTS + PACKAGE_HOSTS
+# Debian's ca-certificates bundle, in shape (no real certificate is needed to find it).
+PEM_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @dataclass
@@ -63,6 +65,7 @@ def node(tmp_path: Path) -> Node:
     n.write("/etc/machine-id", "0123456789abcdef0123456789abcdef\n")
     n.mkdir("/var/lib")
     n.mkdir("/etc/systemd/system")
+    n.write("/etc/ssl/certs/ca-certificates.crt", PEM_BUNDLE)
     return n
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from anywhere_agent.cli.output import to_json
 from anywhere_agent.errors import ExitCode
-from anywhere_agent.registrar.fleet import Fleet, Host
+from anywhere_agent.registrar.fleet import Fleet, FleetRow
 
 EU = "eu-west-1"
 
@@ -109,7 +109,7 @@ def test_fleet_refuses_contradicting_or_malformed_scopes_with_usage_errors(cli, 
 
 
 def test_streamed_json_is_the_same_document_as_the_whole_one():
-    hosts = [Host(f"mi-{i:017x}", name=f"h{i}", ping_status="Online", region="r",
+    hosts = [FleetRow(f"mi-{i:017x}", name=f"h{i}", ping_status="Online", region="r",
                   flags=["ssm_only"]) for i in range(3)]
     for view in (Fleet(hosts, ["c"], timedelta(hours=1), ["r"], 2),
                  Fleet([], [], timedelta(minutes=5), ["r"])):

@@ -10,7 +10,7 @@ import pytest
 from anywhere_agent.errors import ExitCode, PartialFailure
 from anywhere_agent.registrar import prune
 from anywhere_agent.registrar.activations import describe_all
-from anywhere_agent.registrar.fleet import Host
+from anywhere_agent.registrar.fleet import FleetRow
 
 
 def _ssm_ids(clients):
@@ -148,9 +148,9 @@ def test_prune_collects_per_item_failures_into_one_partial_failure(clients, lab)
 
 def test_plan_is_pure_and_keeps_the_most_recent_duplicate():
     now = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    a = Host("mi-a", name="h", computer_name="h", ping_status="ConnectionLost",
+    a = FleetRow("mi-a", name="h", computer_name="h", ping_status="ConnectionLost",
              last_ping=now - timedelta(hours=2), ping_age_s=7200)
-    b = Host("mi-b", name="h", computer_name="H", ping_status="ConnectionLost",
+    b = FleetRow("mi-b", name="h", computer_name="H", ping_status="ConnectionLost",
              last_ping=now - timedelta(hours=1), ping_age_s=3600)
     plan = prune.plan([a, b], [], timedelta(days=7), duplicates=True, force=False)
     assert [(x.kind, x.target) for x in plan.actions] == [

@@ -12,12 +12,11 @@ from typing import Any, Optional
 import pytest
 
 from anywhere_agent.config import Config, HealthConfig, SuperviseConfig
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host, Result
 from anywhere_agent.supervise.daemon import Supervisor
 from anywhere_agent.supervise.notify import Notifier
 from anywhere_agent.supervise.probes import (
-    CREDENTIALS_FILE,
-    REGISTRATION_FILE,
     CredentialsProbe,
     IntrospectionProbe,
     PressureProbe,
@@ -105,7 +104,7 @@ class Node:
     config: Config
 
     def rotate_credentials(self) -> None:
-        path = self.host.path(CREDENTIALS_FILE)
+        path = self.host.path(agent_files.HOST_CREDENTIALS)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("[default]\naws_access_key_id = AKIAFAKE\n")
         os.utime(path, (self.clock.wall, self.clock.wall))
@@ -147,7 +146,7 @@ def node(tmp_path: Path) -> Node:
                                   max_restarts_per_hour=4, backoff_initial_seconds=30.0,
                                   backoff_max_seconds=600.0),
         health=HealthConfig(state_file="/var/lib/anywhere-agent/health.json"))
-    reg = host.path(REGISTRATION_FILE)
+    reg = host.path(agent_files.SSM_REGISTRATION)
     reg.parent.mkdir(parents=True)
     reg.write_text(json.dumps({"ManagedInstanceID": "mi-0123456789abcdef0",
                                "Region": "us-east-1"}))

@@ -18,10 +18,10 @@ import pytest
 
 from anywhere_agent.config import Config, SuperviseConfig
 from anywhere_agent.health.model import Check, Status
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.supervise.escalate import Escalator
 from anywhere_agent.supervise.probes import (
-    CREDENTIALS_FILE,
     CredentialsProbe,
     DockerPingProbe,
     IntrospectionProbe,
@@ -168,7 +168,7 @@ def test_credentials_age_is_ok_then_warning_then_critical(node: Node) -> None:
 
 
 def test_credentials_with_a_recorded_expiry_in_the_past_are_expired(node: Node) -> None:
-    path = node.host.path(CREDENTIALS_FILE)
+    path = node.host.path(agent_files.HOST_CREDENTIALS)
     path.write_text("[default]\naws_access_key_id = AKIAFAKE\n"
                     "aws_secret_access_key = SECRETVALUE\n")
     os.utime(path, (node.clock.wall, node.clock.wall))

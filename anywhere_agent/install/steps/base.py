@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from anywhere_agent.install.context import Context
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.secret import has_userinfo, redact_userinfo
 
 
@@ -58,16 +58,16 @@ class Step:
     name = "step"
     title = ""
 
-    def applies(self, ctx: Context) -> bool:
+    def applies(self, ctx: InstallContext) -> bool:
         return True
 
-    def guard(self, ctx: Context) -> None:
+    def guard(self, ctx: InstallContext) -> None:
         """Raise a user error that no step could fix, before any step has touched the host."""
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         raise NotImplementedError
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         raise NotImplementedError
 
 
@@ -84,17 +84,17 @@ def secret_mode(content: str, current: int | None) -> int:
     return current if current is not None else 0o644
 
 
-def _docker_managed(ctx: Context) -> bool:
+def _docker_managed(ctx: InstallContext) -> bool:
     return ctx.cfg.docker_source != "none"
 
 
-def _is_deb(ctx: Context) -> bool:
+def _is_deb(ctx: InstallContext) -> bool:
     return ctx.platform.family == "deb"
 
 
-def _is_rpm(ctx: Context) -> bool:
+def _is_rpm(ctx: InstallContext) -> bool:
     return ctx.platform.family == "rpm"
 
 
-def _is_suse(ctx: Context) -> bool:
+def _is_suse(ctx: InstallContext) -> bool:
     return ctx.platform.family == "suse"

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from anywhere_agent.aws.skew import CLOCK_FIX, is_clock_skew
+from anywhere_agent.aws.skew import CLOCK_FIX, SKEW_CODES, is_clock_skew
 from anywhere_agent.errors import CloudError
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import Context, read_host_credentials
+from anywhere_agent.host import agent_files
+from anywhere_agent.host.agent_files import read_host_credentials
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, Step
 
 LOG = logging.getLogger(__name__)
 
 
-def cluster_exists(ctx: Context) -> bool | None:
+def cluster_exists(ctx: InstallContext) -> bool | None:
     """Whether the configured cluster is ACTIVE, asked with the host's credentials
     (ecs:DescribeClusters, granted by iam/host-role-extra.json); None when it cannot be asked."""
     clients = ctx.host_clients()
@@ -32,14 +33,15 @@ class CredentialsStep(Step):
 
     name, title = "ssm-credentials", "wait for SSM role credentials"
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         if read_host_credentials(ctx.host) is not None and ctx.journal.data.get("cluster_checked") \
                 == ctx.cfg.cluster:
             return None
-        return Delta(f"wait for {layout.HOST_CREDENTIALS}, then check cluster {ctx.cfg.cluster}",
+        return Delta(f"wait for {agent_files.HOST_CREDENTIALS}, then check cluster "
+                     f"{ctx.cfg.cluster}",
                      cloud=[f"ecs:DescribeClusters {ctx.cfg.cluster}"])
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         deadline = ctx.clock() + 60
         while read_host_credentials(ctx.host) is None:
             if ctx.clock() > deadline:
@@ -64,15 +66,11 @@ class CredentialsStep(Step):
         return []
 
 
-_SSM_AGENT_LOG = "/var/log/amazon/ssm/amazon-ssm-agent.log"
-
-
-def _clock_skew_logged(ctx: Context) -> str:
+def _clock_skew_logged(ctx: InstallContext) -> str:
     """The SSM agent's last logged AWS error, when it is a refusal of the request's time."""
-    text = ctx.host.read_text(_SSM_AGENT_LOG) or ""
+    text = ctx.host.read_text(agent_files.SSM_AGENT_LOG) or ""
     for line in reversed(text.splitlines()[-200:]):
-        for code in ("InvalidSignatureException", "SignatureDoesNotMatch",
-                     "RequestTimeTooSkewed", "RequestExpired"):
+        for code in sorted(SKEW_CODES):
             at = line.find(code + ":")
             if at >= 0:
                 message = line[at + len(code) + 1:].strip()

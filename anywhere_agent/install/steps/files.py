@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from anywhere_agent.install import keyvalue, layout
-from anywhere_agent.install.context import Context
+from anywhere_agent.host import agent_files, keyvalue
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, FileChange, Mode, Step
 
 LOG = logging.getLogger(__name__)
@@ -21,20 +21,20 @@ class FileStep(Step):
     only sometimes; a re-run restores it on a file already on disk (tightening a 0644 secret).
     """
 
-    def __init__(self, name: str, title: str, path: str | Callable[[Context], str],
-                 render: Callable[[Context, str | None], str | None], mode: Mode = 0o644,
+    def __init__(self, name: str, title: str, path: str | Callable[[InstallContext], str],
+                 render: Callable[[InstallContext, str | None], str | None], mode: Mode = 0o644,
                  readers: tuple[str, ...] = (), unit_file: bool = False,
-                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+                 when: Callable[[InstallContext], bool] = lambda ctx: True) -> None:
         self.name, self.title, self.path, self._render = name, title, path, render
         self.mode, self.readers, self.unit_file, self._when = mode, readers, unit_file, when
 
-    def applies(self, ctx: Context) -> bool:
+    def applies(self, ctx: InstallContext) -> bool:
         return self._when(ctx)
 
-    def node_path(self, ctx: Context) -> str:
+    def node_path(self, ctx: InstallContext) -> str:
         return self.path(ctx) if callable(self.path) else self.path
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         path = self.node_path(ctx)
         old = ctx.host.read_text(path)
         new = self._render(ctx, old)
@@ -52,7 +52,7 @@ class FileStep(Step):
                      files=[FileChange(path, old, new, mode)],
                      services=[f"restart {u}" for u in self.readers])
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         # Record consequences first: a run killed after the write still restarts the readers.
         for unit in self.readers:
             ctx.journal.add_pending_restart(unit)
@@ -71,7 +71,7 @@ def _env_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _proxy_environment(ctx: Context, no_proxy: str) -> dict[str, str]:
+def _proxy_environment(ctx: InstallContext, no_proxy: str) -> dict[str, str]:
     env = ctx.cfg.proxy.environment()
     if not env:
         return {}
@@ -90,37 +90,37 @@ def _env_file(values: dict[str, str]) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _proxy_env(ctx: Context, old: str | None) -> str | None:
+def _proxy_env(ctx: InstallContext, old: str | None) -> str | None:
     return _env_file(_proxy_environment(ctx, ctx.cfg.proxy.no_proxy))
 
 
-def _ecs_proxy_env(ctx: Context, old: str | None) -> str | None:
+def _ecs_proxy_env(ctx: InstallContext, old: str | None) -> str | None:
     # The ECS agent's bypass list is never empty (IMDS-style addresses, the Docker socket).
     return _env_file(_proxy_environment(ctx, _ecs_no_proxy(ctx)))
 
 
-def _proxy_dropin_for(unit: str) -> Callable[[Context, str | None], str | None]:
+def _proxy_dropin_for(unit: str) -> Callable[[InstallContext, str | None], str | None]:
     """The drop-in only names the 0600 file that holds the values: systemd shows a unit's
     Environment= lines to every local user (`systemctl show -p Environment`), and a proxy URL
     may carry a password."""
 
-    def render(ctx: Context, old: str | None) -> str | None:
+    def render(ctx: InstallContext, old: str | None) -> str | None:
         if not ctx.cfg.proxy.environment():
             return None
         return ("# Written by anywhere-agent from agent.toml [proxy]; edits are overwritten.\n"
-                f"[Service]\nEnvironmentFile={layout.proxy_env(unit)}\n")
+                f"[Service]\nEnvironmentFile={agent_files.proxy_env(unit)}\n")
 
     return render
 
 
-def _ecs_no_proxy(ctx: Context) -> str:
+def _ecs_no_proxy(ctx: InstallContext) -> str:
     # The ECS agent must reach IMDS-style local endpoints and the Docker socket directly.
     base = ["169.254.169.254", "169.254.170.2", "/var/run/docker.sock"]
     extra = [p.strip() for p in ctx.cfg.proxy.no_proxy.split(",") if p.strip()]
     return ",".join(dict.fromkeys(base + extra))
 
 
-def _apt_proxy(ctx: Context, old: str | None) -> str | None:
+def _apt_proxy(ctx: InstallContext, old: str | None) -> str | None:
     if not ctx.cfg.proxy.enabled:
         return None
     lines = ["// Written by anywhere-agent from agent.toml [proxy]."]
@@ -131,7 +131,7 @@ def _apt_proxy(ctx: Context, old: str | None) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _rpm_proxy(ctx: Context, old: str | None) -> str | None:
+def _rpm_proxy(ctx: InstallContext, old: str | None) -> str | None:
     # dnf/yum read `proxy=` from [main]. We only ever set it: a proxy the operator put there
     # before us is theirs to remove.
     proxy = ctx.cfg.proxy.https or ctx.cfg.proxy.http
@@ -140,7 +140,7 @@ def _rpm_proxy(ctx: Context, old: str | None) -> str | None:
     return keyvalue.set_ini_keys(old or "", "main", {"proxy": proxy})
 
 
-def _zypper_proxy(ctx: Context, old: str | None) -> str | None:
+def _zypper_proxy(ctx: InstallContext, old: str | None) -> str | None:
     # SUSE's /etc/sysconfig/proxy (shell-style, quoted) is what zypper and YaST read.
     p = ctx.cfg.proxy
     if not p.enabled:
@@ -153,11 +153,11 @@ def _zypper_proxy(ctx: Context, old: str | None) -> str | None:
     })
 
 
-def _rpm_conf(ctx: Context) -> str:
+def _rpm_conf(ctx: InstallContext) -> str:
     return "/etc/yum.conf" if ctx.platform.package_manager == "yum" else "/etc/dnf/dnf.conf"
 
 
-def _ssm_config(ctx: Context, old: str | None) -> str | None:
+def _ssm_config(ctx: InstallContext, old: str | None) -> str | None:
     ssm = ctx.cfg.endpoint("ssm")
     updates: dict[tuple[str, ...], Any] = {("Ssm", "Endpoint"): ssm or None}
     mds = ctx.cfg.endpoint("ec2messages")
@@ -169,7 +169,7 @@ def _ssm_config(ctx: Context, old: str | None) -> str | None:
     return keyvalue.set_json_keys(old or "", updates)
 
 
-def _agent_toml(ctx: Context, old: str | None) -> str | None:
+def _agent_toml(ctx: InstallContext, old: str | None) -> str | None:
     from anywhere_agent.config import load_config, render_toml
 
     new = render_toml(ctx.cfg)
@@ -187,7 +187,7 @@ def _json_map(values: Any) -> str | None:
     return json.dumps(dict(values), separators=(",", ":"), sort_keys=True) if values else None
 
 
-def _ecs_config(ctx: Context, old: str | None) -> str:
+def _ecs_config(ctx: InstallContext, old: str | None) -> str:
     cfg = ctx.cfg
     proxy = cfg.proxy.https or cfg.proxy.http
     updates: dict[str, str | None] = {
@@ -201,7 +201,7 @@ def _ecs_config(ctx: Context, old: str | None) -> str:
     return keyvalue.set_env_keys(old or "", updates)
 
 
-def _ecs_var_config(ctx: Context, old: str | None) -> str:
+def _ecs_var_config(ctx: InstallContext, old: str | None) -> str:
     cfg = ctx.cfg
     backend = cfg.endpoint("ecs")
     updates: dict[str, str | None] = {
@@ -213,8 +213,8 @@ def _ecs_var_config(ctx: Context, old: str | None) -> str:
     return keyvalue.set_env_keys(old or "", updates)
 
 
-def _unit(name: str) -> Callable[[Context, str | None], str | None]:
-    def render(ctx: Context, old: str | None) -> str | None:
+def _unit(name: str) -> Callable[[InstallContext, str | None], str | None]:
+    def render(ctx: InstallContext, old: str | None) -> str | None:
         from anywhere_agent.install.units import unit_text
 
         return unit_text(name)

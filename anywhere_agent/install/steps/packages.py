@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from anywhere_agent.errors import PackageError, PreflightError
-from anywhere_agent.host import pins
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import Context
+from anywhere_agent.host import agent_files, pins
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
 
 
-def _record_installed(ctx: Context, package: str) -> None:
+def _record_installed(ctx: InstallContext, package: str) -> None:
     """Uninstall removes only packages we installed (Docker included): remember them."""
     installed = set(ctx.journal.data.get("installed_packages", []))
     ctx.journal.data["installed_packages"] = sorted(installed | {package})
@@ -21,7 +20,7 @@ def _record_installed(ctx: Context, package: str) -> None:
 # A changed package whose maintainer scripts leave the running agent alone: the real
 # amazon-ecs-init deb only reloads systemd, so the old agent would run on until restarted. The
 # SSM agent's preinst stops it and its postinst starts it again.
-_RESTART_ON_CHANGE = {layout.ECS_PACKAGE: (layout.ECS_UNIT,)}
+_RESTART_ON_CHANGE = {agent_files.ECS_PACKAGE: (agent_files.ECS_UNIT,)}
 
 
 class PackageStep(Step):
@@ -29,14 +28,14 @@ class PackageStep(Step):
     (ecs_agent_version, ssm_agent_version): a host on another version is moved to it."""
 
     def __init__(self, name: str, package: str,
-                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+                 when: Callable[[InstallContext], bool] = lambda ctx: True) -> None:
         self.name, self.package, self._when = name, package, when
         self.title = f"install {package}"
 
-    def applies(self, ctx: Context) -> bool:
+    def applies(self, ctx: InstallContext) -> bool:
         return self._when(ctx)
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         installed = ctx.source.pm.installed_version(self.package)
         pin = pins.pinned(ctx.cfg, self.package)
         if pins.satisfies(installed, pin):
@@ -52,7 +51,7 @@ class PackageStep(Step):
                      services=[f"restart {u}" for u in restarts],
                      data={"installed": installed, "downgrade": way == "downgrade"})
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         if delta.data.get("installed"):
             # Recorded first: a run killed after the package changed still restarts the agent.
             for unit in _RESTART_ON_CHANGE.get(self.package, ()):
@@ -79,23 +78,23 @@ class DockerStep(Step):
 
     name, title = "docker-package", "install Docker"
 
-    def _package(self, ctx: Context) -> str:
+    def _package(self, ctx: InstallContext) -> str:
         if ctx.cfg.docker_source == "docker":
             return "docker-ce"
         return {"deb": "docker.io", "suse": "docker"}.get(ctx.platform.family,
                                                           "moby-engine" if ctx.platform.distro
                                                           == "fedora" else "docker")
 
-    def applies(self, ctx: Context) -> bool:
+    def applies(self, ctx: InstallContext) -> bool:
         return _docker_managed(ctx)
 
-    def _engine_present(self, ctx: Context) -> bool:
-        if ctx.host.services.state(layout.DOCKER_UNIT).exists:
+    def _engine_present(self, ctx: InstallContext) -> bool:
+        if ctx.host.services.state(agent_files.DOCKER_UNIT).exists:
             return True  # an engine is there (ours from an earlier run, or the operator's)
         return any(ctx.source.pm.installed_version(candidate)
                    for candidate in ("docker-ce", "docker.io", "moby-engine"))
 
-    def guard(self, ctx: Context) -> None:
+    def guard(self, ctx: InstallContext) -> None:
         if self._engine_present(ctx):
             return
         pm = ctx.source.pm
@@ -111,7 +110,7 @@ class DockerStep(Step):
                 "set docker_source = \"docker\" (Docker's own repository) in agent.toml, or "
                 "install a Docker engine (docker-ce) before running install")
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         if self._engine_present(ctx):
             return None
         self.guard(ctx)
@@ -120,7 +119,7 @@ class DockerStep(Step):
         return Delta(f"install {self._package(ctx)} ({ctx.cfg.docker_source} source)",
                      packages=[self._package(ctx)])
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         if ctx.cfg.docker_source == "docker" and _is_deb(ctx):
             raise PreflightError("docker_source = docker needs Docker's apt repository configured",
                                  "add download.docker.com to the host's sources, or use distro")
@@ -130,7 +129,7 @@ class DockerStep(Step):
         return [f"package {self._package(ctx)}"]
 
 
-def _daemonless_docker(ctx: Context, providers: list[str], *, available: bool) -> str | None:
+def _daemonless_docker(ctx: InstallContext, providers: list[str], *, available: bool) -> str | None:
     """The first provider of `docker` that ships no docker.service (podman-docker), if any."""
     for name in providers:
         files = ctx.source.pm.files(name, available=available)

@@ -9,14 +9,13 @@ from typing import Any
 import tenacity
 
 from anywhere_agent.errors import ActivationError
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import (
-    Activation,
-    Context,
+from anywhere_agent.host import agent_files
+from anywhere_agent.host.agent_files import (
     machine_id,
     read_registration,
     registration_key_complete,
 )
+from anywhere_agent.install.context import Activation, InstallContext
 from anywhere_agent.install.registration import RegisterFailure
 from anywhere_agent.install.registration import classify as classify_register
 from anywhere_agent.install.steps.base import Delta, Step
@@ -24,7 +23,7 @@ from anywhere_agent.install.steps.base import Delta, Step
 LOG = logging.getLogger(__name__)
 
 
-def central_registration(ctx: Context, instance_id: str) -> str:
+def central_registration(ctx: InstallContext, instance_id: str) -> str:
     """"present", "absent" or "unknown" for `instance_id`, asked with the host's credentials."""
     clients = ctx.host_clients()
     if clients is None:
@@ -43,7 +42,7 @@ def central_registration(ctx: Context, instance_id: str) -> str:
     return "present" if any(i.get("InstanceId") == instance_id for i in infos) else "absent"
 
 
-def deregister_own_registration(ctx: Context, instance_id: str) -> bool:
+def deregister_own_registration(ctx: InstallContext, instance_id: str) -> bool:
     """Deregister this host's managed instance with its own credentials, which the
     registrar's host policy allows for the host itself only (iam/host-role-extra.json);
     False when the host may not or cannot (then it must be removed centrally)."""
@@ -66,7 +65,7 @@ def deregister_own_registration(ctx: Context, instance_id: str) -> bool:
 class RegistrationStep(Step):
     name, title = "ssm-registration", "register with SSM"
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         reg = read_registration(ctx.host)
         ident = ctx.journal.identity
         reason = ""
@@ -88,11 +87,11 @@ class RegistrationStep(Step):
                 return _unjournaled(ctx, reg)
         cloud = ["AmazonSSM.RegisterManagedInstance (by amazon-ssm-agent -register)"]
         delta = Delta(f"register: {reason}", cloud=cloud,
-                      services=[f"restart {layout.SSM_UNIT}"],
+                      services=[f"restart {agent_files.SSM_UNIT}"],
                       data={"reason": reason, "old": reg})
         return delta
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         if delta.data.get("adopt"):
             # A registration finished by a run that was killed before journaling it: record it,
             # so clone detection (machine-id) and status know this identity. No code needed.
@@ -115,8 +114,8 @@ class RegistrationStep(Step):
             ctx.report["previous_identity"] = retired
             ctx.note(f"replacing identity {old.get('ManagedInstanceID')}: {reason}")
         svc = ctx.host.services
-        if svc.state(layout.SSM_UNIT).active:
-            svc.stop(layout.SSM_UNIT)
+        if svc.state(agent_files.SSM_UNIT).active:
+            svc.stop(agent_files.SSM_UNIT)
         _register(ctx, act)
         reg = read_registration(ctx.host)
         if not reg:
@@ -125,12 +124,12 @@ class RegistrationStep(Step):
         _journal_identity(ctx, reg, act.activation_id)
         # A new identity needs a new container instance: the old agent state belongs to the
         # old identity (and, for a clone, to the original host, which keeps using it).
-        ctx.journal.add_pending_restart(layout.SSM_UNIT)
-        if ctx.host.exists(layout.ECS_AGENT_DB):
-            ctx.journal.add_pending_restart(layout.ECS_UNIT)
-            if ctx.host.services.state(layout.ECS_UNIT).active:
-                ctx.host.services.stop(layout.ECS_UNIT)
-            ctx.host.remove(layout.ECS_AGENT_DB)
+        ctx.journal.add_pending_restart(agent_files.SSM_UNIT)
+        if ctx.host.exists(agent_files.ECS_AGENT_DB):
+            ctx.journal.add_pending_restart(agent_files.ECS_UNIT)
+            if ctx.host.services.state(agent_files.ECS_UNIT).active:
+                ctx.host.services.stop(agent_files.ECS_UNIT)
+            ctx.host.remove(agent_files.ECS_AGENT_DB)
         ctx.report["managed_instance_id"] = reg["ManagedInstanceID"]
         return [f"registered {reg['ManagedInstanceID']}"]
 
@@ -140,14 +139,14 @@ REGISTER_ATTEMPTS = 5
 REGISTER_RETRY_SECONDS = 60.0
 
 
-def _register(ctx: Context, act: Activation) -> None:
+def _register(ctx: InstallContext, act: Activation) -> None:
     """Run `amazon-ssm-agent -register`; a failure becomes the cause the agent printed.
 
     The real agent takes the code only on its argv (core/agent_parser.go: `-code`; no
     environment variable, file or stdin), so the child is the one place the code is exposed:
     it runs contained (own process group, killed with this process) and only when needed.
     """
-    argv = [layout.SSM_BINARY, "-register", "-code", act.code.reveal(),
+    argv = [agent_files.SSM_BINARY, "-register", "-code", act.code.reveal(),
             "-id", act.activation_id, "-region", ctx.cfg.region, "-y"]
     attempts = 0
 
@@ -177,7 +176,7 @@ def _last_result(state: tenacity.RetryCallState) -> Any:
     return state.outcome.result() if state.outcome is not None else None
 
 
-def _journal_identity(ctx: Context, reg: dict[str, str], activation_id: str | None) -> None:
+def _journal_identity(ctx: InstallContext, reg: dict[str, str], activation_id: str | None) -> None:
     ctx.journal.set_identity(managed_instance_id=reg["ManagedInstanceID"],
                              region=reg.get("Region") or ctx.cfg.region,
                              machine_id=machine_id(ctx.host), activation_id=activation_id or "",
@@ -185,7 +184,7 @@ def _journal_identity(ctx: Context, reg: dict[str, str], activation_id: str | No
                              or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-def _unjournaled(ctx: Context, reg: dict[str, str]) -> Delta | None:
+def _unjournaled(ctx: InstallContext, reg: dict[str, str]) -> Delta | None:
     """A valid registration the journal does not hold in full (a run killed right after
     `-register` finished): record it, or the next clone of this host goes undetected."""
     ident = ctx.journal.identity

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from anywhere_agent.install import keyvalue, layout
-from anywhere_agent.install.context import Context
+from anywhere_agent.host import agent_files
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, Step
 
 
@@ -13,14 +13,14 @@ class ServiceStep(Step):
     """Unit enabled and active; restarted only when a file it reads changed (pending)."""
 
     def __init__(self, name: str, unit: str,
-                 when: Callable[[Context], bool] = lambda ctx: True) -> None:
+                 when: Callable[[InstallContext], bool] = lambda ctx: True) -> None:
         self.name, self.unit, self._when = name, unit, when
         self.title = f"run {unit}"
 
-    def applies(self, ctx: Context) -> bool:
+    def applies(self, ctx: InstallContext) -> bool:
         return self._when(ctx)
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         actions = []
         if "daemon-reload" in ctx.journal.pending_restarts():
             actions.append("daemon-reload")
@@ -35,7 +35,7 @@ class ServiceStep(Step):
             return None
         return Delta(", ".join(actions), services=actions)
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         svc = ctx.host.services
         if "daemon-reload" in delta.services:
             svc.daemon_reload()
@@ -57,17 +57,16 @@ class ClusterMoveStep(Step):
 
     name, title = "ecs-cluster-move", "move to the configured cluster"
 
-    def check(self, ctx: Context) -> Delta | None:
-        current = keyvalue.parse_env(ctx.host.read_text(layout.ECS_CONFIG) or "")
-        old = current.get("ECS_CLUSTER")
-        if old and old != ctx.cfg.cluster and ctx.host.exists(layout.ECS_AGENT_DB):
+    def check(self, ctx: InstallContext) -> Delta | None:
+        old = agent_files.ecs_config_cluster(ctx.host)
+        if old and old != ctx.cfg.cluster and ctx.host.exists(agent_files.ECS_AGENT_DB):
             return Delta(f"move from cluster {old} to {ctx.cfg.cluster}: stop ecs, remove "
-                         f"{layout.ECS_AGENT_DB}", services=[f"stop {layout.ECS_UNIT}"])
+                         f"{agent_files.ECS_AGENT_DB}", services=[f"stop {agent_files.ECS_UNIT}"])
         return None
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
-        ctx.journal.add_pending_restart(layout.ECS_UNIT)
-        if ctx.host.services.state(layout.ECS_UNIT).active:
-            ctx.host.services.stop(layout.ECS_UNIT)
-        ctx.host.remove(layout.ECS_AGENT_DB)
-        return [f"removed {layout.ECS_AGENT_DB}"]
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
+        ctx.journal.add_pending_restart(agent_files.ECS_UNIT)
+        if ctx.host.services.state(agent_files.ECS_UNIT).active:
+            ctx.host.services.stop(agent_files.ECS_UNIT)
+        ctx.host.remove(agent_files.ECS_AGENT_DB)
+        return [f"removed {agent_files.ECS_AGENT_DB}"]

@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 from anywhere_agent.errors import NotJoinedError
-from anywhere_agent.install import layout
-from anywhere_agent.install.context import Context
+from anywhere_agent.host import agent_files
+from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.steps.base import Delta, Step
 
 LOG = logging.getLogger(__name__)
@@ -19,12 +19,12 @@ class VerifyJoinStep(Step):
 
     name, title = "verify-join", "prove the host joined its cluster"
 
-    def check(self, ctx: Context) -> Delta | None:
+    def check(self, ctx: InstallContext) -> Delta | None:
         # Always runs: proving the join is the point of install, and costs ~1 call when joined.
         return Delta("poll ECS introspection, then DescribeContainerInstances",
                      cloud=["ecs:DescribeContainerInstances (host credentials)"])
 
-    def apply(self, ctx: Context, delta: Delta) -> list[str]:
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         deadline = ctx.clock() + ctx.cfg.join_timeout_seconds
         url = ctx.cfg.supervise.introspection_url.rstrip("/") + "/v1/metadata"
         arn = ""
@@ -40,7 +40,7 @@ class VerifyJoinStep(Step):
                 if arn:
                     break
             if ctx.clock() > deadline:
-                ecs = ctx.host.services.state(layout.ECS_UNIT)
+                ecs = ctx.host.services.state(agent_files.ECS_UNIT)
                 raise NotJoinedError(
                     f"no ContainerInstanceArn from ECS introspection within "
                     f"{ctx.cfg.join_timeout_seconds:.0f} s (ecs is {ecs.active_state})",
@@ -57,7 +57,7 @@ class VerifyJoinStep(Step):
         ctx.report["cloud_verified"] = self._cloud(ctx, arn, deadline)
         return []
 
-    def _cloud(self, ctx: Context, arn: str, deadline: float) -> bool:
+    def _cloud(self, ctx: InstallContext, arn: str, deadline: float) -> bool:
         clients = ctx.host_clients()
         if clients is None:
             ctx.note("could not verify ACTIVE/agentConnected: no host credentials")

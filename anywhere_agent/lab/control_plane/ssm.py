@@ -6,10 +6,17 @@ import secrets
 import string
 import threading
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Optional
 
+from anywhere_agent.lab.control_plane.ssm_records import (
+    Activation,
+    ManagedInstance,
+    RoleCredentials,
+    describe,
+    filter_instances,
+    new_instance_id,
+)
 from anywhere_agent.lab.control_plane.wire import (
     ACCOUNT_ID,
     AwsCall,
@@ -40,66 +47,6 @@ _AGENT_OPS = frozenset(
         "ListInstanceAssociations",
     }
 )
-_INSTANCE_FILTERS = frozenset(
-    {
-        "InstanceIds",
-        "PingStatus",
-        "ActivationIds",
-        "ResourceType",
-        "AgentVersion",
-        "IamRole",
-        "PlatformTypes",
-        "tag-key",
-    }
-)
-
-
-@dataclass
-class Activation:
-    activation_id: str
-    code: str
-    region: str
-    iam_role: str
-    registration_limit: int
-    expiration: float
-    created: float
-    default_instance_name: str = ""
-    description: str = ""
-    tags: list[Json] = field(default_factory=list)
-    registrations: int = 0
-
-
-@dataclass
-class ManagedInstance:
-    instance_id: str
-    region: str
-    activation_id: str
-    iam_role: str
-    registered: float
-    name: str = ""
-    tags: list[Json] = field(default_factory=list)
-    last_ping: Optional[float] = None
-    agent_name: str = ""
-    agent_version: str = ""
-    computer_name: str = ""
-    ip_address: str = ""
-    platform_type: str = "Linux"
-    platform_name: str = ""
-    platform_version: str = ""
-    fingerprint: str = ""
-    deny_tokens: bool = False
-    public_key: str = field(default="", repr=False)  # verifies RequestManagedInstanceRoleToken
-
-
-@dataclass(frozen=True)
-class RoleCredentials:
-    instance_id: str
-    access_key: str
-    expires: float
-    # Kept so the control plane can verify signatures and act as the role (iam.py).
-    secret: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-    iam_role: str = ""
 
 
 class SsmAnywhere:
@@ -174,7 +121,7 @@ class SsmAnywhere:
         with self._lock:
             for index in range(count):
                 instance = ManagedInstance(
-                    instance_id=_instance_id(),
+                    instance_id=new_instance_id(),
                     region=region,
                     activation_id=activation_id,
                     iam_role="ecsAnywhereRole",
@@ -312,14 +259,17 @@ class SsmAnywhere:
             for f in params.get("InstanceInformationFilterList") or []
         ]
         for spec in legacy or params.get("Filters") or []:
-            found = self._filter_instances(found, str(spec.get("Key")), spec.get("Values") or [])
+            found = filter_instances(
+                found, str(spec.get("Key")), spec.get("Values") or [], self.ping_status
+            )
         chunk, following = page(
             found,
             limit,
             params.get("NextToken"),
             AwsError("InvalidNextToken", "The specified token isn't valid."),
         )
-        result: Json = {"InstanceInformationList": [self._describe(i) for i in chunk]}
+        described = [describe(i, self.ping_status(i)) for i in chunk]
+        result: Json = {"InstanceInformationList": described}
         if following:
             result["NextToken"] = following
         return result
@@ -351,7 +301,7 @@ class SsmAnywhere:
             raise AwsError("RegistrationLimitExceeded", "Activation registration limit reached")
         activation.registrations += 1
         instance = ManagedInstance(
-            instance_id=_instance_id(),
+            instance_id=new_instance_id(),
             region=region,
             activation_id=activation.activation_id,
             iam_role=activation.iam_role,
@@ -434,68 +384,6 @@ class SsmAnywhere:
         if instance is None:
             raise AwsError("InvalidInstanceId", f"Not existing InstanceId {instance_id}")
         return instance
-
-    def _filter_instances(
-        self, found: list[ManagedInstance], key: str, values: Iterable[Any]
-    ) -> list[ManagedInstance]:
-        wanted = {str(v) for v in values}
-        if not wanted:
-            raise AwsError("InvalidInstanceInformationFilterValue", f"No values for {key}")
-        if key.startswith("tag:"):
-            tag = key[4:]
-            return [
-                i
-                for i in found
-                if any(t.get("Key") == tag and t.get("Value") in wanted for t in i.tags)
-            ]
-        if key not in _INSTANCE_FILTERS:
-            raise AwsError("InvalidFilterKey", f"The specified key isn't valid: {key}")
-        if key == "InstanceIds":
-            bad = [v for v in wanted if not v.startswith(("mi-", "i-"))]
-            if bad:
-                raise AwsError(
-                    "InvalidInstanceInformationFilterValue",
-                    f"Invalid instance ids: {', '.join(sorted(bad))}",
-                )
-        getters: dict[str, Callable[[ManagedInstance], set[str]]] = {
-            "InstanceIds": lambda i: {i.instance_id},
-            "PingStatus": lambda i: {self.ping_status(i)},
-            "ActivationIds": lambda i: {i.activation_id},
-            "ResourceType": lambda i: {"ManagedInstance"},
-            "AgentVersion": lambda i: {i.agent_version},
-            "IamRole": lambda i: {i.iam_role},
-            "PlatformTypes": lambda i: {i.platform_type},
-            "tag-key": lambda i: {str(t.get("Key")) for t in i.tags},
-        }
-        getter = getters[key]
-        return [i for i in found if getter(i) & wanted]
-
-    def _describe(self, instance: ManagedInstance) -> Json:
-        described: Json = {
-            "InstanceId": instance.instance_id,
-            "PingStatus": self.ping_status(instance),
-            "AgentVersion": instance.agent_version,
-            "IsLatestVersion": False,
-            "PlatformType": instance.platform_type,
-            "PlatformName": instance.platform_name,
-            "PlatformVersion": instance.platform_version,
-            "ActivationId": instance.activation_id,
-            "IamRole": instance.iam_role,
-            "RegistrationDate": instance.registered,
-            "ResourceType": "ManagedInstance",
-            "Name": instance.name,
-            "IPAddress": instance.ip_address,
-            "ComputerName": instance.computer_name,
-            "SourceId": instance.instance_id,
-            "SourceType": "AWS::SSM::ManagedInstance",
-        }
-        if instance.last_ping is not None:
-            described["LastPingDateTime"] = instance.last_ping
-        return described
-
-
-def _instance_id() -> str:
-    return "mi-" + secrets.token_hex(9)[:17]
 
 
 def _max_results(params: Json, low: int, high: int, default: int) -> int:

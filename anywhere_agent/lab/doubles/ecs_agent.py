@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import socket
@@ -108,13 +109,23 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def log(level: str, msg: str, target: str = AGENT_LOG) -> None:
-    """logfmt lines (the agent's default ECS_LOG_OUTPUT_FORMAT) to the log file and stdout."""
+def log(
+    level: str, msg: str, target: str = AGENT_LOG, fields: Optional[Mapping[str, str]] = None
+) -> None:
+    """logfmt lines (the agent's default ECS_LOG_OUTPUT_FORMAT) to the log file and stdout.
+
+    With `fields`, a structured line as ecs-agent/logger's messageTextFormatter writes it:
+    `msg="..." key="value" ...` and no module (what the ACS session logs).
+    """
     if LEVELS.get(level, 20) < _log_level:
         return
     stamp = now_utc().strftime("%Y-%m-%dT%H:%M:%SZ")
-    module = "ecs-init" if target == INIT_LOG else "agent.go"
-    line = f"level={level} time={stamp} msg={json.dumps(msg)} module={module}\n"
+    if fields is None:
+        module = "ecs-init" if target == INIT_LOG else "agent.go"
+        tail = f"module={module}"
+    else:
+        tail = " ".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
+    line = f"level={level} time={stamp} msg={json.dumps(msg)} {tail}".rstrip() + "\n"
     with _log_lock:
         try:
             logf = path(target)
@@ -457,6 +468,25 @@ NAME_ONLY_CAPABILITIES = [
     "ecs.capability.execute-command",
     "ecs.capability.external",
 ]
+EXEC_CAPABILITY = "ecs.capability.execute-command"
+# What ecs-init bind-mounts as /managed-agents/execute-command (agent_capability_unix.go).
+EXEC_DEPS = "/var/lib/ecs/deps/execute-command"
+EXEC_BINARIES = ("amazon-ssm-agent", "ssm-agent-worker", "ssm-session-worker")
+
+
+def exec_deps_present(root: str = EXEC_DEPS) -> bool:
+    """The real agent's appendExecCapabilities: bin/, config/ and certs/tls-ca-bundle.pem
+    exist, and some bin/<digits.dots>/ holds all three binaries (existence only)."""
+    base = Path(root)
+    if not all((base / d).is_dir() for d in ("bin", "config", "certs")):
+        return False
+    if not (base / "certs" / "tls-ca-bundle.pem").exists():
+        return False
+    for version in (base / "bin").iterdir():
+        if version.is_dir() and re.fullmatch(r"\d+(\.\d+)*", version.name) and \
+                all((version / b).exists() for b in EXEC_BINARIES):
+            return True
+    return False
 
 
 def attributes(
@@ -468,6 +498,8 @@ def attributes(
     if first_registration:  # the real agent sends custom attributes only at first registration
         attrs += [{"name": k, "value": v} for k, v in cfg.instance_attributes.items()]
     names = NAME_ONLY_CAPABILITIES
+    if not exec_deps_present():
+        names = [n for n in names if n != EXEC_CAPABILITY]
     if docker_apis is not None:
         prefix = "com.amazonaws.ecs.capability.docker-remote-api."
         names = [n for n in names if not n.startswith(prefix)]
@@ -1018,7 +1050,8 @@ def register(cfg: Config, creds: Credentials, state: AgentState, arn: str) -> in
 def run_agent(cfg: Config, state: AgentState) -> int:
     global _log_level
     _log_level = LEVELS.get(cfg.log_level, 20)
-    log("info", f"Amazon ECS agent Version: {AGENT_VERSION}, Commit: lab-double ({LAB_LABEL})")
+    log("info", "Starting Amazon ECS Agent", fields={"version": AGENT_VERSION,
+                                                       "commit": f"lab-double ({LAB_LABEL})"})
     if not cfg.region:
         log("crit", "Error loading config: Invalid configuration: AWSRegion must be set")
         return EXIT_TERMINAL
@@ -1151,10 +1184,65 @@ def session_query(kind: str, cfg: Config, arn: str) -> list[tuple[str, str]]:
     ]
 
 
+class AcsLog:
+    """The ACS session's log lines, worded and levelled as ecs-agent/acs/session/session.go
+    writes them at the same moments (the supervisor reads the real agent's words)."""
+
+    def __init__(self, arn: str) -> None:
+        self.fields = {"containerInstanceARN": arn}
+
+    def dialling(self, url: str) -> None:
+        log("info", "Establishing a Websocket connection", fields={"url": url})  # wsclient
+
+    def discover_failed(self, exc: Exception) -> None:
+        log("error", "ACS: Unable to discover poll endpoint", fields={**self.fields,
+                                                                      "error": str(exc)})
+
+    def connect_failed(self, exc: Exception) -> None:
+        log("error", "Failed to connect to ACS", fields={**self.fields, "error": str(exc)})
+
+    def connected(self) -> None:
+        # Go prints a time.Time field with %+v: "2026-11-30 05:00:00.123456789 +0000 UTC".
+        stamp = now_utc().strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
+        log("info", "Connected to ACS endpoint", fields={**self.fields,
+                                                         "lastConnectedTime": stamp})
+
+    def session_done(self) -> None:
+        log("info", "Current ACS session is done and a new one might be created.",
+            fields=self.fields)
+
+    def silence(self) -> None:
+        log("warn", "ACS Connection hasn't had any activity for too long; closing connection",
+            fields={})
+        log("info", "Disconnected from ACS", fields={})
+
+    def deregistered(self) -> None:
+        log("info", "Container instance is deregistered", fields=self.fields)
+
+    def valid_close(self) -> None:
+        log("info", "ACS WebSocket connection closed for a valid reason", fields=self.fields)
+        log("info", "Reconnecting to ACS immediately without waiting", fields=self.fields)
+
+    def closed(self, error: str, delay: float) -> None:
+        log("warn", "ACS WebSocket connection closed", fields={**self.fields, "error": error})
+        log("info", "Waiting before reconnecting to ACS",
+            fields={"reconnectDelay": f"{delay:.6f}s", **self.fields})
+
+    def waited(self) -> None:
+        log("info", "Done waiting; reconnecting to ACS", fields=self.fields)
+
+    def ended(self) -> None:
+        log("info", "ACS session ended (context closed)",
+            fields={"reason": "context canceled", **self.fields})
+
+
 def session_loop(
     kind: str, cfg: Config, creds: Credentials, arn: str, endpoints: Endpoints, state: AgentState
 ) -> None:
     """Dial, serve until the session ends, back off, dial again, until the agent stops."""
+    if kind == ACS:
+        acs_session_loop(cfg, creds, arn, endpoints, state)
+        return
     backoff = Backoff(*BACKOFF[kind])
     name = kind.upper()
     while not _stop.is_set():
@@ -1192,6 +1280,60 @@ def session_loop(
             lab_wait(delay)
 
 
+def acs_session_loop(
+    cfg: Config, creds: Credentials, arn: str, endpoints: Endpoints, state: AgentState
+) -> None:
+    """session.go Start: one startSessionOnce after another, with its reconnectDelay between."""
+    backoff = Backoff(*BACKOFF[ACS])
+    say = AcsLog(arn)
+    while not _stop.is_set():
+        if fault("ecs-hang"):
+            _stop.wait(0.5)
+            continue
+        error = ""
+        try:
+            endpoint = endpoints.get(ACS)
+        except AwsError as exc:
+            say.discover_failed(exc)
+            error = str(exc)
+        if not error:
+            try:
+                say.dialling(endpoint)
+                conn = ws_connect(cfg, creds, endpoint, session_query(ACS, cfg, arn))
+            except AwsError as exc:
+                say.connect_failed(exc)
+                error = str(exc)
+        if not error:
+            say.connected()
+            with state.lock:
+                state.sessions[ACS] = True
+            try:
+                outcome = serve_session(ACS, conn, cfg, arn, backoff)
+            finally:
+                with state.lock:
+                    state.sessions[ACS] = False
+                conn.shutdown()
+                say.session_done()  # startACSSession's deferred line, whatever ended it
+            if outcome == "stopped":
+                break
+            if outcome == "silence":
+                say.silence()
+            error = "" if outcome == "disconnect" else outcome
+        if "InactiveInstanceException" in error or error == "inactive":
+            say.deregistered()
+            lab_wait(INACTIVE_RECONNECT_SECONDS)
+            continue
+        if not error:
+            say.valid_close()  # the periodic disconnect: dial again at once
+            backoff.reset()
+            continue
+        delay = backoff.duration()
+        say.closed(error, delay)
+        if not lab_wait(delay):
+            say.waited()
+    say.ended()
+
+
 def serve_session(kind: str, conn: WsConn, cfg: Config, arn: str, backoff: Backoff) -> str:
     """One session: ack heartbeats (ACS), publish metrics (TCS), close on silence.
 
@@ -1214,7 +1356,8 @@ def serve_session(kind: str, conn: WsConn, cfg: Config, arn: str, backoff: Backo
             continue
         now = lab_now()
         if now >= silence_at:
-            log("warn", f"{kind.upper()} Connection hasn't had any activity for too long; closing")
+            if kind == TCS:
+                log("warn", "TCS Connection hasn't had any activity for too long; closing")
             conn.close(1000, "")
             return "silence"
         if now >= disconnect_at:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from anywhere_agent.errors import LabError
+from anywhere_agent.host import ecs_exec
 
 LOG = logging.getLogger(__name__)
 
@@ -231,7 +234,8 @@ def _inputs_digest(regions: Sequence[str], fingerprint: str) -> str:
         digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
     digest.update(
         json.dumps(
-            [SSM_VERSIONS, ECS_VERSIONS, DEB_REVISION, list(ARCHES), list(regions), fingerprint]
+            [SSM_VERSIONS, ECS_VERSIONS, DEB_REVISION, list(ARCHES), list(regions), fingerprint,
+             list(EXEC_BINARY_VERSIONS)]
         ).encode()
     )
     return digest.hexdigest()
@@ -367,6 +371,9 @@ def build_ssm_deb(arch: str, work: Path, out_dir: Path, upstream: str = SSM_VERS
     version = f"{upstream}-{DEB_REVISION}"
     stage = work / f"ssm-{arch}-{upstream}"
     _write(stage / "usr/bin/amazon-ssm-agent", versioned_double("ssm_agent.py", upstream), 0o755)
+    # The real package ships the two workers beside the agent; ECS Exec copies all three.
+    for worker in EXEC_WORKERS:
+        _write(stage / "usr/bin" / worker, exec_stand_in(worker, upstream), 0o755)
     _write(stage / "lib/systemd/system/amazon-ssm-agent.service", SSM_UNIT)
     _write(
         stage / "etc/amazon/ssm/amazon-ssm-agent.json.template",
@@ -525,6 +532,41 @@ def s3_versions(regions: Sequence[str]) -> dict[str, tuple[str, str, str, str]]:
     return out
 
 
+# ECS Exec's binaries tarball (amazon-ssm-agent-binaries.tar.gz): AWS serves it per SSM agent
+# version; the lab serves the version AWS's install script pins and the double's own version.
+EXEC_WORKERS = ("ssm-agent-worker", "ssm-session-worker")
+EXEC_BINARY_VERSIONS = (ecs_exec.SSM_BINARIES_VERSION, SSM_VERSION)
+
+
+def exec_stand_in(name: str, version: str) -> str:
+    """A LAB stand-in for one ECS Exec binary: it names itself and its version, and refuses
+    to open sessions (the lab has no Session Manager channel)."""
+    return (f"#!/bin/sh\n# LAB STAND-IN for {name} {version} (anywhere-agent lab, not AWS's).\n"
+            f'case "$1" in -version|--version|version) echo "{name} version: {version}";'
+            " exit 0;; esac\n"
+            f'echo "{name}: anywhere-agent lab stand-in; no sessions in the lab" >&2\nexit 1\n')
+
+
+def exec_tarball(version: str) -> bytes:
+    """amazon-ssm-agent-binaries.tar.gz as AWS lays it out: the three binaries at the top,
+    0755; deterministic (mtime 0, root owner) so rebuilds compare equal."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        for name in ("amazon-ssm-agent", *EXEC_WORKERS):
+            data = exec_stand_in(name, version).encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def exec_layout(regions: Sequence[str]) -> dict[str, str]:
+    """S3 key (bucket/key) of each binaries tarball -> its version."""
+    return {ecs_exec.tarball_key(region, arch, version): version
+            for region in regions for arch in ARCHES for version in EXEC_BINARY_VERSIONS}
+
+
 def build_repos(
     out_dir: Path, signing_home: Path | None = None, regions: Sequence[str] = DEFAULT_REGIONS
 ) -> RepoInfo:
@@ -575,7 +617,7 @@ def _expected(out_dir: Path, fpr: str, regions: tuple[str, ...]) -> RepoInfo:
         regions=regions,
         packages=packages,
         versions=versions,
-        s3_files=tuple(sorted(s3_layout(regions))),
+        s3_files=tuple(sorted([*s3_layout(regions), *exec_layout(regions)])),
     )
 
 
@@ -589,6 +631,7 @@ def _complete(info: RepoInfo) -> bool:
     ]
     for key, (_, _, suffix) in s3_layout(info.regions).items():
         files += [info.s3_dir / key, info.s3_dir / (key + suffix)]
+    files += [info.s3_dir / key for key in exec_layout(info.regions)]
     return all(f.exists() for f in files)
 
 
@@ -609,6 +652,8 @@ def _build(out_dir: Path, home: Path, fpr: str, info: RepoInfo) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(info.versions[(package, arch, upstream)], target)
         _detach_sign(home, fpr, target, target.with_name(target.name + suffix))
+    for key, version in exec_layout(info.regions).items():
+        _write(info.s3_dir / key, exec_tarball(version))
     public = _gpg(home, "--armor", "--export", fpr).stdout
     _write(info.public_key, public)
     scripts = out_dir / "github/aws/amazon-ecs-agent/master/scripts"

@@ -168,3 +168,13 @@ def test_a_host_joins_the_cluster_through_both_doubles(
         Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
     )["InstanceInformationList"]
     assert info and info[0]["PingStatus"] == "Online"
+    # The supervisor reads the same session from the agent's log, with no cloud rights.
+    from anywhere_agent.config import Config
+    from anywhere_agent.host.gateway import Host
+    from anywhere_agent.supervise.acs_session import AcsSessionProbe
+    from anywhere_agent.supervise.clock import SystemClock
+
+    probe = AcsSessionProbe(Host(lab_root), Config(), SystemClock(), 15.0,
+                            fetch=lambda url, timeout: (200, b"{}"))
+    [check] = probe().checks
+    assert (check.status.name, check.reason) == ("OK", "connected"), check

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from anywhere_agent.errors import LabError
-from anywhere_agent.lab import hosts, image, network
+from anywhere_agent.lab import hosts, image, network, nspawn
 from anywhere_agent.lab.orchestrator import render_inventory
 from anywhere_agent.lab.pkgserver import PackageServer
 from anywhere_agent.lab.state import LabState
@@ -146,7 +146,7 @@ def test_a_recycled_pid_is_not_taken_for_the_recorded_process() -> None:
 
 
 def test_host_files_point_apt_only_at_the_lab_repo_and_give_a_fresh_machine_id() -> None:
-    h = hosts.Host(
+    h = hosts.LabHost(
         lab="aalab", name="n1", ip="10.213.7.11", netns="aalab-n1", dir=Path("/x"), key=Path("/k")
     )
     files = hosts.render_files(h, "10.213.7.1", "ssh-ed25519 AAAA lab")
@@ -159,8 +159,10 @@ def test_host_files_point_apt_only_at_the_lab_repo_and_give_a_fresh_machine_id()
 
 
 def test_nspawn_runs_in_the_hosts_netns_without_registering() -> None:
-    h = hosts.Host(lab="aalab", name="n1", ip="i", netns="aalab-n1", dir=Path("/x"), key=Path("/k"))
-    argv = hosts.nspawn_argv(h)
+    h = hosts.LabHost(
+        lab="aalab", name="n1", ip="i", netns="aalab-n1", dir=Path("/x"), key=Path("/k")
+    )
+    argv = nspawn.nspawn_argv(h)
     assert "--network-namespace-path=/run/netns/aalab-n1" in argv
     assert {"--register=no", "--keep-unit", "--boot", "--machine=aalab-n1"} <= set(argv)
 
@@ -180,7 +182,7 @@ def test_package_server_serves_files_and_no_listings(tmp_path: Path) -> None:
 
 
 def test_each_host_gets_its_own_cgroup_below_the_callers() -> None:
-    one, two = hosts.cgroup_dirs("aalab-n1"), hosts.cgroup_dirs("aalab-n2")
+    one, two = nspawn.cgroup_dirs("aalab-n1"), nspawn.cgroup_dirs("aalab-n2")
     assert one and len(one) == len(two)
     assert all(p.parts[-2:] == ("anywhere-lab", "aalab-n1") for p in one)
     assert not set(one) & set(two)

@@ -69,7 +69,9 @@ def test_up_after_a_crash_cleans_leftovers_and_succeeds(
     for ref in nspawns:  # a crash: nspawn dies, the state file and everything else stay
         os.kill(ref.pid, signal.SIGKILL)
     for ref in nspawns:
-        system.reap(ref.pid)
+        # Blocking: a WNOHANG reap right after SIGKILL can miss it, and a zombie nspawn still
+        # has its start time, so the next `up` would take the lab for a running one.
+        os.waitpid(ref.pid, 0)
     assert lab.state_file.exists()
     try:
         info = Lab("crashtest").up(2, control_plane=cp, packages=pkg)

@@ -6,21 +6,11 @@ from __future__ import annotations
 import json
 
 from anywhere_agent import __version__
-from anywhere_agent.host.gateway import Host
+from anywhere_agent.host import agent_files
+from anywhere_agent.host.gateway import Host, package_version
 from anywhere_agent.host.loopback import HttpGet, loopback_get
-from anywhere_agent.install import layout
 
 INTROSPECTION_URL = "http://127.0.0.1:51678"
-
-
-def package_version(host: Host, name: str) -> str | None:
-    """Installed version of a package by dpkg-query, else rpm; None when not installed."""
-    res = host.run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", name], timeout=30)
-    status, _, version = res.stdout.partition(" ")
-    if res.ok and status == "installed" and version.strip():
-        return version.strip()
-    res = host.run(["rpm", "-q", "--qf", "%{VERSION}-%{RELEASE}", name], timeout=30)
-    return res.stdout.strip() if res.ok and res.stdout.strip() else None
 
 
 def versions(host: Host, introspection_url: str = INTROSPECTION_URL,
@@ -36,8 +26,8 @@ def versions(host: Host, introspection_url: str = INTROSPECTION_URL,
         ecs_agent = str(value) if value else None
     return {
         "anywhere_agent": __version__,
-        "ssm_agent": package_version(host, layout.SSM_PACKAGE),
-        "ecs_init": package_version(host, layout.ECS_PACKAGE),
+        "ssm_agent": package_version(host, agent_files.SSM_PACKAGE),
+        "ecs_init": package_version(host, agent_files.ECS_PACKAGE),
         "ecs_agent": ecs_agent,
     }
 

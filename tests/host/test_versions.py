@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 
 from anywhere_agent import __version__
-from anywhere_agent.bundle.versions import render, versions
 from anywhere_agent.host.gateway import Host, Result
+from anywhere_agent.host.versions import render, versions
 
 
 def scripted(answers: dict[str, Result]):  # type: ignore[no-untyped-def]
