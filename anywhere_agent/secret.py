@@ -33,7 +33,12 @@ class Secret:
 
 
 class RedactingFilter(logging.Filter):
-    """Defence in depth: masks known secret values if one ever reaches a log record."""
+    """Defence in depth: masks known secret values if one ever reaches a log record.
+
+    One per process, made where logging is configured (cli/logs.py) and handed to whatever
+    learns a secret (the activation code read by install, the codes `registrar activate`
+    creates); there is no module-level instance to mutate.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,6 +73,3 @@ def redact_userinfo(text: str) -> str:
 def has_userinfo(text: str) -> bool:
     """Whether `text` holds a URL with credentials (such a file must not be world-readable)."""
     return _USERINFO.search(text) is not None
-
-
-REDACTOR = RedactingFilter()

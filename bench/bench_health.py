@@ -6,7 +6,6 @@ interleaved in the same process tree, so machine load affects them alike.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.record import append_record  # noqa: E402
 
 TARGET_RATIO = 8.0
 
@@ -67,9 +68,7 @@ def main() -> int:
         "command": " ".join(cmd[:1] + cmd[1:4]),
         "time": time.time(),
     }
-    with results.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
+    append_record(results, record)
     return 0
 
 

@@ -9,7 +9,6 @@ Needs root and the lab (systemd-nspawn); prints a skip record otherwise.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -19,13 +18,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.record import append_record  # noqa: E402
+
 TARGETS = {"install_to_joined": 15.0, "rerun_joined": 2.0, "install_to_joined_docker": 60.0}
 
 
 def main() -> int:
     results = Path(sys.argv[1])
     if os.geteuid() != 0:
-        _write(results, {"bench": "install", "skipped": "needs root (the lab)"})
+        append_record(results, {"bench": "install", "skipped": "needs root (the lab)"})
         return 0
     from anywhere_agent.lab import rollout
     from anywhere_agent.lab.orchestrator import Lab
@@ -76,7 +77,7 @@ def main() -> int:
         apt_cache = lab.apt_cache_stats()
     finally:
         lab.down()
-    _write(results, {
+    append_record(results, {
         "bench": "install_to_joined_docker", "seconds": round(docker_s, 3),
         "seconds_without_docker": round(install_s, 3),
         "ratio_to_docker_none": round(docker_s / install_s, 1),
@@ -86,13 +87,13 @@ def main() -> int:
         "note": "docker_source = distro vs none, one lab, packages in apt's cache on both",
         "steps": docker_steps,
     })
-    _write(results, {
+    append_record(results, {
         "bench": "lab_apt_cache", **apt_cache,
         "note": "the lab's Debian proxy for this lab; a hit rate near 1 means an earlier lab "
                 "(or CI run) had filled /var/cache/anywhere-agent-lab/apt",
     })
     for name, seconds in (("install_to_joined", install_s), ("rerun_joined", rerun_s)):
-        _write(results, {
+        append_record(results, {
             "bench": name, "seconds": round(seconds, 3),
             "python_c_pass_seconds": round(floor_s, 4),
             "ratio_to_python_c_pass": round(seconds / floor_s, 1),
@@ -101,12 +102,6 @@ def main() -> int:
             "steps": steps if name == "install_to_joined" else {},
         })
     return 0
-
-
-def _write(path: Path, record: dict[str, object]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
 
 
 if __name__ == "__main__":

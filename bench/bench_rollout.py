@@ -32,7 +32,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.ansible.conftest import lab_skip_reason, lab_vars, run_playbook  # noqa: E402
+from bench.record import append_record  # noqa: E402
+from tests.ansible.conftest import lab_vars, run_playbook  # noqa: E402
+from tests.conftest import lab_skip_reason  # noqa: E402
 
 TARGET_RATIO = 2.5
 LAB = "aaansb"
@@ -196,6 +198,22 @@ def floor() -> float:
     return time.perf_counter() - start
 
 
+def rollout_setup(lab: Any, tmp: str) -> tuple[Path, Path, dict[str, Any]]:
+    """Under `tmp`: the profiling callback plugin's directory, the lab's inventory, and the
+    rollout's extra vars (the controller's registrar as an IAM user, as an operator runs it)."""
+    plugins = Path(tmp) / "callback_plugins"
+    plugins.mkdir()
+    (plugins / "anywhere_bench_profile.py").write_text(PROFILER)
+    inventory = Path(tmp) / "hosts.ini"
+    inventory.write_text(lab.inventory())
+    from anywhere_agent.lab.operators import create_operator
+
+    url = lab.control_plane_url()
+    controller = create_operator(url, "registrar", lab.region).environment()
+    group = lab.name.replace("-", "_")  # the inventory's group (suffix included)
+    return plugins, inventory, lab_vars(url, lab.region, lab.product_wheel(), group, controller)
+
+
 def rehearsal(results: Path, hosts: int) -> int:
     """`lab up --hosts N` and one rollout.yml of all of them with the default batches: wall
     time, CPU per host, and each idle joined host's memory."""
@@ -210,17 +228,7 @@ def rehearsal(results: Path, hosts: int) -> int:
         lab.up(hosts)
         record["lab_up_s"] = round(time.perf_counter() - started, 1)
         with tempfile.TemporaryDirectory() as tmp:
-            plugins = Path(tmp) / "callback_plugins"
-            plugins.mkdir()
-            (plugins / "anywhere_bench_profile.py").write_text(PROFILER)
-            inventory = Path(tmp) / "hosts.ini"
-            inventory.write_text(lab.inventory())
-            from anywhere_agent.lab.operators import create_operator
-
-            url = lab.control_plane_url()
-            controller = create_operator(url, "registrar", lab.region).environment()
-            extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
-                             controller)
+            plugins, inventory, extra = rollout_setup(lab, tmp)
             extra.pop("rollout_batches", None)
             run = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(1, hosts + 1)],
                                 tmp, plugins)
@@ -236,9 +244,7 @@ def rehearsal(results: Path, hosts: int) -> int:
                   idle_host_pss_mib_max=round(max(pss), 1) if pss else None,
                   load_avg_1m_after=os.getloadavg()[0])
     record["ok"] = bool(pss) and record["idle_host_pss_mib"] <= 15
-    with results.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
+    append_record(results, record)
     return 0
 
 
@@ -259,18 +265,8 @@ def main() -> int:
         try:
             lab.up(11)
             with tempfile.TemporaryDirectory() as tmp:
-                plugins = Path(tmp) / "callback_plugins"
-                plugins.mkdir()
-                (plugins / "anywhere_bench_profile.py").write_text(PROFILER)
-                inventory = Path(tmp) / "hosts.ini"
-                inventory.write_text(lab.inventory())
-                from anywhere_agent.lab.operators import create_operator
-
-                url = lab.control_plane_url()
-                controller = create_operator(url, "registrar", lab.region).environment()
-                group = lab.name.replace("-", "_")  # the inventory's group (suffix included)
-                extra = {**lab_vars(url, lab.region, lab.product_wheel(), group, controller),
-                         "rollout_batches": BATCHES}
+                plugins, inventory, extra = rollout_setup(lab, tmp)
+                extra["rollout_batches"] = BATCHES
                 one = timed_rollout(lab, inventory, extra, ["n1"], tmp, plugins)
                 ten = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(2, 12)],
                                     tmp, plugins)
@@ -285,9 +281,7 @@ def main() -> int:
                                        if k.startswith("tasks")},
                       python_c_pass_ms=round(floor() * 1000, 2),
                       load_avg_1m_after=os.getloadavg()[0])
-    with results.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-    print(json.dumps(record))
+    append_record(results, record)
     return 0
 
 

@@ -10,7 +10,6 @@ Usage: bench_supervise.py RESULTS.jsonl [SECONDS]; appends JSON lines.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,9 @@ from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.record import append_record  # noqa: E402
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
@@ -179,9 +181,7 @@ def main() -> int:
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     for record in (steady_state(seconds), fast_rounds(10_000)):
         record["time"] = time.time()
-        with results.open("a") as out:
-            out.write(json.dumps(record) + "\n")
-        print(json.dumps(record))
+        append_record(results, record)
     return 0
 
 

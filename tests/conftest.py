@@ -5,7 +5,10 @@ records every argv it was given."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,11 +222,12 @@ def node(tmp_path: Path) -> Any:
         pm = PackageManager(host, "apt")
         from anywhere_agent.install.context import Activation
 
-        return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
-                       source=PackageSource(cfg, host, platform, pm),
-                       activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
-                       http_get=http_get, sleep=lambda s: None,
-                       clients_factory=lambda creds: FakeClients(backend))
+        return InstallContext(
+            cfg=cfg, host=host, platform=platform, journal=Journal(host),
+            source=PackageSource(cfg, host, platform, pm),
+            activation=Activation(ACTIVATION_ID, Secret(CODE)) if with_code else None,
+            http_get=http_get, sleep=lambda s: None,
+            clients_factory=lambda creds: FakeClients(backend))
 
     system.introspection = introspection  # type: ignore[attr-defined]
     return system, make_ctx, backend
@@ -243,3 +247,43 @@ def shared_control_plane() -> Any:
         yield plane
     finally:
         plane.stop()
+
+
+# -- lab tiers ----------------------------------------------------------------------------
+
+
+def lab_skip_reason() -> str | None:
+    """Why tests on lab hosts cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "lab tests need root (network namespaces, overlay mounts, systemd-nspawn)"
+    for tool, pkg in (
+        ("systemd-nspawn", "systemd-container"),
+        ("debootstrap", "debootstrap"),
+        ("ip", "iproute2"),
+        ("ssh", "openssh-client"),
+    ):
+        if shutil.which(tool) is None:
+            return f"lab tests need {tool}: apt-get install {pkg}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # One place skips every test marked `lab` (the ansible tier is marked lab too).
+    lab_items = [item for item in items if item.get_closest_marker("lab")]
+    reason = lab_skip_reason() if lab_items else None
+    if reason:
+        for item in lab_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0,
+             interval: float = 0.5, detail: Callable[[], object] = str) -> Any:
+    """Poll `probe` until it returns something true (returned), or fail after `timeout` s
+    naming `what` and, at that moment, `detail()`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} {detail()}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Optional
 
 import typer
 
+from anywhere_agent.cli import logs
 from anywhere_agent.cli.output import is_tty, print_table, run, table, to_json
 from anywhere_agent.errors import RefusedError, UsageError
 from anywhere_agent.registrar import (
@@ -86,7 +87,7 @@ def activate_cmd(
                              "--output FILE (created 0600) or --output - (JSON on stdout)")
         made = activations.create(make_clients(region), n, lifetime, output, sys.stdout,
                                   role=role, name_prefix=name_prefix, tags=tags,
-                                  rollout=rollout)
+                                  rollout=rollout, redactor=logs.redactor())
         if output == "-":
             return  # standard output already carries the JSON with the codes
         if as_json:
@@ -286,36 +287,35 @@ def _names(rows: Sequence[Any]) -> str:
     return ", ".join(sorted({r.host for r in rows}))
 
 
-@app.command("wait")
-def wait_cmd(
-    hosts: Hosts,
-    timeout: Annotated[str, typer.Option(help="Give up after this long: 90s, 10m, 1h.")] = "10m",
-    cluster: Clusters = None, interval: Interval = "5s", region: Region = None,
-    as_json: AsJson = False,
-) -> None:
-    """Return when every host is Online in SSM, ACTIVE in ECS and agentConnected."""
+def _poll(poll: Callable[..., Sequence[Any]], key: str, line: Callable[[Sequence[Any]], str],
+          hosts: str, timeout: str, interval: str, cluster: Optional[list[str]],
+          region: Optional[str], as_json: bool) -> None:
+    """wait and drain: parse, poll (bounded), report."""
     def body() -> None:
         wanted, limit, every = _poll_args(hosts, timeout, interval)
-        states = wait.wait(make_clients(region), wanted, limit, cluster or [], every)
-        _report(as_json, "ready", states,
-                f"{len(states)} hosts ready: {', '.join(s.host for s in states)}")
+        rows = poll(make_clients(region), wanted, limit, cluster or [], every)
+        _report(as_json, key, rows, line(rows))
     run(body, as_json)
+
+
+@app.command("wait")
+def wait_cmd(hosts: Hosts, timeout: Annotated[str, typer.Option(
+                 help="Give up after this long: 90s, 10m, 1h.")] = "10m",
+             cluster: Clusters = None, interval: Interval = "5s", region: Region = None,
+             as_json: AsJson = False) -> None:
+    """Return when every host is Online in SSM, ACTIVE in ECS and agentConnected."""
+    _poll(wait.wait, "ready", lambda rows: f"{len(rows)} hosts ready: "
+          f"{', '.join(r.host for r in rows)}", hosts, timeout, interval, cluster, region, as_json)
 
 
 @app.command("drain")
-def drain_cmd(
-    hosts: Hosts,
-    timeout: Annotated[str, typer.Option(help="Wait this long for tasks to leave.")] = "10m",
-    cluster: Clusters = None, interval: Interval = "5s", region: Region = None,
-    as_json: AsJson = False,
-) -> None:
+def drain_cmd(hosts: Hosts, timeout: Annotated[str, typer.Option(
+                  help="Wait this long for tasks to leave.")] = "10m",
+              cluster: Clusters = None, interval: Interval = "5s", region: Region = None,
+              as_json: AsJson = False) -> None:
     """Set hosts DRAINING and wait (bounded) until they run no tasks."""
-    def body() -> None:
-        wanted, limit, every = _poll_args(hosts, timeout, interval)
-        done = drain.drain(make_clients(region), wanted, limit, cluster or [], every)
-        _report(as_json, "drained", done,
-                f"{len(done)} container instances drained: {_names(done)}")
-    run(body, as_json)
+    _poll(drain.drain, "drained", lambda rows: f"{len(rows)} container instances drained: "
+          f"{_names(rows)}", hosts, timeout, interval, cluster, region, as_json)
 
 
 @app.command("undrain")

@@ -42,10 +42,13 @@ ECS_DATA_DIR = "/var/lib/ecs"
 ECS_VAR_CONFIG = ECS_DATA_DIR + "/ecs.config"
 ECS_AGENT_DB = ECS_DATA_DIR + "/data/agent.db"
 ECS_AGENT_LOG = "/var/log/ecs/ecs-agent.log"
+# ECS Exec's dependencies, which ecs-init bind-mounts into the agent (host/ecs_exec.py).
+ECS_EXEC_DIR = ECS_DATA_DIR + "/deps/execute-command"
 
 DOCKER_UNIT = "docker"
 DOCKER_DATA_DIR = "/var/lib/docker"
 DOCKER_SOCKET = "/var/run/docker.sock"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 MACHINE_ID = "/etc/machine-id"
 
 # Ours.

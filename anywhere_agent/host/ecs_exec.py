@@ -6,11 +6,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 
 # What the ECS agent bind-mounts into exec-enabled tasks (agent/app/agent_capability*.go,
 # agent/engine/execcmd/manager_init_task_linux.go) and what ecs-anywhere-install.sh fills.
-ROOT = "/var/lib/ecs/deps/execute-command"
+ROOT = agent_files.ECS_EXEC_DIR
 CERTS_DIR = ROOT + "/certs"
 CA_BUNDLE = CERTS_DIR + "/tls-ca-bundle.pem"
 BIN_DIR = ROOT + "/bin"

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 
 NVIDIA_SMI = "nvidia-smi"
@@ -13,7 +14,9 @@ NVIDIA_SMI = "nvidia-smi"
 # agent/config/config_unix.go); the binary the NVIDIA Container Toolkit installs for it.
 RUNTIME_NAME = "nvidia"
 RUNTIME_BINARY = "nvidia-container-runtime"
-DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+DOCKER_DAEMON_JSON = agent_files.DOCKER_DAEMON_JSON
+# What `nvidia-ctk runtime configure --runtime=docker` writes, and so what install writes.
+OUR_RUNTIME: dict[str, Any] = {"args": [], "path": RUNTIME_BINARY}
 BIN_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/usr/local/sbin", "/bin")
 
 DRIVER_FIX = ("install the NVIDIA driver for this GPU and load it (nvidia-smi must list the "
@@ -83,5 +86,16 @@ def with_nvidia_runtime(data: dict[str, Any]) -> dict[str, Any]:
     if docker_has_runtime(data):
         return data
     runtimes = dict(data.get("runtimes") or {})
-    runtimes[RUNTIME_NAME] = {"args": [], "path": RUNTIME_BINARY}
+    runtimes[RUNTIME_NAME] = dict(OUR_RUNTIME)
     return {**data, "runtimes": runtimes}
+
+
+def without_our_runtime(data: dict[str, Any]) -> dict[str, Any]:
+    """daemon.json with the runtimes.nvidia entry install wrote taken out again (an entry the
+    operator changed since is theirs and stays); an empty `runtimes` goes with it."""
+    runtimes = data.get("runtimes")
+    if not isinstance(runtimes, dict) or runtimes.get(RUNTIME_NAME) != OUR_RUNTIME:
+        return data
+    rest = {k: v for k, v in runtimes.items() if k != RUNTIME_NAME}
+    out = {k: v for k, v in data.items() if k != "runtimes"}
+    return {**out, "runtimes": rest} if rest else out

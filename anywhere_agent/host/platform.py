@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass
 
 from anywhere_agent.errors import PreflightError
+from anywhere_agent.host.gateway import Host
 
 # os-release ID (or ID_LIKE) -> (family, package manager). Order matters only for ID_LIKE.
 _DISTROS: dict[str, tuple[str, str]] = {
@@ -90,3 +91,13 @@ def detect(os_release: str, machine: str) -> Platform:
 
 def uname_machine() -> str:
     return _platform.machine()
+
+
+def read_os_release(host: Host) -> str | None:
+    """os-release(5): /etc/os-release, falling back to /usr/lib/os-release."""
+    return host.read_text("/etc/os-release") or host.read_text("/usr/lib/os-release")
+
+
+def host_platform(host: Host) -> Platform:
+    """The platform of the host the gateway points at; raises PreflightError."""
+    return detect(read_os_release(host) or "", uname_machine())

@@ -5,26 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from anywhere_agent.aws.central import deregister_command
 from anywhere_agent.errors import ActivationError, AgentError, CloudError
-from anywhere_agent.host import agent_files
-from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
-from anywhere_agent.install.steps import (
-    CredentialsStep,
-    Delta,
-    FileStep,
-    PackageStep,
-    RegistrationStep,
-    Step,
-    all_steps,
-    deregister_own_registration,
-)
+from anywhere_agent.install.steps import Delta, Step, Undo, all_steps
 
 LOG = logging.getLogger(__name__)
 
@@ -104,73 +92,30 @@ class Outcome:
         }
 
 
-class _Undo:
-    """What this run changed before registration, so a refused activation leaves no trace."""
+class _UndoLog:
+    """What this run changed before the cluster check, so a refused activation or cluster
+    leaves no trace; each step says how its own change is taken back."""
 
     def __init__(self) -> None:
-        self.actions: list[tuple[str, Callable[[], None]]] = []
-        self.deregistered = ""  # the managed instance this run registered and removed again
+        self.entries: list[Undo] = []
+        self.open = True
 
-    def record(self, ctx: InstallContext, step: Step, delta: Delta) -> None:
-        if isinstance(step, FileStep):
-            change = delta.files[0]
-            mode = ctx.host.mode(change.path) or 0o644
-            # Directories the write will create, deepest first, so undo removes them too.
-            new_dirs = []
-            parent = ctx.host.path(change.path).parent
-            while not parent.exists():
-                new_dirs.append(parent)
-                parent = parent.parent
+    def add(self, entry: Undo | None) -> None:
+        if self.open and entry is not None:
+            self.entries.append(entry)
 
-            def restore(path: str = change.path, old: str | None = change.old) -> None:
-                if old is None:
-                    ctx.host.remove(path)
-                    for d in new_dirs:
-                        try:
-                            d.rmdir()
-                        except OSError:
-                            break
-                else:
-                    ctx.host.write_atomic(path, old, mode)
+    def forget(self, *, close: bool = False) -> None:
+        self.entries.clear()
+        self.open = self.open and not close
 
-            self.actions.append((f"restore {change.path}", restore))
-        elif isinstance(step, PackageStep):
-
-            def remove(pkg: str = step.package) -> None:
-                ctx.source.pm.remove([pkg])
-                left = set(ctx.journal.data.get("installed_packages", [])) - {pkg}
-                ctx.journal.data["installed_packages"] = sorted(left)
-                ctx.journal.save()
-
-            self.actions.append((f"remove package {step.package}", remove))
-        elif isinstance(step, RegistrationStep):
-
-            def clear() -> None:
-                # Remove this run's managed instance from SSM first: the files below hold
-                # the only credentials that may do it.
-                mine = read_registration(ctx.host).get("ManagedInstanceID", "")
-                if mine and deregister_own_registration(ctx, mine):
-                    self.deregistered = mine
-                svc = ctx.host.services
-                if svc.state(agent_files.SSM_UNIT).active:
-                    svc.stop(agent_files.SSM_UNIT)
-                ctx.host.run([agent_files.SSM_BINARY, "-register", "-clear"], timeout=60)
-                for path in (agent_files.SSM_REGISTRATION, agent_files.SSM_REGISTRATION_KEY,
-                             agent_files.HOST_CREDENTIALS):
-                    ctx.host.remove(path)
-                ctx.journal.data["identity"] = {}
-                ctx.journal.save()
-
-            self.actions.append(("clear the new SSM registration", clear))
-
-    def run(self, ctx: InstallContext) -> list[str]:
+    def run(self) -> list[str]:
         failures = []
-        for what, action in reversed(self.actions):
+        for entry in reversed(self.entries):
             try:
-                action()
+                entry.action()
             except AgentError as err:
-                failures.append(f"{what}: {err}")
-        self.actions.clear()
+                failures.append(f"{entry.what}: {err}")
+        self.entries.clear()
         return failures
 
 
@@ -185,48 +130,38 @@ def apply(ctx: InstallContext, progress: Progress | None = None,
     outcome = Outcome()
     started = time.monotonic()
     chosen = [s for s in (steps or all_steps()) if s.applies(ctx)]
+    for step in chosen:
+        step.guard(ctx)  # what no step can fix stops the run before anything changed, lock too
     with install_lock(ctx.host):
-        for step in chosen:
-            step.guard(ctx)  # what no step can fix stops the run before anything changed
         journal = ctx.journal
         journal.begin_run("install")
-        undo = _Undo()
-        undoing = True  # until the cluster check passed: a bad activation/cluster is undone
-        registered_now = ""
+        undo = _UndoLog()
         try:
             for index, step in enumerate(chosen, 1):
                 progress.start(index, len(chosen), step)
                 t0 = time.monotonic()
-                if isinstance(step, CredentialsStep):
-                    undoing = False  # past the cluster check nothing is undone
                 delta = step.check(ctx)
-                if delta is None:
-                    if isinstance(step, CredentialsStep):
-                        undo.actions.clear()
-                    progress.done(index, len(chosen), step, "ok", time.monotonic() - t0, [])
-                    continue
-                if isinstance(step, RegistrationStep):
-                    before = read_registration(ctx.host).get("ManagedInstanceID", "")
-                if undoing:
-                    undo.record(ctx, step, delta)  # before acting: a failed apply is undone too
-                changed = step.apply(ctx, delta)
-                if isinstance(step, RegistrationStep):
-                    registered_now = read_registration(ctx.host).get("ManagedInstanceID", "")
-                    if before and before != registered_now:
-                        undo.actions.clear()  # an old identity is never restored by undo
-                if isinstance(step, CredentialsStep):
-                    undo.actions.clear()
-                journal.record_step(step.name, changed)
+                ctx.report.update(step.findings())
+                changed: list[str] = []
+                if delta is not None:
+                    undo.add(step.undo(ctx, delta))  # before acting: a failed apply is undone
+                    changed = step.apply(ctx, delta)
+                    journal.record_step(step.name, changed)
+                    if step.keeps_earlier(ctx, delta):
+                        undo.forget()
+                if step.ends_undo:
+                    undo.forget(close=True)
                 if changed:
                     outcome.changed[step.name] = changed
                 progress.done(index, len(chosen), step, "changed" if changed else "ok",
                               time.monotonic() - t0, changed)
         except _UNDO_ON as err:
-            failures = undo.run(ctx)
-            left = registered_now if registered_now != undo.deregistered else ""
+            failures = undo.run()
+            again = ctx.deregistered_again
+            left = ctx.registered_now if ctx.registered_now != again else ""
             detail = str(err)
-            if undo.deregistered:
-                detail += f" (managed instance {undo.deregistered} deregistered again)"
+            if again:
+                detail += f" (managed instance {again} deregistered again)"
             if left:
                 detail += (f" (managed instance {left} cleared locally; remove it from SSM "
                            f"with `{deregister_command(ctx.cfg.region, left)}`)")
@@ -235,8 +170,8 @@ def apply(ctx: InstallContext, progress: Progress | None = None,
             journal.end_run("failed", detail)
             suffix = (f" [{left} left in SSM: run `{deregister_command(ctx.cfg.region, left)}`"
                       " with the registrar's rights]" if left else
-                      f" [{undo.deregistered}, registered by this run, deregistered again]"
-                      if undo.deregistered else "")
+                      f" [{again}, registered by this run, deregistered again]"
+                      if again else "")
             raise type(err)(err.message + suffix, err.fix) from None
         except AgentError as err:
             journal.end_run("failed", str(err))

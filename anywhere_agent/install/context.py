@@ -10,9 +10,9 @@ from typing import Any
 
 from anywhere_agent.config import Config
 from anywhere_agent.host.agent_files import HostCredentials, read_host_credentials
-from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.loopback import HttpGet, loopback_get
-from anywhere_agent.host.platform import Platform
+from anywhere_agent.host.platform import Platform, host_platform
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import PackageSource
 from anywhere_agent.secret import Secret
@@ -45,6 +45,10 @@ class InstallContext:
     clients_factory: Callable[[HostCredentials], Any] | None = None
     notes: list[str] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    # The managed instance this run registered (or adopted), and the one its undo removed
+    # from SSM again: the failure message names what is left in SSM.
+    registered_now: str = ""
+    deregistered_again: str = ""
 
     def host_clients(self) -> Any | None:
         creds = read_host_credentials(self.host)
@@ -55,6 +59,18 @@ class InstallContext:
     def note(self, text: str) -> None:
         LOG.info("%s", text)
         self.notes.append(text)
+
+
+def build_context(cfg: Config, host: Host, activation: Activation | None = None,
+                  reregister: bool = False) -> InstallContext:
+    """The context a real run uses: the host's platform, journal and package source, and
+    AWS clients signed with the host's own SSM credentials."""
+    platform = host_platform(host)
+    pm = PackageManager(host, platform.package_manager, cfg.proxy.environment())
+    return InstallContext(cfg=cfg, host=host, platform=platform, journal=Journal(host),
+                          source=PackageSource(cfg, host, platform, pm), activation=activation,
+                          force_reregister=reregister,
+                          clients_factory=default_clients_factory(cfg))
 
 
 def default_clients_factory(cfg: Config) -> Callable[[HostCredentials], Any]:

@@ -62,6 +62,40 @@ class Journal:
         self.save()
         return old
 
+    def clear_identity(self) -> None:
+        self.data["identity"] = {}
+        self.save()
+
+    @property
+    def previous_identities(self) -> list[dict[str, Any]]:
+        return list(self.data.get("previous_identities", []))
+
+    # packages we installed (uninstall removes only these) ----------------------------------
+    def installed_packages(self) -> list[str]:
+        return list(self.data.get("installed_packages", []))
+
+    def record_installed(self, package: str) -> None:
+        self.data["installed_packages"] = sorted(set(self.installed_packages()) | {package})
+        self.save()
+
+    def forget_installed(self, package: str) -> None:
+        self.data["installed_packages"] = sorted(set(self.installed_packages()) - {package})
+        self.save()
+
+    # the cluster the host's credentials found ACTIVE ----------------------------------------
+    @property
+    def cluster_checked(self) -> str:
+        return str(self.data.get("cluster_checked") or "")
+
+    def record_cluster_checked(self, cluster: str) -> None:
+        self.data["cluster_checked"] = cluster
+        self.save()
+
+    def record_ecs_exec_version(self, version: str) -> None:
+        """The SSM agent binaries ECS Exec uses, as installed under the ECS agent's dir."""
+        self.data["ecs_exec_version"] = version
+        self.save()
+
     # pending restarts --------------------------------------------------------------------
     def pending_restarts(self) -> set[str]:
         return set(self.data.get("pending_restarts", []))
@@ -88,6 +122,11 @@ class Journal:
         run = self.data.setdefault("last_run", {"steps": []})
         run.setdefault("steps", []).append({"step": name, "changed": changed, "at": _now()})
         self.save()
+
+    @property
+    def last_run(self) -> dict[str, Any]:
+        run = self.data.get("last_run")
+        return run if isinstance(run, dict) else {}
 
     def end_run(self, result: str, detail: str = "") -> None:
         run = self.data.setdefault("last_run", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -117,6 +118,13 @@ class PackageSource:
         self.cfg, self.host, self.platform, self.pm, self._fetch = cfg, host, platform, pm, fetch
         self._pins = pins
         self._refreshed = False
+
+    def pinned_to(self, package: str, version: str) -> PackageSource:
+        """This source with `package` pinned to `version` (an undo puts an old version back)."""
+        cfg = (dataclasses.replace(self.cfg, ecs_agent_version=version)
+               if package == pins.ECS_PACKAGE
+               else dataclasses.replace(self.cfg, ssm_agent_version=version))
+        return PackageSource(cfg, self.host, self.platform, self.pm, self._fetch, self._pins)
 
     def describe(self, package: str) -> str:
         pin = pins.pinned(self.cfg, package)

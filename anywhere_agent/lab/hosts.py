@@ -143,17 +143,8 @@ def mount_root(host: LabHost, lowerdirs: str) -> None:
         d.mkdir(parents=True, exist_ok=True)
     if system.mounts_under(host.merged):
         return
-    system.run(
-        [
-            "mount",
-            "-t",
-            "overlay",
-            "overlay",
-            "-o",
-            f"lowerdir={lowerdirs},upperdir={host.upper},workdir={host.work}",
-            str(host.merged),
-        ],
-        what=f"overlay mount for {host.name}",
+    system.mount_overlay(
+        lowerdirs, host.upper, host.work, host.merged, f"overlay mount for {host.name}"
     )
 
 
@@ -176,21 +167,15 @@ def write_files(host: LabHost, gateway: str, pubkey: str, debian_sources: str = 
             extra.unlink()  # the lab's repos are the only apt sources
     hostkey = root / "etc/ssh/ssh_host_ed25519_key"
     if not hostkey.exists():
-        system.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"root@{host.machine}",
-                "-f",
-                str(hostkey),
-            ],
-            what="ssh host key",
-        )
+        new_ssh_key(hostkey, f"root@{host.machine}", "ssh host key")
+
+
+def new_ssh_key(path: Path, comment: str, what: str) -> None:
+    """An ed25519 key pair without a passphrase at `path` (and `path`.pub)."""
+    system.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        what=what,
+    )
 
 
 def sshd_answers(ip: str, timeout: float = 2.0) -> bool:

@@ -354,18 +354,7 @@ class ImageCache:
                 d.mkdir(parents=True)
             started = time.monotonic()
             LOG.warning("building lab node layer %s (venv with the product's dependencies)", key)
-            system.run(
-                [
-                    "mount",
-                    "-t",
-                    "overlay",
-                    "overlay",
-                    "-o",
-                    f"lowerdir={base},upperdir={upper},workdir={work}",
-                    str(merged),
-                ],
-                what="overlay mount for the node layer",
-            )
+            system.mount_overlay(base, upper, work, merged, "overlay mount for the node layer")
             try:
                 self._in_root(merged, wheels, ["/usr/bin/python3", "-m", "venv", recipe.venv])
                 self._in_root(

@@ -126,21 +126,7 @@ def _make_key(lab: Lab) -> None:
     if lab.key.exists():
         return
     lab.key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    system.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            f"anywhere-lab-{lab.name}",
-            "-f",
-            str(lab.key),
-        ],
-        what="lab ssh key",
-    )
+    hostlib.new_ssh_key(lab.key, f"anywhere-lab-{lab.name}", "lab ssh key")
 
 
 def _boot_hosts(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -118,24 +117,16 @@ def boot(host: LabHost, cgroups: Sequence[Path] = ()) -> ProcessRef:
         # A launcher joins the cgroups first: nspawn forks at once, so moving it after
         # Popen would leave its children behind.
         argv = [sys.executable, "-m", "anywhere_agent.lab.nspawn", *map(str, cgroups), "--", *argv]
-    with open(host.log, "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={
-                **system.HOST_ENV,
-                "SYSTEMD_LOG_LEVEL": "warning",
-                # The build machine's cgroups are hybrid, and nspawn without a scope unit
-                # (--keep-unit) would mount the v1 controllers read-only: dockerd could not
-                # make its containers' cgroups. With this the host gets a writable cgroup2
-                # subtree of its own and Docker uses cgroup v2 with the systemd driver.
-                "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
-            },
-        )
-    return ProcessRef.of(proc.pid)
+    env = {
+        **system.HOST_ENV,
+        "SYSTEMD_LOG_LEVEL": "warning",
+        # The build machine's cgroups are hybrid, and nspawn without a scope unit
+        # (--keep-unit) would mount the v1 controllers read-only: dockerd could not
+        # make its containers' cgroups. With this the host gets a writable cgroup2
+        # subtree of its own and Docker uses cgroup v2 with the systemd driver.
+        "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1",
+    }
+    return system.spawn(argv, host.log, env)
 
 
 def _launch(args: list[str]) -> int:

@@ -6,7 +6,8 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,17 @@ class Lab:
         """Bring the lab up with `hosts` hosts (n1..nN); cleans a crashed lab of this name first."""
         return lifecycle.up(self, hosts, control_plane=control_plane, packages=packages)
 
+    @contextmanager
+    def running(
+        self, hosts: int, *, control_plane: bool = True, packages: bool = True
+    ) -> Iterator[Lab]:
+        """The lab up for a `with` block, then down (which raises if anything is left)."""
+        self.up(hosts, control_plane=control_plane, packages=packages)
+        try:
+            yield self
+        finally:
+            self.down()
+
     def down(self) -> dict[str, Any]:
         """Stop and remove everything this lab made; idempotent; raises if anything is left."""
         return lifecycle.down(self)
@@ -252,32 +264,8 @@ class Lab:
 
     # -- faults (faults.py) --------------------------------------------------------------
 
-    def fault(
-        self,
-        kind: str,
-        *,
-        on: bool = True,
-        hosts: Sequence[str] = (),
-        service: str = "*",
-        operation: str = "*",
-        rate: float = 1.0,
-        status: int = 500,
-        latency_ms: int = 0,
-        activation_id: str = "",
-    ) -> dict[str, Any]:
-        """Switch a fault on (or off with on=False); see `faults.fault` for the kinds."""
-        return faults.fault(
-            self,
-            kind,
-            on=on,
-            hosts=hosts,
-            service=service,
-            operation=operation,
-            rate=rate,
-            status=status,
-            latency_ms=latency_ms,
-            activation_id=activation_id,
-        )
+    # lab.fault(kind, on=..., hosts=..., ...): the kinds and options are faults.fault's.
+    fault = faults.fault
 
     def region_url(self, region: str) -> str:
         """The control plane's endpoint of `region` (the lab's own region: the main URL)."""

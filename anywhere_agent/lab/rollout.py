@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,18 @@ def install(lab: Lab, host: str, activation: LabActivation | None, *,
     return proc.returncode, result, proc.stderr.decode()
 
 
+def stage(lab: Lab, hosts: Sequence[str], cluster: str | None = None,
+          docker_source: Mapping[str, str] | None = None) -> None:
+    """The product on each of `hosts` and, given a cluster, the lab's agent.toml for it
+    (Docker from the distribution unless `docker_source` names the host)."""
+    url = lab.control_plane_url() if cluster is not None else ""
+    for name in hosts:
+        lab.install_product(name)
+        if cluster is not None:
+            source = (docker_source or {}).get(name, "distro")
+            write_config(lab, name, node_config(url, lab.region, cluster, source))
+
+
 def roll_out(lab: Lab, cluster: str = "lab", hosts: list[str] | None = None) -> dict[str, Any]:
     """Install the product and join every host; returns per-host results."""
     url = lab.control_plane_url()
@@ -105,17 +118,30 @@ def roll_out(lab: Lab, cluster: str = "lab", hosts: list[str] | None = None) -> 
     activation = prepare(url, lab.region, cluster, len(names))
     # Docker from the distribution, as on customers' servers; with several hosts the last
     # keeps docker_source = none, so that path is shown too.
-    no_docker = names[-1] if len(names) > 1 else ""
+    no_docker = {names[-1]: "none"} if len(names) > 1 else {}
 
     def one(name: str) -> tuple[str, dict[str, Any]]:
-        lab.install_product(name)
-        write_config(lab, name, node_config(url, lab.region, cluster,
-                                            "none" if name == no_docker else "distro"))
+        stage(lab, [name], cluster, no_docker)
         code, result, err = install(lab, name, activation)
         return name, {"exit_code": code, "result": result, "stderr_tail": err[-400:]}
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(pool.map(one, names))
+
+
+def registrations(lab: Lab, host: str, cluster: str) -> tuple[list[str], list[str]]:
+    """What the control plane holds for `host`: the managed instances whose ComputerName is
+    its hostname, and the ACTIVE container instances of `cluster` that are theirs."""
+    url = lab.control_plane_url()
+    ssm = lab_client(url, "ssm", lab.region)
+    ecs = lab_client(url, "ecs", lab.region)
+    name = lab.exec(host, ["hostname"]).stdout.decode().strip()
+    infos = ssm.describe_instance_information(MaxResults=50)["InstanceInformationList"]
+    mine = [i["InstanceId"] for i in infos if i.get("ComputerName", "").split(".")[0] == name]
+    arns = ecs.list_container_instances(cluster=cluster, status="ACTIVE")["containerInstanceArns"]
+    cis = ecs.describe_container_instances(cluster=cluster, containerInstances=arns)[
+        "containerInstances"] if arns else []
+    return mine, [c["containerInstanceArn"] for c in cis if c.get("ec2InstanceId") in mine]
 
 
 def fleet_rows(lab: Lab, cluster: str = "lab") -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -55,16 +54,7 @@ def start_service(
     log_path = lab.dir / f"{name}.log"
     # Recorded before the process exists, so a crash right after still finds it by pid file.
     state.set_process(name, None, pid_file=str(lab.dir / f"{name}.pid"), log=str(log_path))
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    ref = ProcessRef.of(proc.pid)
+    ref = system.spawn(argv, log_path, {**os.environ, **(env or {})})
     state.set_process(
         name,
         ref,

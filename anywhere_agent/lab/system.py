@@ -158,6 +158,20 @@ class ProcessRef:
         return cls(int(data["pid"]), int(data["start"]))
 
 
+def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str]) -> ProcessRef:
+    """Start `argv` in a session of its own, stdin closed, stdout and stderr appended to `log`."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(env),
+        )
+    return ProcessRef.of(proc.pid)
+
+
 def reap(pid: int) -> None:
     """Collect an exited child of ours so it does not linger as a zombie."""
     try:
@@ -172,18 +186,16 @@ def stop_processes(
     """Send `first` to all, wait up to `grace` seconds, SIGKILL the rest; returns survivors."""
     for ref in refs:
         ref.signal(first)
-    deadline = time.monotonic() + grace
-    pending = list(refs)
-    while pending and time.monotonic() < deadline:
-        for ref in pending:
-            reap(ref.pid)
-        pending = [r for r in pending if r.alive()]
-        if pending:
-            time.sleep(0.05)
+    pending = _wait_gone(list(refs), grace)
     for ref in pending:
         LOG.warning("pid %s ignored SIGTERM for %.0fs, killing it", ref.pid, grace)
         ref.signal(signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
+    return _wait_gone(pending, 5.0)
+
+
+def _wait_gone(pending: list[ProcessRef], seconds: float) -> list[ProcessRef]:
+    """Reap and re-check `pending` for up to `seconds`; returns those still alive."""
+    deadline = time.monotonic() + seconds
     while pending and time.monotonic() < deadline:
         for ref in pending:
             reap(ref.pid)
@@ -220,6 +232,22 @@ def proc_status(pid: int) -> dict[str, str]:
 
 
 # -- mounts ------------------------------------------------------------------------------
+
+
+def mount_overlay(lowerdirs: str | Path, upper: Path, work: Path, merged: Path, what: str) -> None:
+    """Mount an overlayfs of `lowerdirs` (colon-separated, topmost first) at `merged`."""
+    run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={lowerdirs},upperdir={upper},workdir={work}",
+            str(merged),
+        ],
+        what=what,
+    )
 
 
 def _unescape_mount(field: str) -> str:

@@ -34,7 +34,7 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
                           "restarts": st.n_restarts}
     creds_mtime = host.mtime(agent_files.HOST_CREDENTIALS)
     expires = agent_files.credentials_expires_at(host)
-    last = journal.data.get("last_run", {})
+    last = journal.last_run
     # The metadata answer above serves versions() too: one introspection call.
     found = versions(host, http_get=lambda url, timeout: (status, body))
     return {
@@ -60,7 +60,7 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
         },
         "ecs_exec": ecs_exec.readiness(host).to_dict(),
         "identity": journal.identity,
-        "previous_identities": journal.data.get("previous_identities", []),
+        "previous_identities": journal.previous_identities,
         "last_install": {k: last.get(k) for k in ("kind", "result", "started_at", "finished_at",
                                                   "detail") if k in last},
     }

@@ -19,6 +19,8 @@ from anywhere_agent.host import agent_files, ecs_exec, keyvalue
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import install_lock
+from anywhere_agent.install.steps.gpu import JOURNAL_KEY as GPU_RUNTIME_KEY
+from anywhere_agent.install.steps.gpu import undo_docker_runtime
 
 LOG = logging.getLogger(__name__)
 
@@ -197,7 +199,7 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
             if svc.state(unit).exists:
                 attempt(f"stop and disable {unit}", partial(svc.disable, unit, now=True))
         if not keep_packages:
-            installed = ctx.journal.data.get("installed_packages", [])
+            installed = ctx.journal.installed_packages()
             for pkg in (agent_files.ECS_PACKAGE, agent_files.SSM_PACKAGE):
                 if ctx.source.pm.installed_version(pkg):
                     attempt(f"remove package {pkg}", partial(ctx.source.pm.remove, [pkg]))
@@ -216,6 +218,10 @@ def uninstall(ctx: InstallContext, *, keep_packages: bool = False, force: bool =
         for directory in OWNED_DIRS:
             if ctx.host.exists(directory):
                 attempt(f"remove {directory}", partial(ctx.host.remove_tree, directory))
+        # Docker keeps running on it until its next restart; no GPU task is left to need it.
+        if ctx.journal.data.get(GPU_RUNTIME_KEY):
+            attempt(f"remove the nvidia runtime install added to "
+                    f"{agent_files.DOCKER_DAEMON_JSON}", partial(undo_docker_runtime, ctx))
         attempt("systemctl daemon-reload", svc.daemon_reload)
     # The state dir goes last, after the lock (which lives in it) is released.
     attempt(f"remove {agent_files.STATE_DIR}", lambda: ctx.host.remove_tree(agent_files.STATE_DIR))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from anywhere_agent.errors import HostIOError, PreflightError
 from anywhere_agent.host import agent_files
-from anywhere_agent.host.platform import detect
+from anywhere_agent.host.platform import detect, read_os_release
 from anywhere_agent.preflight.context import PreflightContext
 from anywhere_agent.preflight.model import CheckResult, Verdict, worst_verdict
 
@@ -58,8 +58,7 @@ def check_systemd(ctx: PreflightContext) -> CheckResult:
 
 
 def check_platform(ctx: PreflightContext) -> CheckResult:
-    # os-release(5): /etc/os-release, falling back to /usr/lib/os-release.
-    text = ctx.host.read_text("/etc/os-release") or ctx.host.read_text("/usr/lib/os-release")
+    text = read_os_release(ctx.host)
     if text is None:
         return CheckResult("platform", "fail", "no /etc/os-release: cannot tell the distribution",
                            "restore /etc/os-release (package base-files / *-release)")

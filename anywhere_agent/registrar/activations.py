@@ -20,7 +20,7 @@ import botocore.exceptions
 from anywhere_agent.aws.clients import Clients, aws_errors, error_code, translate
 from anywhere_agent.errors import AgentError, HostIOError, PartialFailure, UsageError
 from anywhere_agent.registrar.ensure import DEFAULT_ROLE
-from anywhere_agent.secret import REDACTOR, Secret
+from anywhere_agent.secret import RedactingFilter, Secret
 
 LOG = logging.getLogger(__name__)
 
@@ -172,8 +172,10 @@ def _check_role(clients: Clients, role: str) -> None:
 def create(clients: Clients, count: int, expires: timedelta, output: str, stdout: IO[str],
            *, role: str = DEFAULT_ROLE, name_prefix: str = "",
            tags: Mapping[str, str] | None = None,
-           rollout: str = "", now: datetime | None = None) -> list[Activation]:
-    """Create activations covering `count` registrations and hand their codes to `output`.
+           rollout: str = "", now: datetime | None = None,
+           redactor: RedactingFilter | None = None) -> list[Activation]:
+    """Create activations covering `count` registrations and hand their codes to `output`;
+    each code is added to `redactor` (the process's log filter) as soon as it exists.
 
     All or nothing: if one CreateActivation fails, those already made are deleted, so no
     code exists that nobody received.
@@ -202,7 +204,8 @@ def create(clients: Clients, count: int, expires: timedelta, output: str, stdout
                 with aws_errors(f"creating activation {i} of {len(limits)}"):
                     resp = ssm.create_activation(**args)
                 code = Secret(resp["ActivationCode"])
-                REDACTOR.add(code)
+                if redactor is not None:
+                    redactor.add(code)
                 made.append(Activation(resp["ActivationId"], code, limit, expires_at, rollout,
                                        role, name_prefix, dict(all_tags)))
                 LOG.info("created activation %s (limit %s, rollout %s)",

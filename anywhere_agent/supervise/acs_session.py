@@ -18,13 +18,14 @@ from typing import Optional
 from anywhere_agent.config import Config
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.health.model import Check, Status
+from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.secret import redact_userinfo
 from anywhere_agent.supervise.clock import Clock
 from anywhere_agent.supervise.probes import Fetch, Observation, http_get
 
-ECS_AGENT_LOG = "/var/log/ecs/ecs-agent.log"
-LOG_DIR = "/var/log/ecs"
+ECS_AGENT_LOG = agent_files.ECS_AGENT_LOG
+LOG_DIR, _, LOG_NAME = ECS_AGENT_LOG.rpartition("/")
 CHECK = "ecs_acs_session"
 # session.go startSessionOnce, logged once the WebSocket to ACS is up.
 CONNECTED = "Connected to ACS endpoint"
@@ -46,7 +47,7 @@ DEREGISTERED = "Container instance is deregistered"
 AGENT_START = "Starting Amazon ECS Agent"
 # Below info level the agent does not write CONNECTED, so silence would read as an outage.
 QUIET_LEVELS = ("warn", "error", "crit")
-READ_LIMIT = 1 << 20  # per probe: a log that grew more than this is read from its last MiB
+READ_LIMIT = 512 << 10  # per read: a log that grew more than this is read from its tail
 
 _FIELD = r'(?:^|\s){}=(?:"((?:[^"\\]|\\.)*)"|(\S+))'
 _TIME, _MSG, _ERROR = (re.compile(_FIELD.format(k)) for k in ("time", "msg", "error"))
@@ -105,8 +106,16 @@ def parse_line(line: str) -> Optional[Event]:
     return None
 
 
-def parse(text: str) -> list[Event]:
-    return [e for e in map(parse_line, text.splitlines()) if e is not None]
+# Lines worth parsing, found in the raw bytes: a log read whole into str lines would leave
+# megabytes of small objects in a daemon with a 30 MiB budget.
+_CANDIDATE = re.compile(rb"^.*(?:ACS|Starting Amazon ECS Agent|Container instance is "
+                        rb"deregistered).*$", re.M)
+
+
+def parse(text: str | bytes) -> list[Event]:
+    data = text.encode() if isinstance(text, str) else text
+    found = (parse_line(m.group().decode("utf-8", "replace")) for m in _CANDIDATE.finditer(data))
+    return [e for e in found if e is not None]
 
 
 @dataclass(frozen=True)
@@ -205,15 +214,15 @@ class AcsSessionProbe:
         # Only whole lines: the agent may be half-way through writing the last one.
         data = tail.data[:tail.data.rfind(b"\n") + 1]
         self._ident, self._offset = tail.ident, tail.offset + len(data)
-        self.session = self.session.after(parse(data.decode("utf-8", "replace")))
+        self.session = self.session.after(parse(data))
 
     def _read_rotated(self, start: int) -> None:
         """The newest rotated log (ecs-agent.log.2026-11-30-05, the agent's hourly default)."""
-        rotated = [n for n in self._host.listdir(LOG_DIR) if n.startswith("ecs-agent.log.")]
+        rotated = [n for n in self._host.listdir(LOG_DIR) if n.startswith(LOG_NAME + ".")]
         if rotated:
             tail = self._host.read_tail(f"{LOG_DIR}/{max(rotated)}", READ_LIMIT, start)
             if tail is not None:
-                self.session = self.session.after(parse(tail.data.decode("utf-8", "replace")))
+                self.session = self.session.after(parse(tail.data))
 
     def _check(self, status: Status, summary: str, reason: str, fix: str = "",
                value: Optional[float] = None, skipped: bool = False) -> Observation:

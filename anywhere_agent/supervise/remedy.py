@@ -1,10 +1,11 @@
 """Bounded remediation: restart a unit only after its failure lasted, with backoff and a breaker.
 
-Backoff comes from tenacity's wait functions, used to compute the next allowed restart time
-(the supervisor loop never sleeps on them): after the n-th restart without a healthy probe
-in between, the next one waits `wait(n)`. Independently, once `max_per_window` restarts
-happened within the window the breaker stays open until the oldest one leaves it, so even a
-unit that recovers briefly between hangs is restarted at most that often.
+Backoff is a schedule, not a retry: after the n-th restart without a healthy probe in
+between, the next restart is allowed `backoff_seconds(n)` later (the loop never sleeps on it;
+nothing is retried in place, so tenacity, which drives retries, has no part in it).
+Independently, once `max_per_window` restarts happened within the window the breaker stays
+open until the oldest one leaves it, so even a unit that recovers briefly between hangs is
+restarted at most that often.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import tenacity
 
 from anywhere_agent.config import SuperviseConfig
 from anywhere_agent.health.model import Check, Status
@@ -51,8 +50,11 @@ def default_rules() -> list[Rule]:
     ]
 
 
-def backoff_wait(initial: float, maximum: float) -> tenacity.wait.wait_base:
-    return tenacity.wait_exponential(multiplier=initial, min=initial, max=maximum)
+def backoff_seconds(restarts: int, initial: float, maximum: float) -> float:
+    """`initial` after the first restart in a row, doubling after each further one, at most
+    `maximum`: 30, 60, 120, ... 600 with the defaults."""
+    doublings = min(max(0, restarts - 1), 64)  # past 2**64 the cap has long been reached
+    return float(min(maximum, initial * 2.0 ** doublings))
 
 
 class Remedy:
@@ -65,8 +67,8 @@ class Remedy:
         self.threshold = max(1, settings.failure_threshold)
         self.max_per_window = max(1, settings.max_restarts_per_hour)
         self.window = window
-        self._wait = backoff_wait(settings.backoff_initial_seconds,
-                                  settings.backoff_max_seconds)
+        self._initial = settings.backoff_initial_seconds
+        self._maximum = settings.backoff_max_seconds
         self._host = host
         self._restarts: deque[float] = deque()
         self._unrecovered = 0  # restarts since the check was last seen healthy
@@ -75,10 +77,8 @@ class Remedy:
 
     # -- schedule ------------------------------------------------------------------------
     def backoff(self, restarts: int) -> float:
-        """Seconds to wait after the `restarts`-th restart in a row (tenacity's curve)."""
-        state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-        state.attempt_number = max(1, restarts)
-        return float(self._wait(state))
+        """Seconds to wait after the `restarts`-th restart in a row."""
+        return backoff_seconds(restarts, self._initial, self._maximum)
 
     def _prune(self, now: float) -> None:
         while self._restarts and self._restarts[0] <= now - self.window:

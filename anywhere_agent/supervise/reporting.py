@@ -5,11 +5,8 @@ boto3 is imported only when a reporter is enabled, so the default supervisor sta
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from collections.abc import Callable
-from importlib import resources
 from typing import Any, Optional, Protocol
 
 from anywhere_agent.config import Config
@@ -18,7 +15,6 @@ from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 
 LOG = logging.getLogger(__name__)
-POLICY_FILE = "reporting_policy.json"
 DEFAULT_NAMESPACE = "ECSAnywhere/Agent"
 # CloudWatch's standard resolution is one minute: more frequent batches only cost money.
 MIN_METRIC_PERIOD = 60.0
@@ -44,22 +40,6 @@ CHECK_NAME = "reporting"
 _DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 _DENIED_FIX = ("attach iam/host-role-extra.json to the hosts' IAM role "
                "(`anywhere-agent registrar ensure --role ROLE`), or turn reporting off")
-
-
-def reporting_policy(namespace: str = DEFAULT_NAMESPACE, cluster: str = "*",
-                     partition: str = "aws") -> dict[str, Any]:
-    """The IAM policy the registrar attaches to the host role, narrowed to one namespace and
-    (optionally) one cluster's container instances."""
-    text = resources.files("anywhere_agent.supervise").joinpath(POLICY_FILE).read_text()
-    policy: dict[str, Any] = json.loads(text)
-    policy = copy.deepcopy(policy)
-    for statement in policy["Statement"]:
-        if statement["Sid"] == "PutHealthMetrics":
-            statement["Condition"]["StringEquals"]["cloudwatch:namespace"] = namespace
-        elif statement["Sid"] == "PutHealthAttribute":
-            statement["Resource"] = (f"arn:{partition}:ecs:*:*:container-instance/"
-                                     f"{cluster}/*")
-    return policy
 
 
 def metric_data(health: HostHealth, cluster: str, instance_id: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from anywhere_agent.errors import AgentError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
-from anywhere_agent.support.redact import SECRET_SOURCES, Redactor, learn
+from anywhere_agent.support.redact import SECRET_SOURCES, Redactor, learn, url_passwords
 
 LOG = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ CONFIG_FILES = {
     "host/meminfo": "/proc/meminfo",
     "host/loadavg": "/proc/loadavg",
 }
+_ECS_LOGS, _SSM_LOGS = (p.rsplit("/", 1)[0] for p in (agent_files.ECS_AGENT_LOG,
+                                                       agent_files.SSM_AGENT_LOG))
 LOG_FILES = {
-    "logs/ecs-agent.log": "/var/log/ecs/ecs-agent.log",
-    "logs/ecs-init.log": "/var/log/ecs/ecs-init.log",
-    "logs/amazon-ssm-agent.log": "/var/log/amazon/ssm/amazon-ssm-agent.log",
-    "logs/amazon-ssm-errors.log": "/var/log/amazon/ssm/errors.log",
+    "logs/ecs-agent.log": agent_files.ECS_AGENT_LOG,
+    "logs/ecs-init.log": f"{_ECS_LOGS}/ecs-init.log",
+    "logs/amazon-ssm-agent.log": agent_files.SSM_AGENT_LOG,
+    "logs/amazon-ssm-errors.log": f"{_SSM_LOGS}/errors.log",
 }
 COMMANDS = {
     "commands/systemctl-status.txt": ["systemctl", "status", "--no-pager", "--lines=0", *UNITS],
@@ -185,7 +187,9 @@ class Collector:
         self.reports(cfg)
         self.files(cfg)
         self.commands()
-        redact = redactor or learn(self.host, self.facts.env)
+        # The configuration read may be another file than the default one learn() reads.
+        redact = redactor or learn(self.host, self.facts.env, url_passwords(
+            f"{cfg.proxy.http} {cfg.proxy.https}"))
         for entry in self.out.entries:
             entry.data = redact(entry.data.decode("utf-8", "replace")).encode()
         self.out.errors = [redact(e) for e in self.out.errors]

@@ -91,7 +91,7 @@ class Redactor:
         return clean
 
 
-def _proxy_passwords(text: str) -> set[str]:
+def url_passwords(text: str) -> set[str]:
     """The password of each `scheme://user:password@` (the token of `scheme://token@`)."""
     found = set()
     for m in re.finditer(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s:/@\"']*)(:[^\s/@\"']*)?@", text):
@@ -142,16 +142,16 @@ def learn(host: Host, env: Mapping[str, str], extra: Iterable[str] = ()) -> Reda
             values |= _credentials_values(text)
         elif path == agent_files.SSM_REGISTRATION_KEY:
             values |= _json_values(text)
-        values |= _proxy_passwords(text)
+        values |= url_passwords(text)
     for name in host.listdir(agent_files.CONFIG_DIR + "/proxy"):
         try:
             text = host.read_text(f"{agent_files.CONFIG_DIR}/proxy/{name}") or ""
-            values |= _proxy_passwords(text)
+            values |= url_passwords(text)
         except HostIOError:
             continue
     for name in ENV_SECRETS:
         value = env.get(name, "")
-        values |= _proxy_passwords(value) if "://" in value else {value}
+        values |= url_passwords(value) if "://" in value else {value}
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        values |= _proxy_passwords(env.get(name, ""))
+        values |= url_passwords(env.get(name, ""))
     return Redactor(values)

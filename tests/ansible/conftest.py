@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +56,6 @@ def run_playbook(playbook: str, inventory: Path, extra: dict[str, Any], *args: s
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
 
-def lab_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root (network namespaces, overlay mounts, systemd-nspawn)"
-    for name in ("systemd-nspawn", "debootstrap", "ssh"):
-        if shutil.which(name) is None:
-            return f"lab tests need {name} (make deps)"
-    return None
-
-
 def lab_vars(url: str, region: str, wheel: Path, group: str,
              controller: dict[str, str]) -> dict[str, Any]:
     """Extra vars for a lab rollout: the lab's agent.toml (lab.rollout.node_config) as role
@@ -110,28 +101,35 @@ class AnsibleLab:
         return rollout.lab_client(self.lab.control_plane_url(), service, self.lab.region)
 
 
-@pytest.fixture(scope="module")
-def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
-    """A lab of our own (HOSTS fresh hosts), its inventory, and the vars a rollout needs."""
-    reason = lab_skip_reason()
-    if reason:
-        pytest.skip(reason)
+@contextmanager
+def lab_for_ansible(name: str, hosts: int, tmp: Path,
+                    overrides: dict[str, Any] | None = None) -> Iterator[AnsibleLab]:
+    """A lab of our own (`hosts` fresh hosts), its inventory, and the vars a rollout needs,
+    the controller's registrar running as an IAM user holding iam/registrar.json."""
     tool("ansible-playbook")
+    from anywhere_agent.lab.operators import create_operator
     from anywhere_agent.lab.orchestrator import Lab
 
-    lab = Lab(LAB_NAME)
-    try:
-        lab.up(HOSTS)  # inside: a lab that came up half-way is torn down too
-        tmp = tmp_path_factory.mktemp("ansible-lab")
+    with Lab(name).running(hosts) as lab:
         inventory = tmp / "hosts.ini"
         inventory.write_text(lab.inventory())
-        from anywhere_agent.lab.operators import create_operator
-
         url = lab.control_plane_url()
         controller = create_operator(url, "registrar", lab.region).environment()
         # The inventory's group is the lab's full name ($ANYWHERE_LAB_SUFFIX included).
         extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
                          controller)
-        yield AnsibleLab(lab, inventory, extra, tmp)
-    finally:
-        lab.down()
+        yield AnsibleLab(lab, inventory, {**extra, **(overrides or {})}, tmp)
+
+
+def rolled_out(alab: AnsibleLab, **extra: Any) -> AnsibleLab:
+    """`alab` after rollout.yml joined every host (asserted)."""
+    run = alab.run("rollout.yml", extra=extra)
+    assert run.rc == 0, run.output[-6000:]
+    return alab
+
+
+@pytest.fixture(scope="module")
+def ansible_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
+    """A lab of our own (HOSTS fresh hosts), its inventory, and the vars a rollout needs."""
+    with lab_for_ansible(LAB_NAME, HOSTS, tmp_path_factory.mktemp("ansible-lab")) as alab:
+        yield alab

@@ -18,10 +18,9 @@ from tests.ansible.conftest import (
     CLUSTER,
     HOSTS,
     AnsibleLab,
-    lab_skip_reason,
-    lab_vars,
+    lab_for_ansible,
+    rolled_out,
     run_playbook,
-    tool,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.ansible]
@@ -32,30 +31,8 @@ FLEET_SH = ANSIBLE_DIR / "inventory" / "fleet.sh"
 @pytest.fixture(scope="module")
 def joined_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
     """A lab of our own with every host joined by rollout.yml (static inventory)."""
-    reason = lab_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    tool("ansible-playbook")
-    from anywhere_agent.lab.orchestrator import Lab
-
-    lab = Lab("aainv")
-    lab.up(HOSTS)
-    try:
-        tmp = tmp_path_factory.mktemp("inventory-lab")
-        inventory = tmp / "hosts.ini"
-        inventory.write_text(lab.inventory())
-        from anywhere_agent.lab.operators import create_operator
-
-        url = lab.control_plane_url()
-        controller = create_operator(url, "registrar", lab.region).environment()
-        extra = lab_vars(url, lab.region, lab.product_wheel(), "aainv", controller)
-        alab = AnsibleLab(lab, inventory, {**extra, "rollout_hosts": lab.name.replace("-", "_")},
-                          tmp)
-        run = alab.run("rollout.yml", extra={"rollout_batches": ["100%"]})
-        assert run.rc == 0, run.output[-6000:]
-        yield alab
-    finally:
-        lab.down()
+    with lab_for_ansible("aainv", HOSTS, tmp_path_factory.mktemp("inventory-lab")) as alab:
+        yield rolled_out(alab, rollout_batches=["100%"])
 
 
 def connection_vars(alab: AnsibleLab, path: Path) -> Path:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.conftest import AnsibleLab, lab_skip_reason, lab_vars, tool
+from tests.ansible.conftest import AnsibleLab, lab_for_ansible, rolled_out
+from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.ansible]
 
@@ -22,34 +23,9 @@ TASK_LABEL = "com.amazonaws.ecs.task-arn"
 @pytest.fixture(scope="module")
 def docker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
     """One fresh host, joined by rollout.yml with the default docker_source (distro)."""
-    reason = lab_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    tool("ansible-playbook")
-    from anywhere_agent.lab.orchestrator import Lab
-
-    lab = Lab(LAB)
-    lab.up(1)
-    try:
-        tmp = tmp_path_factory.mktemp("ansible-drain")
-        inventory = tmp / "hosts.ini"
-        inventory.write_text(lab.inventory())
-        from anywhere_agent.lab.operators import create_operator
-
-        url = lab.control_plane_url()
-        # The controller's registrar runs as an IAM user holding iam/registrar.json.
-        controller = create_operator(url, "registrar", lab.region).environment()
-        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
-                         controller)
-        extra.update({"ecs_anywhere_node_cluster": CLUSTER,
-                      "ecs_anywhere_node_docker_source": "distro"})
-        alab = AnsibleLab(lab, inventory, extra, tmp)
-        run = alab.run("rollout.yml")
-        assert run.rc == 0, run.output[-6000:]
-        yield alab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
+    overrides = {"ecs_anywhere_node_cluster": CLUSTER, "ecs_anywhere_node_docker_source": "distro"}
+    with lab_for_ansible(LAB, 1, tmp_path_factory.mktemp("ansible-drain"), overrides) as alab:
+        yield rolled_out(alab)
 
 
 def task_containers(alab: AnsibleLab) -> list[str]:
@@ -80,16 +56,6 @@ class Timeline(threading.Thread):
             self.samples.append((round(time.monotonic() - t0, 1), ci["status"],
                                  ci["runningTasksCount"], len(task_containers(self.alab))))
             time.sleep(0.5)
-
-
-def wait_for(what: str, probe: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = probe()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_upgrade_drain_waits_until_the_real_task_containers_have_stopped(

@@ -65,8 +65,10 @@ def test_a_byte_order_mark_in_agent_toml_is_named_with_its_fix(tmp_path: Path) -
 
 
 def test_a_proxy_password_never_shows_in_an_error(tmp_path: Path) -> None:
-    res = cli("install", "--root", str(tmp_path), "--region", "us-east-1",
-              "--http-proxy", "http://alice:pr0xyPassw0rd@proxy corp:3128", "--json")
+    conf = tmp_path / "etc/anywhere-agent/agent.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('[proxy]\nhttp = "http://alice:pr0xyPassw0rd@proxy corp:3128"\n')
+    res = cli("install", "--root", str(tmp_path), "--region", "us-east-1", "--json")
     assert res.returncode == ExitCode.CONFIG
     assert "pr0xyPassw0rd" not in res.stdout + res.stderr
     assert "alice:***@" in json.loads(res.stdout)["message"]

@@ -73,7 +73,7 @@ def test_a_loosened_ca_bundle_is_tightened_again_and_ecs_restarted(node: Any) ->
     delta = planned["ecs-exec-certs"]
     assert delta is not None
     assert delta.summary == f"set mode 0400 on {ecs_exec.CA_BUNDLE}"
-    assert delta.services == ["restart ecs"]
+    assert [str(a) for a in delta.services] == ["restart ecs"]
     _run(ctx, _exec_steps())
     assert _mode(ctx, ecs_exec.CA_BUNDLE) == 0o400
     assert "ecs" in ctx.journal.pending_restarts()
@@ -195,7 +195,7 @@ def test_enable_gpu_adds_dockers_nvidia_runtime_keeps_other_keys_and_converges(
     ctx = make_ctx(enable_gpu=True, docker_source="distro")
     step = docker_runtime_step()
     delta = plan(ctx, [step])[0].delta
-    assert delta is not None and delta.services == ["restart docker"]
+    assert delta is not None and [str(a) for a in delta.services] == ["restart docker"]
     _run(ctx, [step])
     data = json.loads(ctx.host.read_text("/etc/docker/daemon.json") or "")
     assert data == {"log-driver": "journald",
@@ -214,3 +214,34 @@ def test_enable_gpu_writes_ecs_enable_gpu_support_for_the_agent(node: Any) -> No
     _run(ctx, [var_config])
     assert "ECS_ENABLE_GPU_SUPPORT=true" in (ctx.host.read_text("/var/lib/ecs/ecs.config")
                                              or "").splitlines()
+
+
+def test_uninstall_takes_out_only_the_runtime_install_added(node: Any) -> None:
+    system, make_ctx, _ = node
+    (system.root / "etc/docker").mkdir(parents=True)
+    daemon = system.root / "etc/docker/daemon.json"
+    daemon.write_text('{"log-driver": "journald"}\n')
+    _run(make_ctx(enable_gpu=True, docker_source="distro"), [docker_runtime_step()])
+    uninstall(make_ctx(with_code=False, enable_gpu=True, docker_source="distro"), force=True)
+    assert json.loads(daemon.read_text()) == {"log-driver": "journald"}
+
+
+def test_uninstall_removes_a_daemon_json_install_created_for_the_runtime(node: Any) -> None:
+    system, make_ctx, _ = node
+    _run(make_ctx(enable_gpu=True, docker_source="distro"), [docker_runtime_step()])
+    daemon = system.root / "etc/docker/daemon.json"
+    assert "nvidia" in json.loads(daemon.read_text())["runtimes"]
+    uninstall(make_ctx(with_code=False), force=True)
+    assert not daemon.exists()
+
+
+def test_uninstall_keeps_a_runtime_the_operator_had_already(node: Any) -> None:
+    system, make_ctx, _ = node
+    (system.root / "etc/docker").mkdir(parents=True)
+    daemon = system.root / "etc/docker/daemon.json"
+    theirs = {"runtimes": {"nvidia": {"path": "/opt/nvidia/runtime", "runtimeArgs": []}}}
+    daemon.write_text(json.dumps(theirs))
+    ctx = make_ctx(enable_gpu=True, docker_source="distro")
+    assert plan(ctx, [docker_runtime_step()])[0].delta is None
+    uninstall(make_ctx(with_code=False), force=True)
+    assert json.loads(daemon.read_text()) == theirs

@@ -70,7 +70,7 @@ def test_a_host_on_another_version_is_moved_to_the_pin_and_the_ecs_agent_restart
     ctx = make_ctx(with_code=False, ecs_agent_version="1.105.0")
     delta = step(plan(ctx), "ecs-init-package").delta
     assert delta.summary.startswith("downgrade amazon-ecs-init 1.105.1-1 -> 1.105.0: ")
-    assert delta.services == ["restart ecs"]
+    assert [str(a) for a in delta.services] == ["restart ecs"]
     assert step(plan(ctx), "ssm-agent-package").delta is None  # unpinned: any version will do
     outcome = run(ctx)
     assert outcome.changed["ecs-init-package"] == ["package amazon-ecs-init 1.105.0-1"]
@@ -187,3 +187,16 @@ def test_the_repo_source_pins_and_downgrades_with_each_rpm_manager(tmp_path: Pat
     PackageSource(cfg, host, detect(RHEL, "x86_64"), PackageManager(host, kind)).install(
         "amazon-ecs-init", downgrade=True)
     assert runner.calls[-1] == argv
+
+
+def test_a_refused_activation_puts_the_agent_version_the_host_had_back(node: Any) -> None:
+    from anywhere_agent.errors import ActivationError
+
+    system, make_ctx, _ = node
+    system.packages["amazon-ssm-agent"] = "3.3.1802.0-1"  # installed, never registered
+    system.register_error = "ActivationExpired: Activation has expired"
+    with pytest.raises(ActivationError):
+        run(make_ctx(ssm_agent_version="3.3.1611.0"))
+    assert any(c[-1] == "amazon-ssm-agent=3.3.1611.0-1" for c in apt_installs(system))
+    assert system.packages["amazon-ssm-agent"] == "3.3.1802.0-1"  # back, not removed
+    assert apt_installs(system)[-1][-1] == "amazon-ssm-agent=3.3.1802.0-1"

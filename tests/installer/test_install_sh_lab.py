@@ -5,7 +5,6 @@ changes nothing on a re-run, and `--uninstall` leaves the host clean."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -14,15 +13,12 @@ from typing import Any
 
 import pytest
 
+from anywhere_agent.bundle.build import BundleInfo, BundleSpec, build_bundle
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.doubles.packaging import build_repos
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.bundle.build import BundleInfo, BundleSpec, build_bundle  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.doubles.packaging import build_repos  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "bundled"
 HOST = "n1"
@@ -59,9 +55,7 @@ def tampered(bundle: BundleInfo, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="module")
 def lab(bundle: BundleInfo, tampered: Path) -> Iterator[Lab]:
-    lab = Lab(name="aabndl")
-    try:
-        lab.up(1)
+    with Lab(name="aabndl").running(1) as lab:
         # The lab image pre-bakes a venv at /opt/anywhere-agent; this test wants a bare host.
         lab.exec(HOST, ["rm", "-rf", PREFIX, LINK])
         lab.copy_in(HOST, INSTALLER, SCRIPT, 0o755)
@@ -74,8 +68,6 @@ def lab(bundle: BundleInfo, tampered: Path) -> Iterator[Lab]:
         rollout.write_config(lab, HOST, rollout.node_config(url, lab.region, CLUSTER,
                                                             docker_source="none"))
         yield lab
-    finally:
-        lab.down()
 
 
 @pytest.fixture(scope="module")

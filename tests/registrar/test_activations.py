@@ -163,3 +163,18 @@ def test_a_failed_split_rolls_back_the_activations_already_made(cli, clients, ro
     assert "creating activation 3 of 3: access denied" in result.stderr
     assert describe_all(clients) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_created_code_is_handed_to_the_redactor_it_is_given(clients, role, tmp_path):
+    import io
+
+    from anywhere_agent.registrar import activations
+    from anywhere_agent.secret import RedactingFilter
+
+    masking = RedactingFilter()
+    [made] = activations.create(clients, 2, timedelta(hours=1), str(tmp_path / "c.json"),
+                                io.StringIO(), redactor=masking)
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "code %s",
+                               (made.code.reveal(),), None)
+    masking.filter(record)
+    assert record.getMessage() == "code ***"

@@ -14,13 +14,9 @@ import pytest
 from anywhere_agent.config import HealthConfig, ReportingConfig
 from anywhere_agent.errors import ConfigError
 from anywhere_agent.health.model import Check, HostHealth, Status
+from anywhere_agent.registrar import policies
 from anywhere_agent.supervise.metrics_http import MetricsServer, parse_listen
-from anywhere_agent.supervise.reporting import (
-    AwsReporter,
-    NullReporter,
-    make_reporter,
-    reporting_policy,
-)
+from anywhere_agent.supervise.reporting import AwsReporter, NullReporter, make_reporter
 
 if TYPE_CHECKING:
     from conftest import Node
@@ -71,7 +67,8 @@ def test_metrics_listen_accepts_ipv4_and_ipv6_loopback() -> None:
     assert parse_listen("[::1]:9799") == ("::1", 9799)
 
 
-def test_the_default_supervisor_never_imports_boto3_botocore_or_typer(node: Node) -> None:
+def test_the_default_supervisor_never_imports_boto3_botocore_typer_or_tenacity(
+        node: Node) -> None:
     # Run a real round of the default probes in a fresh interpreter.
     code = f"""
 import sys
@@ -83,7 +80,8 @@ cfg = Config(cluster="lab", docker_source="none",
              health=HealthConfig(state_file="/health.json"))
 Supervisor(cfg, Host({str(node.root)!r}, runner=lambda argv, **kw: __import__(
     "anywhere_agent.host.gateway", fromlist=["Result"]).Result(tuple(argv), 1))).step()
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "typer")))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore", "typer",
+                                                         "tenacity")))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -167,29 +165,28 @@ def test_aws_reporter_failures_never_stop_supervision(node: Node,
     assert [c[1] for c in aws.calls] == ["put_metric_data"]
 
 
-def test_reporting_policy_grants_only_the_two_calls_narrowly() -> None:
-    policy = reporting_policy("ECSAnywhere/Agent", cluster="prod")
-    statements = policy["Statement"]
-    assert {s["Effect"] for s in statements} == {"Allow"}
-    actions = sorted(a for s in statements for a in
-                     ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
-    assert actions == ["cloudwatch:PutMetricData", "ecs:PutAttributes"]
-    assert not any("*" in a for a in actions)
-    by_action = {s["Action"]: s for s in statements}
+def test_the_reporting_statements_of_the_host_policy_are_narrow() -> None:
+    # iam/host-role-extra.json is the one copy (registrar ensure attaches it to the role).
+    statements = policies.load("host-role-extra")["Statement"]
+    by_action = {s["Action"]: s for s in statements if isinstance(s["Action"], str)}
     metric = by_action["cloudwatch:PutMetricData"]
     # PutMetricData has no resource-level permissions; the namespace condition narrows it.
     assert metric["Condition"] == {"StringEquals": {"cloudwatch:namespace": "ECSAnywhere/Agent"}}
-    assert by_action["ecs:PutAttributes"]["Resource"] == \
-        "arn:aws:ecs:*:*:container-instance/prod/*"
+    assert by_action["ecs:PutAttributes"]["Resource"] == "arn:aws:ecs:*:*:container-instance/*/*"
     assert not any(k in s for s in statements for k in ("NotAction", "NotResource"))
+
+
+def test_no_second_copy_of_the_reporting_policy_ships_with_the_supervisor() -> None:
+    from importlib import resources
+
+    shipped = [p.name for p in resources.files("anywhere_agent.supervise").iterdir()
+               if p.name.endswith(".json")]
+    assert shipped == []
 
 
 def test_shipped_policy_allows_exactly_the_calls_the_reporter_makes_in_its_namespace(
         node: Node) -> None:
-    from importlib import resources
-
-    shipped = json.loads(resources.files("anywhere_agent.supervise").joinpath(
-        "reporting_policy.json").read_text())
+    shipped = policies.load("host-role-extra")
     # The calls a reporter with both outputs on really makes, as IAM action names.
     cfg = dataclasses.replace(node.config, reporting=ReportingConfig(cloudwatch=True,
                                                                      attribute=True))
@@ -201,7 +198,7 @@ def test_shipped_policy_allows_exactly_the_calls_the_reporter_makes_in_its_names
                    for svc, op, _ in aws.calls})
     assert used == ["cloudwatch:PutMetricData", "ecs:PutAttributes"]
     assert shipped["Version"] == "2012-10-17"
-    assert sorted(s["Action"] for s in shipped["Statement"]) == used
+    assert set(used) <= set(policies.actions(shipped))
     (metric,) = [s for s in shipped["Statement"] if s["Action"] == "cloudwatch:PutMetricData"]
     sent_namespace = next(kw["Namespace"] for _, op, kw in aws.calls if op == "put_metric_data")
     assert metric["Condition"]["StringEquals"]["cloudwatch:namespace"] == sent_namespace

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from anywhere_agent.health.model import Status
 from anywhere_agent.supervise.probes import DEREGISTERED_SUMMARY, REINSTALL_FIX
+from anywhere_agent.supervise.remedy import backoff_seconds
 
 if TYPE_CHECKING:
     from conftest import Node
@@ -113,9 +114,11 @@ def test_a_brief_recovery_does_not_let_restarts_exceed_the_hourly_cap(node: Node
     assert len(restart_times) >= 8
 
 
-def test_backoff_follows_tenacitys_exponential_curve_capped_at_the_maximum(node: Node) -> None:
+def test_backoff_doubles_from_the_initial_wait_and_stops_at_the_maximum(node: Node) -> None:
     remedy = node.supervisor().remedies[0]
     assert [remedy.backoff(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 600, 600]
+    assert backoff_seconds(10**9, 30.0, 600.0) == 600.0  # no overflow after years of restarts
+    assert backoff_seconds(0, 30.0, 600.0) == 30.0
 
 
 def test_an_ecs_unit_that_systemd_reports_failed_is_left_to_systemd(node: Node) -> None:

@@ -127,8 +127,11 @@ def plant(root: Path) -> None:
 
 def installed(node: Any) -> tuple[Any, Host]:
     system, make_ctx, _ = node
-    apply(make_ctx(**{"proxy.http": PROXY_URL, "proxy.https": PROXY_URL}),
-          Progress(io.StringIO(), tty=False))
+    # agent.toml is the place for a proxy password (the flags refuse one).
+    conf = system.root / "etc/anywhere-agent/agent.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f'[proxy]\nhttp = "{PROXY_URL}"\nhttps = "{PROXY_URL}"\n')
+    apply(make_ctx(), Progress(io.StringIO(), tty=False))
     plant(system.root)
     return system, Host(system.root, runner=Commands(system))
 
@@ -252,3 +255,20 @@ def test_the_cli_writes_into_a_directory_and_reports_json(tmp_path: Path) -> Non
     assert "reports/preflight.json" in members(written)
     help_text = cli("support-bundle", "--help").stdout
     assert "8 MiB" in help_text and "[REDACTED]" in help_text
+
+
+def test_a_proxy_password_from_a_config_file_elsewhere_is_redacted_even_bare(
+        tmp_path: Path) -> None:
+    password = "Zebra!Horse42"
+    conf = tmp_path / "srv/agent.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f'region = "us-east-1"\n[proxy]\nhttp = "http://bob:{password}@p:3128"\n')
+    log = tmp_path / "var/log/ecs/ecs-init.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(f"level=warn msg=\"proxy refused user bob with {password}\"\n")
+    build(Host(tmp_path, runner=lambda argv, **kw: Result(tuple(argv), 127)),
+          NodeFacts(env={}, euid=0, machine="x86_64", config_path="/srv/agent.toml"),
+          "/out/b.tar.gz", http_get=lambda url, timeout: (0, b""))
+    files = members(tmp_path / "out/b.tar.gz")
+    assert "config/agent.toml" in files and "logs/ecs-init.log" in files
+    assert password not in "\n".join(files.values())

@@ -11,6 +11,9 @@ from anywhere_agent.install.steps.base import (
     Delta,
     FileChange,
     Step,
+    Undo,
+    UnitAction,
+    Verb,
     _docker_managed,
     _is_deb,
     _is_rpm,
@@ -46,8 +49,8 @@ from anywhere_agent.install.steps.verify import VerifyJoinStep
 
 __all__ = [
     "ClusterMoveStep", "CredentialsStep", "Delta", "DockerStep", "ExecBinariesStep",
-    "ExecCertsStep", "FileChange", "FileStep",
-    "PackageStep", "RegistrationStep", "ServiceStep", "Step", "VerifyJoinStep", "all_steps",
+    "ExecCertsStep", "FileChange", "FileStep", "PackageStep", "RegistrationStep", "ServiceStep",
+    "Step", "Undo", "UnitAction", "Verb", "VerifyJoinStep", "all_steps",
     "central_registration", "cluster_exists", "deregister_own_registration", "secret_mode",
 ]
 

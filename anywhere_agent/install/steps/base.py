@@ -9,10 +9,42 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.secret import has_userinfo, redact_userinfo
+
+
+class Verb(Enum):
+    """What a step does to a unit (DAEMON_RELOAD names no unit)."""
+
+    DAEMON_RELOAD = "daemon-reload"
+    ENABLE = "enable"
+    START = "start"
+    RESTART = "restart"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class UnitAction:
+    verb: Verb
+    unit: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.verb.value} {self.unit}" if self.unit else self.verb.value
+
+
+DAEMON_RELOAD = UnitAction(Verb.DAEMON_RELOAD)
+
+
+@dataclass(frozen=True)
+class Undo:
+    """How to take back what a step is about to do; run, newest first, when the user's
+    activation or cluster is refused, so such a run leaves no trace."""
+
+    what: str
+    action: Callable[[], None]
 
 
 @dataclass
@@ -38,7 +70,7 @@ class Delta:
     summary: str
     files: list[FileChange] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+    services: list[UnitAction] = field(default_factory=list)
     cloud: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -49,7 +81,7 @@ class Delta:
                        ("create" if f.old is None else "update"), "diff": f.diff()}
                       for f in self.files],
             "packages": self.packages,
-            "services": self.services,
+            "services": [str(action) for action in self.services],
             "cloud": self.cloud,
         }
 
@@ -57,6 +89,8 @@ class Delta:
 class Step:
     name = "step"
     title = ""
+    # Past this step a failure undoes nothing: the activation and the cluster were accepted.
+    ends_undo = False
 
     def applies(self, ctx: InstallContext) -> bool:
         return True
@@ -69,6 +103,19 @@ class Step:
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         raise NotImplementedError
+
+    def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
+        """Asked right before apply(delta): how to take it back (None: nothing to take back)."""
+        return None
+
+    def keeps_earlier(self, ctx: InstallContext, delta: Delta) -> bool:
+        """Asked right after apply(delta): True when what it did makes this run's earlier
+        changes permanent (undoing them would be wrong from now on)."""
+        return False
+
+    def findings(self) -> dict[str, Any]:
+        """What the last check learned that the install report shows (read by apply)."""
+        return {}
 
 
 

@@ -9,6 +9,7 @@ from anywhere_agent.errors import CloudError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.agent_files import read_host_credentials
 from anywhere_agent.install.context import InstallContext
+from anywhere_agent.install.poll import poll
 from anywhere_agent.install.steps.base import Delta, Step
 
 LOG = logging.getLogger(__name__)
@@ -28,31 +29,35 @@ def cluster_exists(ctx: InstallContext) -> bool | None:
     return any(c.get("status") == "ACTIVE" for c in resp.get("clusters", []))
 
 
+# The SSM agent fetches role credentials seconds after it starts registered.
+CREDENTIALS_SECONDS = 60.0
+
+
 class CredentialsStep(Step):
     """The SSM agent has fetched role credentials; then the cluster is checked with them."""
 
     name, title = "ssm-credentials", "wait for SSM role credentials"
+    ends_undo = True  # the host's own credentials found the cluster: the inputs were right
 
     def check(self, ctx: InstallContext) -> Delta | None:
-        if read_host_credentials(ctx.host) is not None and ctx.journal.data.get("cluster_checked") \
-                == ctx.cfg.cluster:
+        if read_host_credentials(ctx.host) is not None and \
+                ctx.journal.cluster_checked == ctx.cfg.cluster:
             return None
         return Delta(f"wait for {agent_files.HOST_CREDENTIALS}, then check cluster "
                      f"{ctx.cfg.cluster}",
                      cloud=[f"ecs:DescribeClusters {ctx.cfg.cluster}"])
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
-        deadline = ctx.clock() + 60
-        while read_host_credentials(ctx.host) is None:
-            if ctx.clock() > deadline:
-                skew = _clock_skew_logged(ctx)
-                if skew:
-                    raise CloudError("the SSM agent could not fetch role credentials: AWS "
-                                     f"refused its request's time ({skew})", CLOCK_FIX)
-                raise CloudError("the SSM agent did not fetch role credentials within 60 s",
-                                 "check the ssm endpoint/proxy and "
-                                 "/var/log/amazon/ssm/amazon-ssm-agent.log")
-            ctx.sleep(0.25)
+        found = poll(lambda: read_host_credentials(ctx.host), seconds=CREDENTIALS_SECONDS,
+                     clock=ctx.clock, sleep=ctx.sleep, first=0.1, cap=0.5)
+        if found is None:
+            skew = _clock_skew_logged(ctx)
+            if skew:
+                raise CloudError("the SSM agent could not fetch role credentials: AWS "
+                                 f"refused its request's time ({skew})", CLOCK_FIX)
+            raise CloudError("the SSM agent did not fetch role credentials within "
+                             f"{CREDENTIALS_SECONDS:.0f} s",
+                             f"check the ssm endpoint/proxy and {agent_files.SSM_AGENT_LOG}")
         exists = cluster_exists(ctx)
         if exists is None:
             ctx.report["cluster_verified"] = False
@@ -61,8 +66,7 @@ class CredentialsStep(Step):
                              f"{ctx.cfg.region}",
                              "create it (`anywhere-agent registrar ensure --cluster "
                              f"{ctx.cfg.cluster}`) or fix cluster/region")
-        ctx.journal.data["cluster_checked"] = ctx.cfg.cluster
-        ctx.journal.save()
+        ctx.journal.record_cluster_checked(ctx.cfg.cluster)
         return []
 
 

@@ -12,7 +12,7 @@ from anywhere_agent.errors import ConfigError, PackageError
 from anywhere_agent.host import agent_files, ecs_exec
 from anywhere_agent.install import sources
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step
+from anywhere_agent.install.steps.base import Delta, Step, UnitAction, Verb
 
 # In a bundle: agents/amazon-ssm-agent-binaries_<version>_<arch>.tar.gz (bundle/agents.py).
 _BUNDLED = re.compile(r"(?:.*/)?amazon-ssm-agent-binaries_(?P<version>\d+(?:\.\d+)*)_"
@@ -63,7 +63,7 @@ class ExecCertsStep(Step):
         else:
             what = f"create {ecs_exec.CONFIG_DIR}"
         # No diff: a CA bundle is hundreds of certificates, and public.
-        return Delta(what, services=[f"restart {agent_files.ECS_UNIT}"],
+        return Delta(what, services=[UnitAction(Verb.RESTART, agent_files.ECS_UNIT)],
                      data={"source": source})
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
@@ -160,7 +160,7 @@ class ExecBinariesStep(Step):
                 return None
         shown = version or f"<{agent_files.SSM_PACKAGE} version>"
         return Delta(f"put {', '.join(ecs_exec.BINARIES)} in {ecs_exec.BIN_DIR}/{shown} "
-                     f"from {origin}", services=[f"restart {agent_files.ECS_UNIT}"])
+                     f"from {origin}", services=[UnitAction(Verb.RESTART, agent_files.ECS_UNIT)])
 
     def _binaries(self, ctx: InstallContext) -> tuple[str, dict[str, bytes], str]:
         source = ctx.cfg.package_source
@@ -197,6 +197,5 @@ class ExecBinariesStep(Step):
         ctx.host.ensure_dir(folder)
         for name in ecs_exec.BINARIES:
             ctx.host.write_atomic(f"{folder}/{name}", binaries[name], ecs_exec.BINARY_MODE)
-        ctx.journal.data["ecs_exec_version"] = version
-        ctx.journal.save()
+        ctx.journal.record_ecs_exec_version(version)
         return [f"{folder} from {origin}"]

@@ -9,7 +9,16 @@ from typing import Any
 
 from anywhere_agent.host import agent_files, keyvalue
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, FileChange, Mode, Step
+from anywhere_agent.install.steps.base import (
+    DAEMON_RELOAD,
+    Delta,
+    FileChange,
+    Mode,
+    Step,
+    Undo,
+    UnitAction,
+    Verb,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -42,7 +51,7 @@ class FileStep(Step):
             if old is None:
                 return None
             return Delta(f"remove {path}", files=[FileChange(path, old, None)],
-                         services=[f"restart {u}" for u in self.readers])
+                         services=self._restarts())
         current = ctx.host.mode(path)
         mode = self.mode(new, current) if callable(self.mode) else self.mode
         if old == new and current == mode:
@@ -50,20 +59,46 @@ class FileStep(Step):
         what = "update" if old != new or old is None else f"set mode {mode:04o} on"
         return Delta(f"{'create' if old is None else what} {path}",
                      files=[FileChange(path, old, new, mode)],
-                     services=[f"restart {u}" for u in self.readers])
+                     services=self._restarts())
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         # Record consequences first: a run killed after the write still restarts the readers.
         for unit in self.readers:
             ctx.journal.add_pending_restart(unit)
         if self.unit_file:
-            ctx.journal.add_pending_restart("daemon-reload")
+            ctx.journal.add_pending_restart(DAEMON_RELOAD.verb.value)
         change = delta.files[0]
         if change.new is None:
             ctx.host.remove(change.path)
         else:
             ctx.host.write_atomic(change.path, change.new, change.mode)
         return [change.path]
+
+    def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
+        change = delta.files[0]
+        mode = ctx.host.mode(change.path) or 0o644
+        # Directories the write will create, deepest first, so undo removes them too.
+        new_dirs = []
+        parent = ctx.host.path(change.path).parent
+        while not parent.exists():
+            new_dirs.append(parent)
+            parent = parent.parent
+
+        def restore() -> None:
+            if change.old is None:
+                ctx.host.remove(change.path)
+                for d in new_dirs:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break
+            else:
+                ctx.host.write_atomic(change.path, change.old, mode)
+
+        return Undo(f"restore {change.path}", restore)
+
+    def _restarts(self) -> list[UnitAction]:
+        return [UnitAction(Verb.RESTART, unit) for unit in self.readers]
 
 
 def _env_value(value: str) -> str:

@@ -7,7 +7,7 @@ import json
 from anywhere_agent.errors import ConfigError
 from anywhere_agent.host import agent_files, gpu
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import _docker_managed
+from anywhere_agent.install.steps.base import Delta, _docker_managed
 from anywhere_agent.install.steps.files import FileStep
 
 
@@ -31,7 +31,42 @@ def _keep_mode(content: str, current: int | None) -> int:
     return current if current is not None else 0o644
 
 
+# Journal key: install added runtimes.nvidia ("added") or created daemon.json for it
+# ("created"), so uninstall takes out exactly that (node/uninstall.py).
+JOURNAL_KEY = "gpu_docker_runtime"
+
+
+class DockerRuntimeStep(FileStep):
+    def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
+        if JOURNAL_KEY not in ctx.journal.data:
+            # Recorded before the write, like a pending restart: a killed run still knows.
+            ctx.journal.data[JOURNAL_KEY] = "created" if delta.files[0].old is None else "added"
+            ctx.journal.save()
+        return super().apply(ctx, delta)
+
+
 def docker_runtime_step() -> FileStep:
-    return FileStep("gpu-docker-runtime", "Docker's nvidia runtime for GPU tasks",
-                    gpu.DOCKER_DAEMON_JSON, _daemon_json, mode=_keep_mode,
-                    readers=(agent_files.DOCKER_UNIT,), when=_gpu_docker)
+    return DockerRuntimeStep("gpu-docker-runtime", "Docker's nvidia runtime for GPU tasks",
+                             gpu.DOCKER_DAEMON_JSON, _daemon_json, mode=_keep_mode,
+                             readers=(agent_files.DOCKER_UNIT,), when=_gpu_docker)
+
+
+def undo_docker_runtime(ctx: InstallContext) -> str | None:
+    """For uninstall: take out the runtime entry install added (the file, if install created
+    it and nothing else is in it); what it did, or None when there is nothing of ours."""
+    how = ctx.journal.data.get(JOURNAL_KEY)
+    if how not in ("added", "created"):
+        return None
+    data, _ = gpu.read_daemon_json(ctx.host)
+    if data is None or not gpu.docker_has_runtime(data):
+        return None  # unreadable now, or already gone: not ours to repair
+    rest = gpu.without_our_runtime(data)
+    if rest == data:
+        return None
+    if not rest and how == "created":
+        ctx.host.remove(gpu.DOCKER_DAEMON_JSON)
+        return f"removed {gpu.DOCKER_DAEMON_JSON}"
+    mode = ctx.host.mode(gpu.DOCKER_DAEMON_JSON) or 0o644
+    ctx.host.write_atomic(gpu.DOCKER_DAEMON_JSON,
+                          json.dumps(rest, indent=2, sort_keys=True) + "\n", mode)
+    return f"removed runtimes.nvidia from {gpu.DOCKER_DAEMON_JSON}"

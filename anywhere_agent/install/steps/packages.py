@@ -7,15 +7,16 @@ from collections.abc import Callable
 from anywhere_agent.errors import PackageError, PreflightError
 from anywhere_agent.host import agent_files, pins
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step, _docker_managed, _is_deb, _is_rpm
-
-
-def _record_installed(ctx: InstallContext, package: str) -> None:
-    """Uninstall removes only packages we installed (Docker included): remember them."""
-    installed = set(ctx.journal.data.get("installed_packages", []))
-    ctx.journal.data["installed_packages"] = sorted(installed | {package})
-    ctx.journal.save()
-
+from anywhere_agent.install.steps.base import (
+    Delta,
+    Step,
+    Undo,
+    UnitAction,
+    Verb,
+    _docker_managed,
+    _is_deb,
+    _is_rpm,
+)
 
 # A changed package whose maintainer scripts leave the running agent alone: the real
 # amazon-ecs-init deb only reloads systemd, so the old agent would run on until restarted. The
@@ -48,7 +49,7 @@ class PackageStep(Step):
         return Delta(f"{way} {self.package} {installed} -> {pin}: "
                      f"{ctx.source.describe(self.package)}",
                      packages=[f"{self.package} {installed} -> {pin}"],
-                     services=[f"restart {u}" for u in restarts],
+                     services=[UnitAction(Verb.RESTART, u) for u in restarts],
                      data={"installed": installed, "downgrade": way == "downgrade"})
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
@@ -64,8 +65,26 @@ class PackageStep(Step):
                                f"not the pinned {pin}",
                                f"check that the {ctx.cfg.package_source} source offers "
                                f"{self.package} {pin}, or change {pins.PIN_KEYS[self.package]}")
-        _record_installed(ctx, self.package)
+        # Uninstall removes only packages we installed: remember them.
+        ctx.journal.record_installed(self.package)
         return [f"package {self.package} {now}" if pin else f"package {self.package}"]
+
+    def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
+        previous = str(delta.data.get("installed") or "")
+        if previous:
+            # This run moved an installed package to its pin: put the version back, never
+            # remove a package the host had before.
+            def restore() -> None:
+                ctx.source.pinned_to(self.package, previous).install(
+                    self.package, downgrade=not delta.data.get("downgrade"))
+
+            return Undo(f"put {self.package} {previous} back", restore)
+
+        def remove() -> None:
+            ctx.source.pm.remove([self.package])
+            ctx.journal.forget_installed(self.package)
+
+        return Undo(f"remove package {self.package}", remove)
 
 
 class DockerStep(Step):
@@ -125,7 +144,7 @@ class DockerStep(Step):
                                  "add download.docker.com to the host's sources, or use distro")
         ctx.source.pm.refresh()
         ctx.source.pm.install([self._package(ctx)])
-        _record_installed(ctx, self._package(ctx))
+        ctx.journal.record_installed(self._package(ctx))  # Docker too
         return [f"package {self._package(ctx)}"]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import tenacity
 
+from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
 from anywhere_agent.errors import ActivationError
 from anywhere_agent.host import agent_files
 from anywhere_agent.host.agent_files import (
@@ -18,7 +19,7 @@ from anywhere_agent.host.agent_files import (
 from anywhere_agent.install.context import Activation, InstallContext
 from anywhere_agent.install.registration import RegisterFailure
 from anywhere_agent.install.registration import classify as classify_register
-from anywhere_agent.install.steps.base import Delta, Step
+from anywhere_agent.install.steps.base import Delta, Step, Undo, UnitAction, Verb
 
 LOG = logging.getLogger(__name__)
 
@@ -65,7 +66,24 @@ def deregister_own_registration(ctx: InstallContext, instance_id: str) -> bool:
 class RegistrationStep(Step):
     name, title = "ssm-registration", "register with SSM"
 
+    def __init__(self) -> None:
+        self._verified: bool | None = None  # what the last check learned from SSM
+
+    def guard(self, ctx: InstallContext) -> None:
+        if ctx.activation is not None:
+            return
+        delta = self.check(ctx)
+        if delta is not None and not delta.data.get("adopt"):
+            raise ActivationError(
+                f"this host needs an SSM registration ({delta.data['reason']}) but no "
+                "activation code was given",
+                f"pass --activation-id and --activation-code-file (or {CODE_ENV})")
+
+    def findings(self) -> dict[str, Any]:
+        return {"registration_verified": False} if self._verified is False else {}
+
     def check(self, ctx: InstallContext) -> Delta | None:
+        self._verified = None
         reg = read_registration(ctx.host)
         ident = ctx.journal.identity
         reason = ""
@@ -82,12 +100,11 @@ class RegistrationStep(Step):
             if where == "absent":
                 reason = "the registration no longer exists in SSM (deregistered centrally)"
             else:
-                if where == "unknown":
-                    ctx.report["registration_verified"] = False
+                self._verified = where == "present"
                 return _unjournaled(ctx, reg)
         cloud = ["AmazonSSM.RegisterManagedInstance (by amazon-ssm-agent -register)"]
         delta = Delta(f"register: {reason}", cloud=cloud,
-                      services=[f"restart {agent_files.SSM_UNIT}"],
+                      services=[UnitAction(Verb.RESTART, agent_files.SSM_UNIT)],
                       data={"reason": reason, "old": reg})
         return delta
 
@@ -98,14 +115,14 @@ class RegistrationStep(Step):
             reg = delta.data["adopt"]
             _journal_identity(ctx, reg, ctx.journal.identity.get("activation_id")
                               or (ctx.activation.activation_id if ctx.activation else ""))
-            ctx.report["managed_instance_id"] = reg["ManagedInstanceID"]
+            ctx.report["managed_instance_id"] = ctx.registered_now = reg["ManagedInstanceID"]
             return [f"recorded identity {reg['ManagedInstanceID']}"]
         act = ctx.activation
         if act is None or not act.code or not act.activation_id:
             raise ActivationError(f"this host needs a registration ({delta.data['reason']}) "
                                   "but no activation was given",
                                   "pass --activation-id and the code via --activation-code-file, "
-                                  "ANYWHERE_AGENT_ACTIVATION_CODE or standard input")
+                                  f"{CODE_ENV} or standard input")
         old = delta.data.get("old") or {}
         reason = str(delta.data["reason"])
         if old:
@@ -130,8 +147,31 @@ class RegistrationStep(Step):
             if ctx.host.services.state(agent_files.ECS_UNIT).active:
                 ctx.host.services.stop(agent_files.ECS_UNIT)
             ctx.host.remove(agent_files.ECS_AGENT_DB)
-        ctx.report["managed_instance_id"] = reg["ManagedInstanceID"]
+        ctx.report["managed_instance_id"] = ctx.registered_now = reg["ManagedInstanceID"]
         return [f"registered {reg['ManagedInstanceID']}"]
+
+    def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
+        def clear() -> None:
+            # Remove this run's managed instance from SSM first: the files below hold
+            # the only credentials that may do it.
+            mine = read_registration(ctx.host).get("ManagedInstanceID", "")
+            if mine and deregister_own_registration(ctx, mine):
+                ctx.deregistered_again = mine
+            svc = ctx.host.services
+            if svc.state(agent_files.SSM_UNIT).active:
+                svc.stop(agent_files.SSM_UNIT)
+            ctx.host.run([agent_files.SSM_BINARY, "-register", "-clear"], timeout=60)
+            for path in (agent_files.SSM_REGISTRATION, agent_files.SSM_REGISTRATION_KEY,
+                         agent_files.HOST_CREDENTIALS):
+                ctx.host.remove(path)
+            ctx.journal.clear_identity()
+
+        return Undo("clear the new SSM registration", clear)
+
+    def keeps_earlier(self, ctx: InstallContext, delta: Delta) -> bool:
+        # An old identity is never restored by undo: once replaced, nothing before is undone.
+        before = (delta.data.get("old") or {}).get("ManagedInstanceID", "")
+        return bool(before) and before != read_registration(ctx.host).get("ManagedInstanceID")
 
 
 # Throttling and SSM server errors are retried within this bound; every other cause is final.

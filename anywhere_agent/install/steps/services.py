@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from anywhere_agent.host import agent_files
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step
+from anywhere_agent.install.steps.base import DAEMON_RELOAD, Delta, Step, UnitAction, Verb
 
 
 class ServiceStep(Step):
@@ -21,34 +21,36 @@ class ServiceStep(Step):
         return self._when(ctx)
 
     def check(self, ctx: InstallContext) -> Delta | None:
-        actions = []
-        if "daemon-reload" in ctx.journal.pending_restarts():
-            actions.append("daemon-reload")
+        actions: list[UnitAction] = []
+        pending = ctx.journal.pending_restarts()
+        if DAEMON_RELOAD.verb.value in pending:
+            actions.append(DAEMON_RELOAD)
         state = ctx.host.services.state(self.unit)
         if not state.enabled:
-            actions.append(f"enable {self.unit}")
+            actions.append(UnitAction(Verb.ENABLE, self.unit))
         if not state.active:
-            actions.append(f"start {self.unit}")
-        elif self.unit in ctx.journal.pending_restarts():
-            actions.append(f"restart {self.unit}")
+            actions.append(UnitAction(Verb.START, self.unit))
+        elif self.unit in pending:
+            actions.append(UnitAction(Verb.RESTART, self.unit))
         if not actions:
             return None
-        return Delta(", ".join(actions), services=actions)
+        return Delta(", ".join(map(str, actions)), services=actions)
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         svc = ctx.host.services
-        if "daemon-reload" in delta.services:
-            svc.daemon_reload()
-            ctx.journal.clear_pending_restart("daemon-reload")
-        if f"enable {self.unit}" in delta.services:
-            svc.enable(self.unit)
-        if f"start {self.unit}" in delta.services:
-            svc.reset_failed(self.unit)
-            svc.start(self.unit)
-        elif f"restart {self.unit}" in delta.services:
-            svc.restart(self.unit)
+        for action in delta.services:
+            if action.verb is Verb.DAEMON_RELOAD:
+                svc.daemon_reload()
+                ctx.journal.clear_pending_restart(DAEMON_RELOAD.verb.value)
+            elif action.verb is Verb.ENABLE:
+                svc.enable(self.unit)
+            elif action.verb is Verb.START:
+                svc.reset_failed(self.unit)
+                svc.start(self.unit)
+            elif action.verb is Verb.RESTART:
+                svc.restart(self.unit)
         ctx.journal.clear_pending_restart(self.unit)
-        return [a for a in delta.services if a != "daemon-reload"]
+        return [str(a) for a in delta.services if a.verb is not Verb.DAEMON_RELOAD]
 
 
 
@@ -61,7 +63,8 @@ class ClusterMoveStep(Step):
         old = agent_files.ecs_config_cluster(ctx.host)
         if old and old != ctx.cfg.cluster and ctx.host.exists(agent_files.ECS_AGENT_DB):
             return Delta(f"move from cluster {old} to {ctx.cfg.cluster}: stop ecs, remove "
-                         f"{agent_files.ECS_AGENT_DB}", services=[f"stop {agent_files.ECS_UNIT}"])
+                         f"{agent_files.ECS_AGENT_DB}",
+                         services=[UnitAction(Verb.STOP, agent_files.ECS_UNIT)])
         return None
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 from anywhere_agent.errors import NotJoinedError
 from anywhere_agent.host import agent_files
 from anywhere_agent.install.context import InstallContext
+from anywhere_agent.install.poll import poll
 from anywhere_agent.install.steps.base import Delta, Step
 
 LOG = logging.getLogger(__name__)
@@ -27,25 +28,27 @@ class VerifyJoinStep(Step):
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
         deadline = ctx.clock() + ctx.cfg.join_timeout_seconds
         url = ctx.cfg.supervise.introspection_url.rstrip("/") + "/v1/metadata"
-        arn = ""
-        meta: dict[str, Any] = {}
-        while True:
+
+        def joined() -> dict[str, Any] | None:
             status, body = ctx.http_get(url, 2.0)
-            if status == 200:
-                try:
-                    meta = json.loads(body)
-                except ValueError:
-                    meta = {}
-                arn = str(meta.get("ContainerInstanceArn") or "")
-                if arn:
-                    break
-            if ctx.clock() > deadline:
-                ecs = ctx.host.services.state(agent_files.ECS_UNIT)
-                raise NotJoinedError(
-                    f"no ContainerInstanceArn from ECS introspection within "
-                    f"{ctx.cfg.join_timeout_seconds:.0f} s (ecs is {ecs.active_state})",
-                    "see /var/log/ecs/ecs-agent.log; check cluster, region and credentials")
-            ctx.sleep(0.25)
+            if status != 200:
+                return None
+            try:
+                meta = json.loads(body)
+            except ValueError:
+                return None
+            return meta if isinstance(meta, dict) and meta.get("ContainerInstanceArn") else None
+
+        # Issue 17: a host that joins within a second is noticed within a fraction of one.
+        meta = poll(joined, seconds=ctx.cfg.join_timeout_seconds, clock=ctx.clock,
+                    sleep=ctx.sleep, first=0.1, cap=0.5)
+        if meta is None:
+            ecs = ctx.host.services.state(agent_files.ECS_UNIT)
+            raise NotJoinedError(
+                f"no ContainerInstanceArn from ECS introspection within "
+                f"{ctx.cfg.join_timeout_seconds:.0f} s (ecs is {ecs.active_state})",
+                f"see {agent_files.ECS_AGENT_LOG}; check cluster, region and credentials")
+        arn = str(meta["ContainerInstanceArn"])
         if meta.get("Cluster") and meta["Cluster"] not in (ctx.cfg.cluster,) and \
                 not str(meta["Cluster"]).endswith("/" + ctx.cfg.cluster):
             raise NotJoinedError(f"the ECS agent joined cluster {meta['Cluster']}, "
@@ -62,7 +65,10 @@ class VerifyJoinStep(Step):
         if clients is None:
             ctx.note("could not verify ACTIVE/agentConnected: no host credentials")
             return False
-        while True:
+        last: dict[str, Any] = {}
+
+        def connected() -> bool | None:
+            """True when ACTIVE and connected, False when it cannot be asked, None: not yet."""
             try:
                 resp = clients.client("ecs").describe_container_instances(
                     cluster=ctx.cfg.cluster, containerInstances=[arn])
@@ -71,22 +77,31 @@ class VerifyJoinStep(Step):
 
                 # Throttling or a 5xx says "not now", not "not allowed": poll on within the
                 # join bound rather than give up verifying on one answer.
-                if is_transient(err) and ctx.clock() <= deadline:
+                if is_transient(err):
                     LOG.info("DescribeContainerInstances: %s; trying again", err)
-                    ctx.sleep(0.5)
-                    continue
+                    last["error"] = err
+                    return None
                 ctx.note(f"could not verify ACTIVE/agentConnected ({type(err).__name__}); "
                          "introspection shows the container instance ARN")
                 return False
+            last.pop("error", None)
             inst = (resp.get("containerInstances") or [{}])[0]
-            status, connected = inst.get("status"), inst.get("agentConnected")
-            ctx.report["container_instance_status"] = status
-            ctx.report["agent_connected"] = connected
+            last["status"], last["connected"] = inst.get("status"), inst.get("agentConnected")
+            ctx.report["container_instance_status"] = last["status"]
+            ctx.report["agent_connected"] = last["connected"]
             # DRAINING is an operator's choice (maintenance), not a failed join.
-            if status in ("ACTIVE", "DRAINING") and connected:
-                return True
-            if ctx.clock() > deadline:
-                raise NotJoinedError(f"container instance is {status}, agentConnected="
-                                     f"{connected} after {ctx.cfg.join_timeout_seconds:.0f} s",
-                                     "see /var/log/ecs/ecs-agent.log and the ecs endpoint/proxy")
-            ctx.sleep(0.5)
+            return True if last["status"] in ("ACTIVE", "DRAINING") and last["connected"] \
+                else None
+
+        answer = poll(connected, seconds=max(0.0, deadline - ctx.clock()), clock=ctx.clock,
+                      sleep=ctx.sleep, first=0.2, cap=2.0)
+        if answer is not None:
+            return answer
+        if "error" in last:
+            ctx.note(f"could not verify ACTIVE/agentConnected ({type(last['error']).__name__}); "
+                     "introspection shows the container instance ARN")
+            return False
+        raise NotJoinedError(f"container instance is {last.get('status')}, agentConnected="
+                             f"{last.get('connected')} after "
+                             f"{ctx.cfg.join_timeout_seconds:.0f} s",
+                             f"see {agent_files.ECS_AGENT_LOG} and the ecs endpoint/proxy")

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_for
+
 DOUBLES = Path(__file__).resolve().parents[3] / "anywhere_agent" / "lab" / "doubles"
 SSM = DOUBLES / "ssm_agent.py"
 ECS = DOUBLES / "ecs_agent.py"
@@ -283,13 +285,7 @@ def processes() -> Iterator[Processes]:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(what, check, timeout, interval=0.05)
 
 
 @pytest.fixture(scope="session")

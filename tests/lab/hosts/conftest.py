@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from anywhere_agent.lab.orchestrator import Lab
 from anywhere_agent.lab.state import LabInfo
+from tests.conftest import lab_skip_reason
 
 HOSTS_LAB = "hosttest"
-
-
-def lab_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root (network namespaces, overlay mounts, systemd-nspawn)"
-    for tool, pkg in (
-        ("systemd-nspawn", "systemd-container"),
-        ("debootstrap", "debootstrap"),
-        ("ip", "iproute2"),
-        ("ssh", "openssh-client"),
-    ):
-        if shutil.which(tool) is None:
-            return f"lab tests need {tool}: apt-get install {pkg}"
-    return None
 
 
 def services_available() -> tuple[bool, bool]:

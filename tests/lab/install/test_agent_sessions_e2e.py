@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,15 +14,12 @@ from typing import Any
 
 import pytest
 
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.control_plane.admin import LabAdmin
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.errors import ExitCode  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.control_plane.admin import LabAdmin  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "sessions"
 SCALE = 20.0  # lab seconds per real second: the 5-minute SSM ping comes every 15 s
@@ -31,17 +27,9 @@ SCALE = 20.0  # lab seconds per real second: the 5-minute SSM ping comes every 1
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aasess", time_scale=SCALE)
-    lab.up(2)
-    try:
-        url = lab.control_plane_url()
-        for host in ("n1", "n2"):
-            lab.install_product(host)
-            rollout.write_config(lab, host, rollout.node_config(url, lab.region, CLUSTER))
+    with Lab(name="aasess", time_scale=SCALE).running(2) as lab:
+        rollout.stage(lab, ["n1", "n2"], CLUSTER)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")

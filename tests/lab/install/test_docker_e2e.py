@@ -5,21 +5,16 @@ seen by health and recovered by systemd. Each test uses a fresh host of one lab.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "dock"
 TASK_LABEL = "com.amazonaws.ecs.task-arn"
@@ -27,13 +22,8 @@ TASK_LABEL = "com.amazonaws.ecs.task-arn"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aadock")
-    lab.up(2)
-    try:
+    with Lab(name="aadock").running(2) as lab:
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +56,6 @@ def task_containers(lab: Lab, host: str) -> list[dict[str, str]]:
     out = sh(lab, host, "docker", "ps", "--filter", f"label={TASK_LABEL}",
              "--format", "{{json .}}")
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def wait_for(what: str, probe: Any, timeout: float = 60.0, detail: Any = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = probe()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} {detail()}")
 
 
 def test_default_install_puts_docker_io_on_through_the_lab_proxy_and_runs_a_task_container(

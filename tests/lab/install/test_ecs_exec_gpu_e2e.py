@@ -191,3 +191,14 @@ def test_a_gpu_host_with_stand_in_driver_and_runtime_installs_with_gpu_support(
     # The repo source gives ECS Exec the SSM package's own binaries, under its version.
     _, status = json_of(the_lab, "n2", "anywhere-agent", "status", "--json")
     assert status["ecs_exec"]["ready"] and status["ecs_exec"]["version"] == "3.3.1802.0"
+
+
+def test_uninstall_takes_away_ecs_exec_and_the_runtime_install_added(
+        lab: tuple[Lab, str]) -> None:
+    the_lab, _ = lab
+    proc = the_lab.ssh("n2", ["anywhere-agent", "uninstall", "--force"], check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert the_lab.ssh("n2", ["test", "-e", ecs_exec.ROOT], check=False).returncode != 0
+    # install created daemon.json for the runtime alone, so it goes too.
+    assert the_lab.ssh("n2", ["test", "-e", "/etc/docker/daemon.json"],
+                       check=False).returncode != 0

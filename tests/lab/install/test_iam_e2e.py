@@ -7,23 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.operators import AccessKey, create_operator, root_client
+from anywhere_agent.lab.orchestrator import Lab
+from anywhere_agent.registrar.ensure import HOST_EXTRA_POLICY_NAME
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.errors import ExitCode  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.operators import AccessKey, create_operator, root_client  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
-from anywhere_agent.registrar.ensure import HOST_EXTRA_POLICY_NAME  # noqa: E402
 
 CLUSTER = "iam"
 REPORTING = ('\n[reporting]\ncloudwatch = true\nattribute = true\n')
@@ -31,15 +27,9 @@ REPORTING = ('\n[reporting]\ncloudwatch = true\nattribute = true\n')
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aaiam")
-    lab.up(3)
-    try:
-        for host in ("n1", "n2", "n3"):
-            lab.install_product(host)
+    with Lab(name="aaiam").running(3) as lab:
+        rollout.stage(lab, ["n1", "n2", "n3"])
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,18 +12,12 @@ from typing import Any
 
 import pytest
 
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+from tests.lab.install.argv_watch import ArgvWatch
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from argv_watch import ArgvWatch  # noqa: E402
-
-from anywhere_agent.errors import ExitCode  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "e2e"
 # The lab tier's default is Docker from the distribution; n2, whose test kills install at
@@ -34,18 +27,9 @@ DOCKER_SOURCE = {"n2": "none"}
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aae2e")
-    lab.up(4)
-    try:
-        url = lab.control_plane_url()
-        for host in ("n1", "n2", "n3", "n4"):
-            lab.install_product(host)
-            rollout.write_config(lab, host, rollout.node_config(
-                url, lab.region, CLUSTER, DOCKER_SOURCE.get(host, "distro")))
+    with Lab(name="aae2e").running(4) as lab:
+        rollout.stage(lab, ["n1", "n2", "n3", "n4"], CLUSTER, DOCKER_SOURCE)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +45,6 @@ def clients(lab: Lab) -> tuple[Any, Any]:
 def identity(lab: Lab, host: str) -> str:
     out = lab.exec(host, ["cat", "/var/lib/amazon/ssm/registration"], check=False).stdout
     return str(json.loads(out or b"{}").get("ManagedInstanceID", ""))
-
-
-def registrations_of(lab: Lab, host: str) -> tuple[list[str], list[str]]:
-    """Managed instances whose ComputerName is `host`, and ACTIVE container instances of them."""
-    ssm, ecs = clients(lab)
-    name = lab.exec(host, ["hostname"]).stdout.decode().strip()
-    infos = ssm.describe_instance_information(MaxResults=50)["InstanceInformationList"]
-    mine = [i["InstanceId"] for i in infos if i.get("ComputerName", "").split(".")[0] == name]
-    arns = ecs.list_container_instances(cluster=CLUSTER, status="ACTIVE")["containerInstanceArns"]
-    cis = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)[
-        "containerInstances"] if arns else []
-    return mine, [c["containerInstanceArn"] for c in cis if c.get("ec2InstanceId") in mine]
 
 
 def unit_fingerprint(lab: Lab, host: str) -> dict[str, str]:
@@ -95,7 +67,7 @@ def test_fresh_install_joins_and_rerun_changes_nothing(lab: Lab, activation: Any
     assert code == 0, err
     assert again["changed"] is False, again["changes"]
     assert unit_fingerprint(lab, "n1") == before
-    mis, cis = registrations_of(lab, "n1")
+    mis, cis = rollout.registrations(lab, "n1", CLUSTER)
     assert len(mis) == 1 and len(cis) == 1
 
 
@@ -129,7 +101,7 @@ def test_kill_at_step_boundaries_converges_to_one_registration(lab: Lab,
             code, _, err = rollout.install(lab, "n2", activation)
         assert watch.scans > 10 and watch.holders() == [], (boundary, watch.holders())
         assert code == 0, (boundary, err)
-        mis, cis = registrations_of(lab, "n2")
+        mis, cis = rollout.registrations(lab, "n2", CLUSTER)
         assert len(mis) == 1 and len(cis) == 1, (boundary, mis, cis)
 
 

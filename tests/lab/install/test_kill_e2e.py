@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+from tests.lab.install.argv_watch import ArgvWatch
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from argv_watch import ArgvWatch  # noqa: E402
-
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "kill"
 HOST = "n1"
@@ -36,14 +27,9 @@ HOST = "n1"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aakill")
-    lab.up(1)
-    try:
-        lab.install_product(HOST)
+    with Lab(name="aakill").running(1) as lab:
+        rollout.stage(lab, [HOST])
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +43,7 @@ def clean(lab: Lab) -> None:
     lab.ssh(HOST, ["anywhere-agent", "uninstall", "--force"], check=False)
     lab.ssh(HOST, ["test", "!", "-e", "/var/lib/amazon/ssm/registration"])
     url = lab.control_plane_url()
-    mis, cis = online_for_host(lab)
+    mis, cis = rollout.registrations(lab, HOST, CLUSTER)
     for arn in cis:
         rollout.lab_client(url, "ecs", lab.region).deregister_container_instance(
             cluster=CLUSTER, containerInstance=arn, force=True)
@@ -157,19 +143,6 @@ def registration(lab: Lab) -> str:
     return str(json.loads(out or b"{}").get("ManagedInstanceID", ""))
 
 
-def online_for_host(lab: Lab) -> tuple[list[str], list[str]]:
-    url = lab.control_plane_url()
-    ssm = rollout.lab_client(url, "ssm", lab.region)
-    ecs = rollout.lab_client(url, "ecs", lab.region)
-    name = lab.exec(HOST, ["hostname"]).stdout.decode().strip()
-    infos = ssm.describe_instance_information(MaxResults=50)["InstanceInformationList"]
-    mine = [i["InstanceId"] for i in infos if i.get("ComputerName", "").split(".")[0] == name]
-    arns = ecs.list_container_instances(cluster=CLUSTER, status="ACTIVE")["containerInstanceArns"]
-    cis = ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)[
-        "containerInstances"] if arns else []
-    return mine, [c["containerInstanceArn"] for c in cis if c.get("ec2InstanceId") in mine]
-
-
 def test_register_child_dies_with_a_killed_install_and_no_other_process_holds_the_code(
         lab: Lab, activation: Any) -> None:
     clean(lab)
@@ -228,7 +201,7 @@ def test_kill_inside_a_step_then_rerun_converges_to_one_registration(
         code, _, err = rollout.install(lab, HOST, activation)
     assert code == 0, (inside, err)
     assert watch.holders() == [], inside
-    mis, cis = online_for_host(lab)
+    mis, cis = rollout.registrations(lab, HOST, CLUSTER)
     assert len(mis) == 1 and len(cis) == 1, (inside, mis, cis)
     ident = identity(lab)
     assert ident["managed_instance_id"] == registration(lab) == mis[0], inside

@@ -3,22 +3,17 @@ error output, with its own fix and exit code; throttling is retried within a bou
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+from anywhere_agent.secret import Secret
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.errors import ExitCode  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
-from anywhere_agent.secret import Secret  # noqa: E402
 
 CLUSTER = "regerr"
 HOST = "n1"
@@ -26,16 +21,9 @@ HOST = "n1"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aaregerr")
-    lab.up(1)
-    try:
-        lab.install_product(HOST)
-        rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
-                                                            CLUSTER))
+    with Lab(name="aaregerr").running(1) as lab:
+        rollout.stage(lab, [HOST], CLUSTER)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 def fresh(lab: Lab, count: int = 1) -> rollout.LabActivation:

@@ -5,22 +5,17 @@ preflight before anything changes."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from anywhere_agent.errors import ExitCode
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.errors import ExitCode  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "secrets"
 HOST = "n1"
@@ -35,16 +30,9 @@ SECRET_FILES = ("/etc/apt/apt.conf.d/90anywhere-agent-proxy", "/etc/ecs/ecs.conf
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aasecret")
-    lab.up(1)
-    try:
-        lab.install_product(HOST)
-        rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
-                                                            CLUSTER))
+    with Lab(name="aasecret").running(1) as lab:
+        rollout.stage(lab, [HOST], CLUSTER)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +40,13 @@ def activation(lab: Lab) -> rollout.LabActivation:
     return rollout.prepare(lab.control_plane_url(), lab.region, CLUSTER, 10)
 
 
-def proxy_flags(lab: Lab) -> tuple[str, ...]:
+def with_proxy(lab: Lab, proxy: str = PROXY) -> None:
+    """agent.toml with the proxy: the place for a proxy password (the flags refuse one)."""
     lab_host = urlsplit(lab.control_plane_url()).hostname or ""
-    return ("--http-proxy", PROXY, "--https-proxy", PROXY, "--no-proxy", lab_host)
+    rollout.write_config(lab, HOST, rollout.node_config(lab.control_plane_url(), lab.region,
+                                                        CLUSTER)
+                         + f'\n[proxy]\nhttp = "{proxy}"\nhttps = "{proxy}"\n'
+                         f'no_proxy = "{lab_host}"\n')
 
 
 def modes(lab: Lab, paths: tuple[str, ...]) -> dict[str, str]:
@@ -66,7 +58,8 @@ def test_proxy_password_is_in_no_world_readable_file_and_none_of_our_output(
         lab: Lab, activation: Any) -> None:
     code, _, err = rollout.install(lab, HOST, activation)
     assert code == 0, err
-    code, result, err = rollout.install(lab, HOST, None, extra=proxy_flags(lab))
+    with_proxy(lab)
+    code, result, err = rollout.install(lab, HOST, None)
     assert code == 0, err
     outputs = [json.dumps(result), err]
     assert modes(lab, SECRET_FILES) == {p: "600" for p in SECRET_FILES}
@@ -79,16 +72,15 @@ def test_proxy_password_is_in_no_world_readable_file_and_none_of_our_output(
     assert loose == {}
     # A re-run tightens files left 0644 (by an older version or by hand).
     lab.exec(HOST, ["chmod", "0644", *SECRET_FILES])
-    code, result, err = rollout.install(lab, HOST, None, extra=proxy_flags(lab))
+    code, result, err = rollout.install(lab, HOST, None)
     assert code == 0, err
     assert {"apt-proxy", "ecs-config", "ecs-proxy-env", "ssm-agent-proxy-env"} <= \
         set(result["changes"])
     assert modes(lab, SECRET_FILES) == {p: "600" for p in SECRET_FILES}
     outputs += [json.dumps(result), err]
     # Our own output: a plan that changes the proxy, status, the journal of our runs.
-    changed_proxy = PROXY.replace("127.0.0.1:9", "127.0.0.1:10")
-    for argv in (["anywhere-agent", "install", "--dry-run", "--http-proxy", changed_proxy,
-                  "--https-proxy", changed_proxy, *proxy_flags(lab)[-2:]],
+    with_proxy(lab, PROXY.replace("127.0.0.1:9", "127.0.0.1:10"))
+    for argv in (["anywhere-agent", "install", "--dry-run"],
                  ["anywhere-agent", "status", "--json"],
                  # systemd shows units' Environment= to every local user: it must hold none.
                  ["systemctl", "show", "-p", "Environment", "ecs", "amazon-ssm-agent"],

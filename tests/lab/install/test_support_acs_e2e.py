@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,13 +18,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 NAME = "aasupp"
 CLUSTER = "support"
@@ -40,18 +35,13 @@ PLANTED_KEY_ID = "AKIAPLANTEDKEY000001"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name=NAME, time_scale=SCALE)
-    lab.up(1)
-    try:
-        lab.install_product(HOST)
+    with Lab(name=NAME, time_scale=SCALE).running(1) as lab:
+        rollout.stage(lab, [HOST])
         config = rollout.node_config(lab.control_plane_url(), lab.region, CLUSTER)
         # node_config ends in [supervise]: an outage is a WARNING after WARN_SECONDS here.
         config += f"acs_warn_seconds = {WARN_SECONDS}\nacs_crit_seconds = 3600\n"
         rollout.write_config(lab, HOST, config)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -11,13 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 HOST = "n1"
 USER = "nagios"
@@ -26,17 +22,12 @@ AGENT_TOML = "/etc/anywhere-agent/agent.toml"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aahealth")
-    lab.up(1)
-    try:
+    with Lab(name="aahealth").running(1) as lab:
         results = rollout.roll_out(lab, "mon")
         assert results[HOST]["exit_code"] == 0, results[HOST]["stderr_tail"]
         lab.exec(HOST, ["useradd", "--system", "--no-create-home", "--shell",
                         "/usr/sbin/nologin", USER])
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 def as_user(lab: Lab, *args: str) -> subprocess.CompletedProcess[bytes]:

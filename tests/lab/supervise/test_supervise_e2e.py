@@ -3,47 +3,30 @@
 from __future__ import annotations
 
 import os
-import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+from tests.conftest import wait_for
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 HOST = "n1"
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aasup")
-    lab.up(1)
-    try:
+    with Lab(name="aasup").running(1) as lab:
         results = rollout.roll_out(lab, "sup")
         assert results[HOST]["exit_code"] == 0, results[HOST]["stderr_tail"]
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 def show(lab: Lab, unit: str, prop: str) -> str:
     out = lab.exec(HOST, ["systemctl", "show", unit, "-p", prop, "--value"], check=False)
     return out.stdout.decode().strip()
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def health(lab: Lab) -> tuple[int, str]:
