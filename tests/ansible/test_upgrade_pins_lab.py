@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from anywhere_agent.lab.doubles.packaging import ECS_VERSIONS, SSM_VERSIONS
-from tests.ansible.conftest import AnsibleLab, lab_skip_reason, lab_vars, tool
+from tests.ansible.conftest import AnsibleLab, lab_for_ansible, rolled_out
 
 pytestmark = [pytest.mark.lab, pytest.mark.ansible]
 
@@ -25,36 +25,14 @@ CRASH_MARKER = "/run/anywhere-lab/faults/ecs-crash"
 @pytest.fixture(scope="module")
 def pinned_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnsibleLab]:
     """Two fresh hosts joined by rollout.yml with both agents pinned to version A."""
-    reason = lab_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    tool("ansible-playbook")
-    from anywhere_agent.lab.operators import create_operator
-    from anywhere_agent.lab.orchestrator import Lab
-
-    lab = Lab(LAB)
-    try:
-        lab.up(2)
-        tmp = tmp_path_factory.mktemp("ansible-pins")
-        inventory = tmp / "hosts.ini"
-        inventory.write_text(lab.inventory())
-        url = lab.control_plane_url()
-        controller = create_operator(url, "registrar", lab.region).environment()
-        extra = lab_vars(url, lab.region, lab.product_wheel(), lab.name.replace("-", "_"),
-                         controller)
-        extra.update({"ecs_anywhere_node_cluster": CLUSTER,
-                      # Long enough for a rollback's join proof on a loaded machine.
-                      "ecs_anywhere_node_join_timeout_seconds": 60})
-        alab = AnsibleLab(lab, inventory, extra, tmp)
+    # Long enough for a rollback's join proof on a loaded machine.
+    overrides = {"ecs_anywhere_node_cluster": CLUSTER,
+                 "ecs_anywhere_node_join_timeout_seconds": 60}
+    with lab_for_ansible(LAB, 2, tmp_path_factory.mktemp("ansible-pins"), overrides) as alab:
         # Only the rollout gets the role's pin variables: as extra variables they would outrank
         # the upgrade's own pins (and its rollback's).
-        run = alab.run("rollout.yml", extra={"ecs_anywhere_node_ecs_agent_version": ECS_A,
-                                             "ecs_anywhere_node_ssm_agent_version": SSM_A})
-        assert run.rc == 0, run.output[-6000:]
-        yield alab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
+        yield rolled_out(alab, ecs_anywhere_node_ecs_agent_version=ECS_A,
+                         ecs_anywhere_node_ssm_agent_version=SSM_A)
 
 
 def status(alab: AnsibleLab, host: str) -> dict[str, Any]:
