@@ -33,6 +33,9 @@ _ACTIVATION_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _FINGERPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{4} ?){10}$")
 _ATTR_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
+# A package version as AWS names its packages: upstream version, optional "-revision"
+# (1.105.1 or 1.105.1-1; 3.3.1802.0). Empty means "latest".
+_AGENT_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+~]*(-[0-9A-Za-z.+~]+)?$")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,9 @@ class Config:
     certs_file: str = ""
     ecs_loglevel: str = "info"
     join_timeout_seconds: float = 120.0
+    # Pinned agent package versions; "" keeps the latest the source offers.
+    ecs_agent_version: str = ""
+    ssm_agent_version: str = ""
     proxy: Proxy = field(default_factory=Proxy)
     ecs_attributes: Mapping[str, str] = field(default_factory=dict)
     ecs_tags: Mapping[str, str] = field(default_factory=dict)
@@ -175,6 +181,8 @@ ENV_KEYS: dict[str, str] = {
     "ANYWHERE_AGENT_PACKAGE_BASE_URL": "package_base_url",
     "ANYWHERE_AGENT_DOCKER_SOURCE": "docker_source",
     "ANYWHERE_AGENT_ENABLE_GPU": "enable_gpu",
+    "ANYWHERE_AGENT_ECS_AGENT_VERSION": "ecs_agent_version",
+    "ANYWHERE_AGENT_SSM_AGENT_VERSION": "ssm_agent_version",
     "ANYWHERE_AGENT_CERTS_FILE": "certs_file",
     "ANYWHERE_AGENT_HTTP_PROXY": "proxy.http",
     "ANYWHERE_AGENT_HTTPS_PROXY": "proxy.https",
@@ -409,6 +417,13 @@ def _validate(cfg: Config, w: Any) -> None:
             raise _fail(w(key), key, "must be a URL like http://proxy:3128 "
                         f"(got {redact_userinfo(url)!r})",
                         f"fix {key}")
+    for key in ("ecs_agent_version", "ssm_agent_version"):
+        version = getattr(cfg, key)
+        if version and not _AGENT_VERSION_RE.match(version):
+            raise _fail(w(key), key, f"{version!r} is not a package version",
+                        f"set {key} to a version such as "
+                        f"{'1.105.1' if key.startswith('ecs') else '3.3.1802.0'}, "
+                        "or leave it empty for the latest")
     if cfg.supervise.acs_crit_seconds < cfg.supervise.acs_warn_seconds:
         raise _fail(w("supervise.acs_crit_seconds"), "supervise.acs_crit_seconds",
                     "must not be below supervise.acs_warn_seconds",

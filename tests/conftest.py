@@ -62,8 +62,10 @@ class FakeSystem:
             if argv[1] == "install":
                 for name in argv[2:]:
                     if not name.startswith("-") and "::" not in name:
-                        base = Path(name).name.split("_")[0]
-                        self.packages[base] = "1.0"
+                        # pkg, pkg=VERSION (a pin) or a file pkg_VERSION_ARCH.deb.
+                        base, _, pinned = Path(name).name.partition("=")
+                        base, _, rest = base.partition("_")
+                        self.packages[base] = pinned or rest.split("_")[0] or "1.0"
                         if base == "amazon-ssm-agent":
                             # The real package enables and starts its service, and ships
                             # the workers beside the agent (ECS Exec copies all three).

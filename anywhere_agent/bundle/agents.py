@@ -7,12 +7,13 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
-from anywhere_agent.host import agent_files
+from anywhere_agent.host import agent_files, pins
 from anywhere_agent.host.gateway import Host, PackageManager, Runner, subprocess_runner
 from anywhere_agent.host.platform import Platform
 from anywhere_agent.install.sources import Fetcher, PackageSource, requests_fetcher
@@ -64,34 +65,54 @@ def package_version(path: Path, package: str, family: str,
     return m.group(1) if m and _VERSION_RE.fullmatch(m.group(1)) else "unknown"
 
 
+# The CLI's option for each agent's versions (named in errors).
+VERSION_OPTIONS = {agent_files.ECS_PACKAGE: "--ecs-agent-version",
+                   agent_files.SSM_PACKAGE: "--ssm-agent-version"}
+
+
 def from_dir(source: Path, dest: Path, arch: str, family: str,
-             run: Runner = subprocess_runner) -> list[AgentPackage]:
-    """Copy the newest matching package of each agent from `source` into `dest`."""
+             run: Runner = subprocess_runner,
+             versions: Mapping[str, Sequence[str]] | None = None) -> list[AgentPackage]:
+    """Copy each agent from `source` into `dest`: the versions pinned in `versions` (package ->
+    pins; a node's bundle source selects among them), else the newest one there."""
     ext = "." + family
     names = arch_names(arch, family)
     out: list[AgentPackage] = []
     for package in PACKAGES:
-        found = sorted(
+        found = [
             p for p in source.iterdir()
             if p.is_file() and p.name.startswith(package) and p.name.endswith(ext)
             and any(a in p.name[len(package):] for a in names)
-        ) if source.is_dir() else []
+        ] if source.is_dir() else []
         if not found:
             raise PackageError(f"no {package} {ext} for {arch} in {source}",
                                f"put the {family} package of {package} for {arch} there")
-        chosen = found[-1]
-        version = package_version(chosen, package, family, run)
-        target = dest / bundle_name(package, version, arch, family)
-        shutil.copyfile(chosen, target)
-        out.append(AgentPackage(package, version, f"{dest.name}/{target.name}", f"dir {source}"))
+        by_version = sorted(((package_version(p, package, family, run), p) for p in found),
+                            key=lambda vp: (pins.version_key(vp[0]), vp[1].name))
+        wanted = list((versions or {}).get(package, ())) or [""]
+        for pin in wanted:
+            matching = [vp for vp in by_version if not pin or pins.satisfies(vp[0], pin)]
+            if not matching:
+                have = ", ".join(v for v, _ in by_version)
+                raise PackageError(f"no {package} {pin} {ext} for {arch} in {source} "
+                                   f"(there: {have})",
+                                   f"put that version there, or change "
+                                   f"{VERSION_OPTIONS[package]}")
+            version, chosen = matching[-1]
+            target = dest / bundle_name(package, version, arch, family)
+            shutil.copyfile(chosen, target)
+            out.append(AgentPackage(package, version, f"{dest.name}/{target.name}",
+                                    f"dir {source}"))
     return out
 
 
 def download(dest: Path, arch: str, family: str, *, region: str, package_base_url: str = "",
              signing_key: Path | None = None, proxies: dict[str, str] | None = None,
              fetch: Fetcher = requests_fetcher,
-             run: Runner = subprocess_runner) -> list[AgentPackage]:
-    """Download each agent the way a node's `aws` source does, GPG-verified, into `dest`."""
+             run: Runner = subprocess_runner,
+             versions: Mapping[str, Sequence[str]] | None = None) -> list[AgentPackage]:
+    """Download each agent the way a node's `aws` source does, GPG-verified, into `dest`:
+    AWS's versioned key for each version pinned in `versions`, else `latest`."""
     out: list[AgentPackage] = []
     with tempfile.TemporaryDirectory(prefix="anywhere-agent-bundle-dl.") as tmp:
         # The node code works on a Host root: give it a scratch one on this machine.
@@ -114,13 +135,22 @@ def download(dest: Path, arch: str, family: str, *, region: str, package_base_ur
         source = PackageSource(cfg, host, platform, PackageManager(host, platform.package_manager),
                                fetch)
         for package in PACKAGES:
-            url = source.describe(package)
-            # The node's own download + `gpg --verify` against trusted keys only.
-            local = Path(source.download_verified(package))
-            version = package_version(local, package, family, run)
-            target = dest / bundle_name(package, version, arch, family)
-            shutil.copyfile(local, target)
-            out.append(AgentPackage(package, version, f"{dest.name}/{target.name}", url))
+            for pin in list((versions or {}).get(package, ())) or [""]:
+                # The node's own download + `gpg --verify` against trusted keys only, from
+                # the key a node pinned to `pin` would use.
+                pinned_cfg = (replace(cfg, ecs_agent_version=pin)
+                              if package == agent_files.ECS_PACKAGE
+                              else replace(cfg, ssm_agent_version=pin))
+                pinned = PackageSource(pinned_cfg, host, platform, source.pm, fetch)
+                url = pinned.describe(package)
+                local = Path(pinned.download_verified(package))
+                version = package_version(local, package, family, run)
+                if pin and not pins.satisfies(version, pin):
+                    raise PackageError(f"{url} holds {package} {version}, not {pin}",
+                                       "check the mirror (package_base_url) serves AWS's layout")
+                target = dest / bundle_name(package, version, arch, family)
+                shutil.copyfile(local, target)
+                out.append(AgentPackage(package, version, f"{dest.name}/{target.name}", url))
     return out
 
 

@@ -33,6 +33,7 @@ from anywhere_agent import __version__
 from anywhere_agent.bundle import agents
 from anywhere_agent.bundle.manifest import MANIFEST, verify_bundle, write_manifest
 from anywhere_agent.errors import PackageError, UsageError
+from anywhere_agent.host import pins as agent_pins
 from anywhere_agent.host.gateway import Runner, subprocess_runner
 from anywhere_agent.install.sources import Fetcher, requests_fetcher
 
@@ -68,6 +69,13 @@ class BundleSpec:
     project: Path | None = None  # a source checkout or a built wheel; default: this one
     tarball: bool = False
     force: bool = False  # replace an existing bundle at `out`
+    # Agent versions to carry (each a pin as in agent.toml); empty: the latest of each.
+    ecs_agent_versions: tuple[str, ...] = ()
+    ssm_agent_versions: tuple[str, ...] = ()
+
+    def agent_versions(self) -> dict[str, tuple[str, ...]]:
+        return {agent_pins.ECS_PACKAGE: self.ecs_agent_versions,
+                agent_pins.SSM_PACKAGE: self.ssm_agent_versions}
 
     def check(self) -> None:
         if self.arch not in ARCHES:
@@ -294,13 +302,13 @@ def build_bundle(spec: BundleSpec, *, run: Runner = subprocess_runner,
             + "".join(f"{name}=={version}\n" for name, version in sorted(pinned.items())))
         if spec.agents_from is not None:
             packages = agents.from_dir(spec.agents_from, agent_dir, spec.arch,
-                                       spec.distro_family, run)
+                                       spec.distro_family, run, spec.agent_versions())
         else:
             proxies = {"http": spec.proxy, "https": spec.proxy} if spec.proxy else {}
             packages = agents.download(agent_dir, spec.arch, spec.distro_family,
                                        region=spec.region, package_base_url=spec.package_base_url,
                                        signing_key=spec.signing_key, proxies=proxies,
-                                       fetch=fetch, run=run)
+                                       fetch=fetch, run=run, versions=spec.agent_versions())
         exec_binaries = _ecs_exec_binaries(spec, agent_dir, fetch)
         script = installer_script(spec.project)
         if script is not None:
@@ -317,7 +325,10 @@ def build_bundle(spec: BundleSpec, *, run: Runner = subprocess_runner,
             "built_with": f"anywhere-agent {__version__}, Python {pyplatform.python_version()}",
             "wheels": pinned,
             "systemd_python": systemd_note,
-            "agents": {p.package: p.to_dict() for p in packages},
+            # The newest carried version of each agent; agent_files lists every one.
+            "agents": {p.package: p.to_dict()
+                       for p in sorted(packages, key=lambda p: agent_pins.version_key(p.version))},
+            "agent_files": [{"package": p.package, **p.to_dict()} for p in packages],
             "ecs_exec": exec_binaries.to_dict() if exec_binaries else None,
         }
         (stage / "bundle.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

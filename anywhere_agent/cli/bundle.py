@@ -37,6 +37,13 @@ def bundle(
     no_systemd_python: bool = typer.Option(
         False, "--no-systemd-python",
         help="Leave out systemd-python (journald logging falls back to stderr)."),
+    ecs_agent_version: list[str] = typer.Option(
+        [], "--ecs-agent-version",
+        help="amazon-ecs-init version to carry (repeat for several, e.g. the current one and "
+             "the upgrade; nodes pick theirs by ecs_agent_version) [the latest]."),
+    ssm_agent_version: list[str] = typer.Option(
+        [], "--ssm-agent-version",
+        help="amazon-ssm-agent version to carry (repeatable, like --ecs-agent-version)."),
     tarball: bool = typer.Option(False, "--tarball", help="Also write <out>.tar.gz."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -49,7 +56,9 @@ def bundle(
             out=out, arch=arch, distro_family=distro_family, python=python,
             agents_from=agents_from, region=region, package_base_url=package_base_url,
             signing_key=signing_key, index_url=index_url, find_links=tuple(find_links),
-            proxy=proxy, systemd_python=not no_systemd_python, tarball=tarball, force=force))
+            proxy=proxy, systemd_python=not no_systemd_python, tarball=tarball, force=force,
+            ecs_agent_versions=tuple(ecs_agent_version),
+            ssm_agent_versions=tuple(ssm_agent_version)))
         if as_json:
             print(output.to_json(info.to_dict()))
             return
@@ -57,8 +66,8 @@ def bundle(
         print(f"bundle {info.path} ({info.size_bytes / 1e6:.1f} MB): anywhere-agent "
               f"{data['project_version']} for {data['target_arch']}/{data['distro_family']}, "
               f"Python {data['python_version']}, {len(data['wheels'])} wheels")
-        for name, agent in sorted(data["agents"].items()):
-            print(f"  {name} {agent['version']} ({agent['file']})")
+        for agent in data["agent_files"]:
+            print(f"  {agent['package']} {agent['version']} ({agent['file']})")
         print(f"  systemd-python: {data['systemd_python']}")
         # The manifest guards every file; this digest guards the manifest (compare it on the
         # node with `sha256sum manifest.sha256` when the copy path is not trusted).

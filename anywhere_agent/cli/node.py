@@ -105,6 +105,13 @@ def install(
         None, "--certs-file",
         help="CA bundle copied for ECS Exec (default: the first of the distribution's "
              "known locations)."),
+    ecs_agent_version: Optional[str] = typer.Option(
+        None, "--ecs-agent-version",
+        help="Pin amazon-ecs-init to this version (e.g. 1.105.1); install moves a host on "
+             "another version to it, downgrading if need be. Empty: the latest."),
+    ssm_agent_version: Optional[str] = typer.Option(
+        None, "--ssm-agent-version",
+        help="Pin amazon-ssm-agent to this version (e.g. 3.3.1802.0). Empty: the latest."),
     attribute: list[str] = typer.Option([], "--attribute", help="ECS attribute KEY=VALUE."),
     tag: list[str] = typer.Option([], "--tag", help="Container instance tag KEY=VALUE."),
     http_proxy: Optional[str] = typer.Option(
@@ -133,6 +140,8 @@ def install(
                        package_source=package_source, bundle_dir=bundle_dir,
                        docker_source=docker_source, enable_gpu=enable_gpu,
                        certs_file=certs_file,
+                       ecs_agent_version=ecs_agent_version,
+                       ssm_agent_version=ssm_agent_version,
                        ecs_attributes=",".join(attribute) or None,
                        ecs_tags=",".join(tag) or None,
                        **{"proxy.http": http_proxy, "proxy.https": https_proxy,
@@ -165,7 +174,8 @@ def status(
     as_json: bool = JsonOpt,
     root: str = RootOpt,
 ) -> None:
-    """Show this node's identity, cluster, agent versions, services and last install."""
+    """Show this node's identity, cluster, agent versions (installed against pinned), services
+    and last install."""
     from anywhere_agent.node.status import gather, render_text
 
     with output.errors_to_exit(as_json):

@@ -499,12 +499,19 @@ class PackageManager:
         res = self._host.run(argv, env=self._env if available else None, timeout=300)
         return [ln.strip() for ln in res.stdout.splitlines() if ln.strip()] if res.ok else []
 
-    def _install_argv(self, what: Sequence[str]) -> list[str]:
+    def _install_argv(self, what: Sequence[str], downgrade: bool = False) -> list[str]:
+        # downgrade: a pinned version may be older than the installed one (a rollback).
         if self.kind == "apt":
             return ["apt-get", "install", "-y", "-q", "--no-install-recommends", *_APT_LOCK_WAIT,
-                    "-o", "Dpkg::Options::=--force-confold", *what]
+                    "-o", "Dpkg::Options::=--force-confold",
+                    *(["--allow-downgrades"] if downgrade else []), *what]
         if self.kind == "zypper":
-            return ["zypper", "--non-interactive", "install", "--allow-unsigned-rpm", *what]
+            return ["zypper", "--non-interactive", "install", "--allow-unsigned-rpm",
+                    *(["--oldpackage"] if downgrade else []), *what]
+        if downgrade:
+            # install refuses a version older than the installed one (yum always; dnf for a
+            # local file); `downgrade` takes the same NEVRA or file.
+            return [self.kind, "downgrade", "-y", *what]
         return [self.kind, "install", "-y", *what]
 
     def _run(self, argv: list[str], doing: str) -> None:
@@ -518,13 +525,14 @@ class PackageManager:
         if self.kind == "apt":
             self._run(["apt-get", "update", "-q", *_APT_LOCK_WAIT], "apt-get update")
 
-    def install(self, names: Sequence[str]) -> None:
-        self._run(self._install_argv(names), f"installing {', '.join(names)}")
+    def install(self, names: Sequence[str], *, downgrade: bool = False) -> None:
+        self._run(self._install_argv(names, downgrade), f"installing {', '.join(names)}")
 
-    def install_files(self, paths: Sequence[str]) -> None:
+    def install_files(self, paths: Sequence[str], *, downgrade: bool = False) -> None:
         """Install local package files (apt resolves their dependencies from the repos)."""
         what = [p if p.startswith("/") else "./" + p for p in paths]
-        self._run(self._install_argv(what), f"installing {', '.join(Path(p).name for p in paths)}")
+        self._run(self._install_argv(what, downgrade),
+                  f"installing {', '.join(Path(p).name for p in paths)}")
 
     def remove(self, names: Sequence[str]) -> None:
         if self.kind == "apt":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import ConfigError, NetworkError, PackageError
-from anywhere_agent.host import agent_files
+from anywhere_agent.host import agent_files, pins
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import Platform
 
@@ -20,11 +21,15 @@ LOG = logging.getLogger(__name__)
 # AWS's download layout as the official ecs-anywhere-install.sh uses it (path-style S3 URLs);
 # a mirror (package_base_url) keeps the same relative paths.
 S3_BASE = "https://s3.{region}.{suffix}"
+# {version} is `latest`, or a pinned version as host/pins.py spells it for each package (the
+# script's --ecs-version fills ecs-init's; the SSM agent's versions are directories).
 PATHS = {
-    ("amazon-ssm-agent", "deb"): "amazon-ssm-{region}/latest/debian_{arch}/amazon-ssm-agent.deb",
-    ("amazon-ssm-agent", "rpm"): "amazon-ssm-{region}/latest/linux_{arch}/amazon-ssm-agent.rpm",
-    ("amazon-ecs-init", "deb"): "amazon-ecs-agent-{region}/amazon-ecs-init-latest.{arch}.deb",
-    ("amazon-ecs-init", "rpm"): "amazon-ecs-agent-{region}/amazon-ecs-init-latest.{alt}.rpm",
+    ("amazon-ssm-agent", "deb"):
+        "amazon-ssm-{region}/{version}/debian_{arch}/amazon-ssm-agent.deb",
+    ("amazon-ssm-agent", "rpm"):
+        "amazon-ssm-{region}/{version}/linux_{arch}/amazon-ssm-agent.rpm",
+    ("amazon-ecs-init", "deb"): "amazon-ecs-agent-{region}/amazon-ecs-init-{version}.{arch}.deb",
+    ("amazon-ecs-init", "rpm"): "amazon-ecs-agent-{region}/amazon-ecs-init-{version}.{alt}.rpm",
 }
 # Detached signatures: AWS signs the SSM agent with `.sig`, ecs-init with `.asc`.
 SIGNATURE_SUFFIX = {"amazon-ssm-agent": ".sig", "amazon-ecs-init": ".asc"}
@@ -53,8 +58,9 @@ _ALT_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 
 def package_url(cfg: Config, platform: Platform, package: str) -> str:
     fmt = "deb" if platform.family == "deb" else "rpm"
+    version = pins.s3_version(package, pins.pinned(cfg, package))
     rel = PATHS[(package, fmt)].format(region=cfg.region, arch=platform.arch,
-                                       alt=_ALT_ARCH[platform.arch])
+                                       alt=_ALT_ARCH[platform.arch], version=version)
     if cfg.package_base_url:
         return f"{cfg.package_base_url.rstrip('/')}/{rel}"
     suffix = "amazonaws.com.cn" if cfg.region.startswith("cn-") else "amazonaws.com"
@@ -114,16 +120,29 @@ class PackageSource:
         self._refreshed = False
         self.refreshed_now = False  # this run fetched the index (the journal records when)
 
+    def pinned_to(self, package: str, version: str) -> PackageSource:
+        """This source with `package` pinned to `version` (an undo puts an old version back)."""
+        cfg = (dataclasses.replace(self.cfg, ecs_agent_version=version)
+               if package == pins.ECS_PACKAGE
+               else dataclasses.replace(self.cfg, ssm_agent_version=version))
+        return PackageSource(cfg, self.host, self.platform, self.pm, self._fetch, self._pins)
+
     def describe(self, package: str) -> str:
+        pin = pins.pinned(self.cfg, package)
+        named = f"{package} {pin}" if pin else package
         if self.cfg.package_source == "aws":
-            return f"{package} from {package_url(self.cfg, self.platform, package)} (signed)"
+            return f"{named} from {package_url(self.cfg, self.platform, package)} (signed)"
         if self.cfg.package_source == "bundle":
-            return f"{package} from bundle {self.cfg.bundle_dir} (sha256 manifest)"
+            return f"{named} from bundle {self.cfg.bundle_dir} (sha256 manifest)"
+        if pin:
+            return (f"{named} from the host's configured repositories "
+                    f"({pins.manager_spec(self.pm.kind, package, pin)})")
         return f"{package} from the host's configured repositories"
 
     def describe_all(self, packages: Sequence[str]) -> str:
         """`describe` for packages installed together (one transaction)."""
-        if len(packages) == 1 or self.cfg.package_source == "aws":
+        if (len(packages) == 1 or self.cfg.package_source == "aws"
+                or any(pins.pinned(self.cfg, p) for p in packages)):
             return "; ".join(self.describe(p) for p in packages)
         return self.describe(", ".join(packages))
 
@@ -138,19 +157,25 @@ class PackageSource:
         """The caller found the index fresh and complete: this run fetches it no more."""
         self._refreshed = True
 
-    def install(self, package: str) -> None:
-        self.install_all([package])
+    def install(self, package: str, *, downgrade: bool = False) -> None:
+        """Put `package` in place, at its pinned version when one is configured; `downgrade`
+        when that version is older than the installed one (a rollback)."""
+        self.install_all([package], downgrade=downgrade)
 
-    def install_all(self, packages: Sequence[str]) -> None:
-        """Install `packages` in one transaction of the host's package manager."""
+    def install_all(self, packages: Sequence[str], *, downgrade: bool = False) -> None:
+        """Install `packages` in one transaction of the host's package manager, each at its
+        pinned version when one is configured."""
         source = self.cfg.package_source
         if source == "repo":
             self.refresh()
-            self.pm.install(list(packages))
+            specs = [pins.manager_spec(self.pm.kind, p, pins.pinned(self.cfg, p))
+                     for p in packages]
+            self.pm.install(specs, downgrade=downgrade)
         elif source == "bundle":
-            self.pm.install_files([self._from_bundle(p) for p in packages])
+            self.pm.install_files([self._from_bundle(p) for p in packages], downgrade=downgrade)
         else:
-            self.pm.install_files([self.download_verified(p) for p in packages])
+            self.pm.install_files([self.download_verified(p) for p in packages],
+                                  downgrade=downgrade)
 
     # -- aws ----------------------------------------------------------------------------------
     def download_verified(self, package: str) -> str:
@@ -267,17 +292,38 @@ class PackageSource:
         ext = "deb" if self.platform.family == "deb" else "rpm"
         arch_names = {self.platform.arch, _ALT_ARCH[self.platform.arch], "all", "noarch"}
         candidates = sorted(
-            rel for rel in manifest
+            (bundle_file_version(package, Path(rel).name), rel) for rel in manifest
             if Path(rel).name.startswith(package) and rel.endswith("." + ext)
             and any(a in Path(rel).name for a in arch_names)
         )
         if not candidates:
             raise PackageError(f"bundle has no {package} .{ext} for {self.platform.arch}",
                                "rebuild the bundle with the right --arch and --distro-family")
-        rel = candidates[-1]
+        pin = pins.pinned(self.cfg, package)
+        if pin:
+            carried = ", ".join(v for v, _ in candidates)
+            candidates = [(v, rel) for v, rel in candidates if pins.satisfies(v, pin)]
+            if not candidates:
+                key = pins.PIN_KEYS[package]
+                flag = "--" + key.replace("_", "-")
+                raise PackageError(f"bundle {self.cfg.bundle_dir} has no {package} {pin} "
+                                   f"(it carries {carried})",
+                                   f"rebuild it with `anywhere-agent bundle {flag} {pin}`, "
+                                   f"or set {key} to a version it carries")
+        # The newest by version order, not by name (3.3.10 is newer than 3.3.9).
+        rel = max(candidates, key=lambda vr: (pins.version_key(vr[0]), vr[1]))[1]
         node_path = f"{self.cfg.bundle_dir}/{rel}"
         data = self.host.read_bytes(node_path)
         if data is None or hashlib.sha256(data).hexdigest() != manifest[rel]:
             raise PackageError(f"bundle file {rel} does not match its checksum",
                                "copy the bundle again from a trusted build")
         return str(self.host.path(node_path))
+
+
+def bundle_file_version(package: str, name: str) -> str:
+    """The version in a bundle file's name (`<package>_<version>_<arch>.deb`,
+    `<package>-<version>.<arch>.rpm`, as `anywhere-agent bundle` names them)."""
+    rest = name[len(package) + 1:]
+    if name.endswith(".deb"):
+        return rest.split("_", 1)[0]
+    return rest.rsplit(".", 2)[0]

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from anywhere_agent.config import Config
-from anywhere_agent.host import agent_files, ecs_exec
+from anywhere_agent.host import agent_files, ecs_exec, pins
 from anywhere_agent.host.agent_files import read_registration
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
@@ -35,6 +35,8 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
     creds_mtime = host.mtime(agent_files.HOST_CREDENTIALS)
     expires = agent_files.credentials_expires_at(host)
     last = journal.last_run
+    # The metadata answer above serves versions() too: one introspection call.
+    found = versions(host, http_get=lambda url, timeout: (status, body))
     return {
         "managed_instance_id": reg.get("ManagedInstanceID"),
         "region": reg.get("Region") or cfg.region or None,
@@ -42,8 +44,13 @@ def gather(cfg: Config, host: Host, http_get: HttpGet = loopback_get) -> dict[st
         "container_instance_arn": meta.get("ContainerInstanceArn")
         or journal.identity.get("container_instance_arn"),
         "introspection": "answering" if status == 200 else "not answering",
-        # The metadata answer above serves versions() too: one introspection call.
-        "versions": versions(host, http_get=lambda url, timeout: (status, body)),
+        "versions": found,
+        # Installed against pinned (agent.toml ecs_agent_version / ssm_agent_version).
+        "pinned_versions": {
+            key: pins.PinState(package, found.get(key), pins.pinned(cfg, package),
+                               pins.ecs_agent_running(found.get("ecs_agent"))
+                               if package == pins.ECS_PACKAGE else None).to_dict()
+            for package, key in pins.STATUS_KEYS.items()},
         "services": services,
         "credentials": {
             "file": agent_files.HOST_CREDENTIALS,
@@ -67,6 +74,10 @@ def render_text(st: dict[str, Any]) -> str:
         f"introspection      {st['introspection']}",
         "versions           " + ", ".join(f"{k}={v or '-'}" for k, v in st["versions"].items()),
     ]
+    lines += [f"{'pinned versions' if i == 0 else '':<19}"
+              + pins.PinState(p["package"], p["installed"], p["pinned"] or "",
+                              p.get("running")).describe()
+              for i, p in enumerate(st.get("pinned_versions", {}).values())]
     for unit, s in st["services"].items():
         lines.append(f"service {unit:<11}{s['active']} ({s['enabled']}, {s['restarts']} restarts)")
     creds = st["credentials"]

@@ -6,15 +6,32 @@ import time
 from collections.abc import Callable, Sequence
 
 from anywhere_agent.errors import PackageError, PreflightError
-from anywhere_agent.host import agent_files
+from anywhere_agent.host import agent_files, pins
 from anywhere_agent.install.context import InstallContext
-from anywhere_agent.install.steps.base import Delta, Step, Undo, _docker_managed, _is_deb, _is_rpm
+from anywhere_agent.install.steps.base import (
+    Delta,
+    Step,
+    Undo,
+    UnitAction,
+    Verb,
+    _docker_managed,
+    _is_deb,
+    _is_rpm,
+)
+
+# A changed package whose maintainer scripts leave the running agent alone: the real
+# amazon-ecs-init deb only reloads systemd, so the old agent would run on until restarted. The
+# SSM agent's preinst stops it and its postinst starts it again.
+_RESTART_ON_CHANGE = {agent_files.ECS_PACKAGE: (agent_files.ECS_UNIT,)}
 
 
 class PackageStep(Step):
-    """`package` installed; when it is not, `together` (a later step's packages) comes along
-    in the same transaction: one apt/dnf run (index read, dependency solve, dpkg) instead of
-    one per agent. The later step then finds its package installed, and still checks it."""
+    """`package` installed, at its pinned version when agent.toml pins one (ecs_agent_version,
+    ssm_agent_version): a host on another version is moved to it.
+
+    A fresh install brings `together` (a later step's packages) along in the same transaction:
+    one apt/dnf run (index read, dependency solve, dpkg) instead of one per agent, each at its
+    own pin. The later step then finds its package installed, and still checks it."""
 
     def __init__(self, name: str, package: str,
                  when: Callable[[InstallContext], bool] = lambda ctx: True,
@@ -27,31 +44,71 @@ class PackageStep(Step):
 
     def check(self, ctx: InstallContext) -> Delta | None:
         pm = ctx.source.pm
-        if pm.installed_version(self.package):
+        installed = pm.installed_version(self.package)
+        pin = pins.pinned(ctx.cfg, self.package)
+        if pins.satisfies(installed, pin):
             return None
-        names = [self.package, *(p for p in self.together if not pm.installed_version(p))]
-        return Delta(f"install {ctx.source.describe_all(names)}", packages=names)
+        if installed is None:
+            names = [self.package, *(p for p in self.together if not pm.installed_version(p))]
+            shown = [f"{n} {pins.pinned(ctx.cfg, n)}" if pins.pinned(ctx.cfg, n) else n
+                     for n in names]
+            return Delta(f"install {ctx.source.describe_all(names)}", packages=shown,
+                         data={"names": names})
+        way = "downgrade" if pins.is_newer(installed, pin) else "upgrade"
+        restarts = _RESTART_ON_CHANGE.get(self.package, ())
+        return Delta(f"{way} {self.package} {installed} -> {pin}: "
+                     f"{ctx.source.describe(self.package)}",
+                     packages=[f"{self.package} {installed} -> {pin}"],
+                     services=[UnitAction(Verb.RESTART, u) for u in restarts],
+                     data={"installed": installed, "downgrade": way == "downgrade"})
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
-        trusted = _index_known(ctx, delta.packages)
-        if trusted:
-            ctx.source.index_is_current()
-        try:
-            ctx.source.install_all(delta.packages)
-        except PackageError:
-            if not trusted:
-                raise
-            # The index was older than it looked (a version gone from the mirror): fetch it.
-            ctx.source.refresh(again=True)
-            ctx.source.install_all(delta.packages)
-        _stamp_index(ctx)
-        # Uninstall removes only packages we installed: remember them.
-        for name in delta.packages:
-            ctx.journal.record_installed(name)
-        return [f"package {name}" for name in delta.packages]
+        if delta.data.get("installed"):
+            # Recorded first: a run killed after the package changed still restarts the agent.
+            for unit in _RESTART_ON_CHANGE.get(self.package, ()):
+                ctx.journal.add_pending_restart(unit)
+            ctx.source.install(self.package, downgrade=bool(delta.data.get("downgrade")))
+            names = [self.package]
+        else:
+            names = list(delta.data.get("names") or [self.package])
+            trusted = _index_known(ctx, names)
+            if trusted:
+                ctx.source.index_is_current()
+            try:
+                ctx.source.install_all(names)
+            except PackageError:
+                if not trusted:
+                    raise
+                # The index was older than it looked (a version gone from the mirror): fetch it.
+                ctx.source.refresh(again=True)
+                ctx.source.install_all(names)
+            _stamp_index(ctx)
+            # Uninstall removes only packages we installed: remember them.
+            for name in names:
+                ctx.journal.record_installed(name)
+        changed = []
+        for name in names:
+            pin = pins.pinned(ctx.cfg, name)
+            now = ctx.source.pm.installed_version(name) if pin else None
+            if pin and not pins.satisfies(now, pin):
+                raise PackageError(f"{name} is {now or 'not installed'} after installing, "
+                                   f"not the pinned {pin}",
+                                   f"check that the {ctx.cfg.package_source} source offers "
+                                   f"{name} {pin}, or change {pins.PIN_KEYS[name]}")
+            changed.append(f"package {name} {now}" if pin else f"package {name}")
+        return changed
 
     def undo(self, ctx: InstallContext, delta: Delta) -> Undo | None:
-        names = list(delta.packages)
+        previous = str(delta.data.get("installed") or "")
+        if previous:
+            # This run moved an installed package to its pin: put the version back, never
+            # remove a package the host had before.
+            def restore() -> None:
+                ctx.source.pinned_to(self.package, previous).install(
+                    self.package, downgrade=not delta.data.get("downgrade"))
+
+            return Undo(f"put {self.package} {previous} back", restore)
+        names = list(delta.data.get("names") or [self.package])
 
         def remove() -> None:
             ctx.source.pm.remove(names)

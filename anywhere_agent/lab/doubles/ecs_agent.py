@@ -73,6 +73,18 @@ def fault(name: str) -> bool:
     return path(FAULT_DIR + "/" + name).exists()
 
 
+def crashes_here() -> bool:
+    """The ecs-crash fault: an empty marker crashes every version; one listing versions (one a
+    line) crashes only those, like a release that dies at start on this host while the one
+    before it runs (the lab's failed-upgrade case)."""
+    try:
+        text = path(FAULT_DIR + "/ecs-crash").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    listed = {line.strip() for line in text.splitlines() if line.strip()}
+    return not listed or AGENT_VERSION in listed
+
+
 def time_scale() -> float:
     """Lab seconds per real second, shared with the control plane (the lab writes the file)."""
     raw = os.environ.get("ANYWHERE_LAB_TIME_SCALE")
@@ -1601,8 +1613,8 @@ def action_start() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
     init_log("info", "start")
-    if fault("ecs-crash"):
-        init_log("error", "lab fault ecs-crash: exiting 1 after one second")
+    if crashes_here():
+        init_log("error", f"lab fault ecs-crash: agent {AGENT_VERSION} exiting 1 after one second")
         time.sleep(1)
         return 1
     cfg = Config()

@@ -35,6 +35,14 @@ LOG = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 SSM_VERSION = "3.3.1802.0"  # keep equal to ssm_agent.VERSION (a test checks)
 ECS_VERSION = "1.105.1"  # keep equal to ecs_agent.AGENT_VERSION (a test checks)
+# Every version the lab serves, oldest first; the last is "latest" (the apt candidate and the
+# S3 `latest` keys), so hosts that pin nothing get what they always got. The older ones make
+# upgrade and rollback real package changes. Each build carries its version in the double's
+# own constant, as a real agent binary carries its version compiled in.
+SSM_VERSIONS = ("3.3.1611.0", SSM_VERSION)
+ECS_VERSIONS = ("1.105.0", ECS_VERSION)
+# The line of each double that holds its version, rewritten per build.
+_VERSION_LINES = {"ssm_agent.py": 'VERSION = "{}"', "ecs_agent.py": 'AGENT_VERSION = "{}"'}
 DEB_REVISION = "1"
 ARCHES = ("amd64", "arm64")
 DEFAULT_REGIONS = ("us-east-1",)
@@ -189,6 +197,8 @@ class RepoInfo:
     ecs_version: str
     regions: tuple[str, ...]
     packages: dict[tuple[str, str], Path] = field(default_factory=dict)
+    # (name, arch, upstream version) -> .deb, every version served (`packages` is the latest).
+    versions: dict[tuple[str, str, str], Path] = field(default_factory=dict)
     s3_files: tuple[str, ...] = ()
     rebuilt: bool = True
 
@@ -224,7 +234,7 @@ def _inputs_digest(regions: Sequence[str], fingerprint: str) -> str:
         digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
     digest.update(
         json.dumps(
-            [SSM_VERSION, ECS_VERSION, DEB_REVISION, list(ARCHES), list(regions), fingerprint,
+            [SSM_VERSIONS, ECS_VERSIONS, DEB_REVISION, list(ARCHES), list(regions), fingerprint,
              list(EXEC_BINARY_VERSIONS)]
         ).encode()
     )
@@ -346,13 +356,24 @@ def _build_deb(stage: Path, out: Path) -> None:
     _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(stage), str(out)])
 
 
-def build_ssm_deb(arch: str, work: Path, out_dir: Path) -> Path:
-    version = f"{SSM_VERSION}-{DEB_REVISION}"
-    stage = work / f"ssm-{arch}"
-    _write(stage / "usr/bin/amazon-ssm-agent", (HERE / "ssm_agent.py").read_bytes(), 0o755)
+def versioned_double(name: str, version: str) -> bytes:
+    """The double's script with its version constant set to `version`."""
+    text = (HERE / name).read_text(encoding="utf-8")
+    current = SSM_VERSION if name == "ssm_agent.py" else ECS_VERSION
+    line = _VERSION_LINES[name]
+    if text.count(line.format(current)) != 1:
+        raise LabError(f"{name} does not hold {line.format(current)!r} exactly once",
+                       "keep packaging.SSM_VERSION/ECS_VERSION equal to the doubles' constants")
+    return text.replace(line.format(current), line.format(version)).encode("utf-8")
+
+
+def build_ssm_deb(arch: str, work: Path, out_dir: Path, upstream: str = SSM_VERSION) -> Path:
+    version = f"{upstream}-{DEB_REVISION}"
+    stage = work / f"ssm-{arch}-{upstream}"
+    _write(stage / "usr/bin/amazon-ssm-agent", versioned_double("ssm_agent.py", upstream), 0o755)
     # The real package ships the two workers beside the agent; ECS Exec copies all three.
     for worker in EXEC_WORKERS:
-        _write(stage / "usr/bin" / worker, exec_stand_in(worker, SSM_VERSION), 0o755)
+        _write(stage / "usr/bin" / worker, exec_stand_in(worker, upstream), 0o755)
     _write(stage / "lib/systemd/system/amazon-ssm-agent.service", SSM_UNIT)
     _write(
         stage / "etc/amazon/ssm/amazon-ssm-agent.json.template",
@@ -389,10 +410,11 @@ def build_ssm_deb(arch: str, work: Path, out_dir: Path) -> Path:
     return out
 
 
-def build_ecs_deb(arch: str, work: Path, out_dir: Path) -> Path:
-    version = f"{ECS_VERSION}-{DEB_REVISION}"
-    stage = work / f"ecs-{arch}"
-    _write(stage / "usr/libexec/amazon-ecs-init", (HERE / "ecs_agent.py").read_bytes(), 0o755)
+def build_ecs_deb(arch: str, work: Path, out_dir: Path, upstream: str = ECS_VERSION) -> Path:
+    version = f"{upstream}-{DEB_REVISION}"
+    stage = work / f"ecs-{arch}-{upstream}"
+    _write(stage / "usr/libexec/amazon-ecs-init", versioned_double("ecs_agent.py", upstream),
+           0o755)
     _write(stage / "lib/systemd/system/ecs.service", ECS_UNIT)
     _write(stage / "etc/ecs/lab-double.json", json.dumps(ECS_LAB_CONFIG, indent=2) + "\n")
     _write(
@@ -486,21 +508,27 @@ def write_apt_repo(apt_dir: Path, debs: Sequence[Path], home: Path, fpr: str) ->
 
 def s3_layout(regions: Sequence[str]) -> dict[str, tuple[str, str, str]]:
     """Map each S3 key (bucket/key) to (package, arch, signature suffix)."""
-    out: dict[str, tuple[str, str, str]] = {}
+    return {key: value[:3] for key, value in s3_versions(regions).items()}
+
+
+def s3_versions(regions: Sequence[str]) -> dict[str, tuple[str, str, str, str]]:
+    """Each S3 key -> (package, arch, signature suffix, upstream version it serves).
+
+    ecs-anywhere-install.sh names ecs-init `amazon-ecs-init-<VERSION>.<arch>.deb` with
+    VERSION `latest` or a package version with its revision (`--ecs-version`); the SSM agent's
+    version is a directory, `<version>/debian_<arch>/` beside `latest/`.
+    """
+    out: dict[str, tuple[str, str, str, str]] = {}
     for region in regions:
         for arch in ARCHES:
-            for ver in ("latest", f"{ECS_VERSION}-{DEB_REVISION}"):
+            for ver, upstream in (("latest", ECS_VERSIONS[-1]),
+                                  *((f"{v}-{DEB_REVISION}", v) for v in ECS_VERSIONS)):
                 out[f"amazon-ecs-agent-{region}/amazon-ecs-init-{ver}.{arch}.deb"] = (
-                    "amazon-ecs-init",
-                    arch,
-                    ".asc",
-                )
-            for ver in ("latest", SSM_VERSION):
+                    "amazon-ecs-init", arch, ".asc", upstream)
+            for ver, upstream in (("latest", SSM_VERSIONS[-1]),
+                                  *((v, v) for v in SSM_VERSIONS)):
                 out[f"amazon-ssm-{region}/{ver}/debian_{arch}/amazon-ssm-agent.deb"] = (
-                    "amazon-ssm-agent",
-                    arch,
-                    ".sig",
-                )
+                    "amazon-ssm-agent", arch, ".sig", upstream)
     return out
 
 
@@ -571,13 +599,13 @@ def build_repos(
 def _expected(out_dir: Path, fpr: str, regions: tuple[str, ...]) -> RepoInfo:
     apt = out_dir / "apt"
     packages = {}
+    versions = {}
     for arch in ARCHES:
-        packages[("amazon-ssm-agent", arch)] = (
-            apt / f"amazon-ssm-agent_{SSM_VERSION}-{DEB_REVISION}_{arch}.deb"
-        )
-        packages[("amazon-ecs-init", arch)] = (
-            apt / f"amazon-ecs-init_{ECS_VERSION}-{DEB_REVISION}_{arch}.deb"
-        )
+        for name, served in (("amazon-ssm-agent", SSM_VERSIONS), ("amazon-ecs-init", ECS_VERSIONS)):
+            for upstream in served:
+                versions[(name, arch, upstream)] = (
+                    apt / f"{name}_{upstream}-{DEB_REVISION}_{arch}.deb")
+            packages[(name, arch)] = versions[(name, arch, served[-1])]
     return RepoInfo(
         out_dir=out_dir,
         apt_dir=apt,
@@ -588,13 +616,14 @@ def _expected(out_dir: Path, fpr: str, regions: tuple[str, ...]) -> RepoInfo:
         ecs_version=ECS_VERSION,
         regions=regions,
         packages=packages,
+        versions=versions,
         s3_files=tuple(sorted([*s3_layout(regions), *exec_layout(regions)])),
     )
 
 
 def _complete(info: RepoInfo) -> bool:
     files = [
-        *info.packages.values(),
+        *info.versions.values(),
         info.public_key,
         info.apt_dir / "Packages",
         info.apt_dir / "Release",
@@ -613,13 +642,15 @@ def _build(out_dir: Path, home: Path, fpr: str, info: RepoInfo) -> None:
     info.apt_dir.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="anywhere-lab-debs-") as tmp:
         for arch in ARCHES:
-            build_ssm_deb(arch, Path(tmp), info.apt_dir)
-            build_ecs_deb(arch, Path(tmp), info.apt_dir)
-    write_apt_repo(info.apt_dir, list(info.packages.values()), home, fpr)
-    for key, (package, arch, suffix) in s3_layout(info.regions).items():
+            for upstream in SSM_VERSIONS:
+                build_ssm_deb(arch, Path(tmp), info.apt_dir, upstream)
+            for upstream in ECS_VERSIONS:
+                build_ecs_deb(arch, Path(tmp), info.apt_dir, upstream)
+    write_apt_repo(info.apt_dir, list(info.versions.values()), home, fpr)
+    for key, (package, arch, suffix, upstream) in s3_versions(info.regions).items():
         target = info.s3_dir / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(info.packages[(package, arch)], target)
+        shutil.copyfile(info.versions[(package, arch, upstream)], target)
         _detach_sign(home, fpr, target, target.with_name(target.name + suffix))
     for key, version in exec_layout(info.regions).items():
         _write(info.s3_dir / key, exec_tarball(version))

@@ -96,8 +96,8 @@ def test_the_apt_index_lists_every_deb_with_its_size_and_hash(repos: Any) -> Non
     text = (repos.apt_dir / "Packages").read_text()
     assert gzip.decompress((repos.apt_dir / "Packages.gz").read_bytes()).decode() == text
     stanzas = [s for s in text.split("\n\n") if s.strip()]
-    assert len(stanzas) == 4
-    for deb in repos.packages.values():
+    assert len(stanzas) == len(repos.versions) == 8  # 2 agents x 2 versions x 2 arches
+    for deb in repos.versions.values():
         stanza = next(s for s in stanzas if f"Filename: ./{deb.name}" in s)
         assert f"SHA256: {hashlib.sha256(deb.read_bytes()).hexdigest()}" in stanza
         assert f"Size: {deb.stat().st_size}" in stanza
