@@ -8,29 +8,12 @@ from typing import Any
 import pytest
 
 from anywhere_agent.errors import ActivationError, CloudError, LockedError
-from anywhere_agent.install.apply import Progress, apply, plan, render_plan
+from anywhere_agent.install.apply import plan, render_plan
 from anywhere_agent.install.journal import install_lock
 from anywhere_agent.install.steps import all_steps
+from tests.install.runs import run, run_logged
 
 CODE = "Sup3rSecretActivationCode"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
-def run(ctx: Any) -> Any:
-    return apply(ctx, Progress(Sink(), tty=False))  # type: ignore[arg-type]
 
 
 def test_fresh_install_converges_and_joins(node: Any) -> None:
@@ -171,9 +154,8 @@ def test_dry_run_plan_changes_nothing(node: Any) -> None:
 
 def test_progress_prints_one_line_per_step_when_not_a_tty(node: Any) -> None:
     _, make_ctx, _ = node
-    sink = Sink()
-    apply(make_ctx(), Progress(sink, tty=False))  # type: ignore[arg-type]
-    lines = sink.text.strip().splitlines()
+    _, text = run_logged(make_ctx())
+    lines = text.strip().splitlines()
     assert len(lines) == len([s for s in all_steps() if s.applies(make_ctx())])
     assert all(line.startswith("step=") for line in lines)
-    assert CODE not in sink.text
+    assert CODE not in text

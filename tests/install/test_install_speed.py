@@ -7,27 +7,7 @@ from typing import Any
 
 import pytest
 
-from anywhere_agent.install.apply import Progress, apply
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
-def run(ctx: Any) -> tuple[Any, str]:
-    sink = Sink()
-    outcome = apply(ctx, Progress(sink, tty=False))  # type: ignore[arg-type]
-    return outcome, sink.text
+from tests.install.runs import run_logged as run
 
 
 def apt(system: Any, verb: str) -> list[tuple[str, ...]]:

@@ -3,7 +3,6 @@ registration finished by a killed run, masked units, uninstall's drain check and
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from anywhere_agent.errors import (
     RefusedError,
 )
 from anywhere_agent.host.gateway import Host, Result
-from anywhere_agent.install.apply import Outcome, Progress, apply, plan, render_plan
+from anywhere_agent.install.apply import plan, render_plan
 from anywhere_agent.node.uninstall import uninstall
+from tests.install.runs import run
 
 PROXY = "http://alice:pr0xyPassw0rd@proxy.corp:3128"
 PASSWORD = "pr0xyPassw0rd"
@@ -32,10 +32,6 @@ DROPINS = ("etc/systemd/system/ecs.service.d/http-proxy.conf",
 AGENT_ERROR = ("2026-11-30 01:02:03.4567 ERROR Registration failed due to error registering the "
                "instance with AWS SSM. {code}: {message}\n\tstatus code: {status}, request id: "
                "5f0c2a4e-1b2c-4d5e-8f90-123456789abc\n")
-
-
-def run(ctx: Any) -> Outcome:
-    return apply(ctx, Progress(io.StringIO(), tty=False))
 
 
 def mode(root: Path, rel: str) -> int:

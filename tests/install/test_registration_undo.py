@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import botocore.exceptions
 import pytest
 
 from anywhere_agent.errors import CloudError
-from anywhere_agent.install.apply import Progress, apply
-
-
-def run(ctx: Any) -> Any:
-    return apply(ctx, Progress(io.StringIO(), tty=False))
+from tests.install.runs import run
 
 
 def test_missing_cluster_deregisters_what_this_run_registered(node: Any) -> None:

@@ -13,28 +13,12 @@ from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
 from anywhere_agent.host.gateway import Host, PackageManager
 from anywhere_agent.host.platform import detect
-from anywhere_agent.install.apply import Progress, apply, plan
+from anywhere_agent.install.apply import plan
 from anywhere_agent.install.sources import PackageSource, package_url
+from tests.install.runs import run
 
 DEBIAN = 'ID=debian\nVERSION_ID="12"\n'
 RHEL = 'ID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\n'
-
-
-class Sink:
-    text = ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-
-def run(ctx: Any) -> Any:
-    return apply(ctx, Progress(Sink(), tty=False))  # type: ignore[arg-type]
 
 
 def step(planned: list[Any], name: str) -> Any:
