@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from anywhere_agent.config import ENV_KEYS, load_config
-from anywhere_agent.host.gateway import Host, PackageManager, Result
+from anywhere_agent.host.gateway import Host, Result
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import detect
 from anywhere_agent.install.context import InstallContext
 from anywhere_agent.install.journal import Journal

@@ -14,7 +14,8 @@ from pathlib import Path
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
 from anywhere_agent.host import agent_files, pins
-from anywhere_agent.host.gateway import Host, PackageManager, Runner, subprocess_runner
+from anywhere_agent.host.gateway import Host, Runner, subprocess_runner
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import Platform
 from anywhere_agent.install.sources import Fetcher, PackageSource, requests_fetcher
 

@@ -7,8 +7,9 @@ import json
 
 from anywhere_agent import __version__
 from anywhere_agent.host import agent_files
-from anywhere_agent.host.gateway import Host, package_version
+from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
+from anywhere_agent.host.packages import package_version
 
 INTROSPECTION_URL = "http://127.0.0.1:51678"
 

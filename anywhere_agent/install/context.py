@@ -10,8 +10,9 @@ from typing import Any
 
 from anywhere_agent.config import Config
 from anywhere_agent.host.agent_files import HostCredentials, read_host_credentials
-from anywhere_agent.host.gateway import Host, PackageManager
+from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.loopback import HttpGet, loopback_get
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import Platform, host_platform
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import PackageSource

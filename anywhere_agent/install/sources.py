@@ -13,7 +13,8 @@ from pathlib import Path
 from anywhere_agent.config import Config
 from anywhere_agent.errors import ConfigError, NetworkError, PackageError
 from anywhere_agent.host import agent_files, pins
-from anywhere_agent.host.gateway import Host, PackageManager
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import Platform
 
 LOG = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from anywhere_agent.bundle.build import (
 from anywhere_agent.bundle.manifest import MANIFEST, verify_bundle
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError, UsageError
-from anywhere_agent.host.gateway import Host, PackageManager, Result
+from anywhere_agent.host.gateway import Host, Result
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import Platform
 from anywhere_agent.install.sources import Download, PackageSource
 

@@ -15,7 +15,8 @@ from anywhere_agent.bundle.build import BundleInfo
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
 from anywhere_agent.host import ecs_exec
-from anywhere_agent.host.gateway import Host, PackageManager
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import Platform
 from anywhere_agent.install.apply import Progress, apply
 from anywhere_agent.install.context import InstallContext

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from anywhere_agent.errors import ExitCode, PreflightError
-from anywhere_agent.host.gateway import Host, PackageManager, Result
+from anywhere_agent.host.gateway import Host, Result
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import detect
 from anywhere_agent.install.apply import Progress, apply
 from anywhere_agent.install.journal import Journal

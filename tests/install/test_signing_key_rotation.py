@@ -13,7 +13,8 @@ import pytest
 
 from anywhere_agent.config import load_config
 from anywhere_agent.errors import ConfigError, PackageError
-from anywhere_agent.host.gateway import Host, PackageManager
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import detect
 from anywhere_agent.install.sources import KEY_URLS, Download, PackageSource
 

@@ -11,7 +11,8 @@ import pytest
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import PackageError
-from anywhere_agent.host.gateway import Host, PackageManager
+from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import detect
 from anywhere_agent.install.apply import plan
 from anywhere_agent.install.sources import PackageSource, package_url
