@@ -401,6 +401,20 @@ def _specific(
     return None
 
 
+def session_check(operation: str, region: str, cluster: str, container_instance: str,
+                  principal: Principal) -> Check:
+    """The check AWS makes when the ECS agent opens ACS (`ecs:Poll`) or TCS
+    (`ecs:StartTelemetrySession`): the container instance as resource, `ecs:cluster` as
+    condition key (Service Authorization Reference), plus the vended credentials' context."""
+    cluster_arn = _cluster_arn(region, cluster)
+    instance = container_instance
+    if not instance.startswith("arn:"):
+        instance = (f"arn:aws:ecs:{region}:{ACCOUNT_ID}:container-instance/"
+                    f"{cluster_arn.rsplit('/', 1)[-1]}/{instance}")
+    return Check(f"ecs:{operation}", instance,
+                 {"ecs:cluster": cluster_arn, **_instance_context(principal, region)})
+
+
 def _cluster_arn(region: str, reference: Any) -> str:
     text = str(reference or "default")
     if text.startswith("arn:"):

@@ -29,9 +29,9 @@ from anywhere_agent.lab.control_plane import sigv4
 from anywhere_agent.lab.control_plane.acs import Sessions, SessionTarget, session_kind
 from anywhere_agent.lab.control_plane.ecs import EcsAnywhere, patch_moto
 from anywhere_agent.lab.control_plane.faults import FaultInjector
-from anywhere_agent.lab.control_plane.iam import Guard
+from anywhere_agent.lab.control_plane.iam import Guard, session_check
 from anywhere_agent.lab.control_plane.lab_api import LabApi
-from anywhere_agent.lab.control_plane.principals import AuthenticationError, aws_error
+from anywhere_agent.lab.control_plane.principals import AuthenticationError, Principal, aws_error
 from anywhere_agent.lab.control_plane.ssm import PING_TIMEOUT, SsmAnywhere
 from anywhere_agent.lab.control_plane.websocket import WebSocket, handshake_response
 from anywhere_agent.lab.control_plane.wire import (
@@ -223,6 +223,9 @@ class ControlPlane:
             return self._upgrade(environ, start_response)
         body = _read_body(environ)
         call = parse_call(environ, body, self._endpoint_region(environ))
+        misscoped = self._misscoped(environ, call)
+        if misscoped is not None:
+            return _send(start_response, error_response(call, misscoped))
         delay, fault = self.faults.decide(call.service, call.operation)
         self.calls.add(call, faulted=fault is not None)
         if delay:
@@ -271,6 +274,20 @@ class ControlPlane:
             port = 0
         return self._port_regions.get(port, self.region)
 
+    def _misscoped(self, environ: dict[str, Any], call: AwsCall) -> Optional[AwsError]:
+        """A regional endpoint refuses a call signed for another region, as AWS's do; the
+        main port serves every region (the signature's scope says which), see the docs."""
+        try:
+            port = int(environ.get("SERVER_PORT") or 0)
+        except ValueError:
+            port = 0
+        region = self._port_regions.get(port)
+        if region is None or not call.access_key or call.region == region:
+            return None
+        error = sigv4.SignatureError(
+            "mismatch", f"Credential should be scoped to a valid region, not '{call.region}'. ")
+        return aws_error(error, call.protocol)
+
     # -- ACS / TCS -----------------------------------------------------------------------
 
     def _upgrade(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -278,6 +295,9 @@ class ControlPlane:
         query = dict(parse_qsl(str(environ.get("QUERY_STRING", ""))))
         call = parse_call(environ, b"", self._endpoint_region(environ))
         try:
+            misscoped = self._misscoped(environ, call)
+            if misscoped is not None:
+                raise misscoped
             kind = session_kind(query)
             operation = "Poll" if kind == "acs" else "StartTelemetrySession"
             call = AwsCall(
@@ -289,7 +309,9 @@ class ControlPlane:
                 time.sleep(delay)
             if fault is not None:
                 raise fault
-            target = self._session_target(call, kind, query, self._verify_upgrade(call, environ))
+            principal = self._verify_upgrade(call, environ)
+            target = self._session_target(call, kind, query, principal.instance_id)
+            self._authorize_upgrade(principal, call, target)
             self.sessions.check_refused(target)
             key = str(environ.get("HTTP_SEC_WEBSOCKET_KEY", ""))
             if str(environ.get("PATH_INFO", "")).rstrip("/").rsplit("/", 1)[-1] != "ws" or not key:
@@ -338,9 +360,22 @@ class ControlPlane:
             )
         return SessionTarget(kind, cluster, arn, instance_id)
 
-    def _verify_upgrade(self, call: AwsCall, environ: dict[str, Any]) -> str:
-        """The mi- ID whose vended role credentials signed the upgrade (SigV4 for `ecs`,
-        checked by the guard as every signed call is); AWS's refusal otherwise."""
+    def _authorize_upgrade(self, principal: Principal, call: AwsCall,
+                           target: SessionTarget) -> None:
+        """IAM, as for every other call: the role behind the vended credentials must allow
+        ecs:Poll (ACS) or ecs:StartTelemetrySession (TCS) on the container instance."""
+        if not self.guard.enforce:
+            return
+        check = session_check(call.operation, call.region, target.cluster,
+                              target.container_instance, principal)
+        error = self.guard.authorize_check(principal, check, "json")
+        if error is not None:
+            raise error
+
+    def _verify_upgrade(self, call: AwsCall, environ: dict[str, Any]) -> Principal:
+        """The caller whose vended role credentials signed the upgrade (SigV4 for `ecs`,
+        checked by the guard as every signed call is); AWS's refusal otherwise. A managed
+        instance's registration key signs only its token request, as at the front door."""
         try:
             principal = self.guard.principals.authenticate(
                 sigv4.Request.from_environ(environ, b""), "ecs"
@@ -350,13 +385,16 @@ class ControlPlane:
             raise AwsError(refusal.code, refusal.message, 403) from None
         if principal is None:
             raise AwsError("AccessDeniedException", "Missing Authentication Token", 403)
+        if principal.kind == "managed-instance":
+            raise AwsError("UnrecognizedClientException",
+                           "The security token included in the request is invalid.", 403)
         if not principal.instance_id:
             raise AwsError(
                 "AccessDeniedException",
                 f"{principal.arn} is not a container instance's role credentials",
                 403,
             )
-        return principal.instance_id
+        return principal
 
     def _instance_for_key(self, access_key: str) -> Optional[str]:
         credentials = self.ssm.credentials_for(access_key)

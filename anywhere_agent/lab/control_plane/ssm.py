@@ -171,8 +171,12 @@ class SsmAnywhere:
                 "have value between 1 and 1000",
             )
         now = self.clock.now()
-        expiration = epoch(params["ExpirationDate"]) if "ExpirationDate" in params else now + DAY
-        if expiration <= now or expiration > now + 30 * DAY:
+        # The operator's ExpirationDate is a wall-clock instant; what is left of it counts in
+        # lab time, so under a time scale a 2-hour activation lasts 2 lab hours.
+        remaining = (epoch(params["ExpirationDate"]) - self.clock.wall()
+                     if "ExpirationDate" in params else DAY)
+        expiration = now + remaining
+        if remaining <= 0 or remaining > 30 * DAY:
             raise AwsError(
                 "InvalidParameters",
                 "ExpirationDate must be in the future and at most 30 days from now",

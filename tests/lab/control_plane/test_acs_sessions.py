@@ -139,6 +139,26 @@ def test_an_upgrade_signed_with_another_hosts_keys_is_refused(
     assert tampered.value.code == "InvalidSignatureException"
 
 
+def test_acs_and_tcs_need_ecs_poll_and_start_telemetry_session_in_the_hosts_role(
+        plane: ControlPlane, host: Host, cluster: str, arn: str, agent: Agent,
+        role: str) -> None:
+    """IAM authorises the upgrade as it does every call: without the ECS managed policy the
+    role lacks ecs:Poll and ecs:StartTelemetrySession, and the agent cannot connect."""
+    iam = agent.client("iam")
+    ecs_policy = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+    iam.detach_role_policy(RoleName=role, PolicyArn=ecs_policy)
+    with pytest.raises(ecs_agent.AwsError) as acs:
+        host.acs(arn, cluster)
+    assert acs.value.code == "AccessDeniedException"
+    assert "ecs:Poll" in str(acs.value)
+    with pytest.raises(ecs_agent.AwsError) as tcs:
+        host.acs(arn, cluster, kind="tcs")
+    assert tcs.value.code == "AccessDeniedException"
+    assert "ecs:StartTelemetrySession" in str(tcs.value)
+    iam.attach_role_policy(RoleName=role, PolicyArn=ecs_policy)
+    host.acs(arn, cluster).close(1000, "")
+
+
 def test_an_upgrade_signed_ten_minutes_off_is_refused_as_expired(
         plane: ControlPlane, host: Host, cluster: str, arn: str) -> None:
     import datetime as dt

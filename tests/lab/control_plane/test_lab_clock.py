@@ -92,3 +92,21 @@ def test_a_reset_ends_held_polls_at_once(plane: ControlPlane, host: Host, agent:
     plane.ssm.reset()
     thread.join(5)
     assert done and done[0] < 5
+
+
+def test_an_activations_wall_clock_expiry_counts_in_lab_time_under_a_scaled_clock() -> None:
+    """The operator's ExpirationDate is a wall-clock instant; at 20x the lab clock is far
+    ahead of it after a few minutes, yet a 2-hour activation is accepted and lasts 2 lab
+    hours (6 wall minutes), not a moment."""
+    source = Source()
+    ssm = SsmAnywhere(Clock(source, scale=20), PING_TIMEOUT, 1800, lambda role: True)
+    source.now += 600  # ten wall minutes in: the lab clock is 200 lab minutes ahead
+    created = ssm._op_CreateActivation(
+        "us-east-1", {"IamRole": "ecsAnywhereRole", "ExpirationDate": source.now + 7200},
+        None)  # type: ignore[arg-type]
+    activation = ssm.activations[created["ActivationId"]]
+    assert activation.expiration == ssm.clock.now() + 7200
+    source.now += 359  # 7180 lab seconds later: still valid
+    assert ssm.clock.now() < activation.expiration
+    source.now += 2  # past 2 lab hours
+    assert ssm.clock.now() >= activation.expiration

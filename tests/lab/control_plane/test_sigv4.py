@@ -17,6 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from anywhere_agent.lab.control_plane import sigv4
+from anywhere_agent.lab.control_plane.principals import ROOT_ACCESS_KEY_ID, ROOT_SECRET_ACCESS_KEY
 from anywhere_agent.lab.control_plane.server import ControlPlane
 
 from .conftest import Agent
@@ -189,3 +190,24 @@ def test_a_role_token_signed_with_another_instances_key_is_refused(
     answer = agent.role_token(host.instance_id)
     assert (answer.status, answer.error) == (400, "InvalidSignatureException")
     assert json.dumps(answer.body).count("does not match") == 1
+
+
+
+def test_a_regional_endpoint_refuses_a_call_signed_for_another_region(
+        plane: ControlPlane) -> None:
+    """AWS's eu-west-1 endpoint answers only eu-west-1-scoped signatures; the lab's regional
+    port does the same (its main port serves every region, by the signature's scope)."""
+    import boto3
+    from botocore.config import Config
+
+    def ssm(region: str) -> Any:
+        return boto3.client("ssm", endpoint_url=plane.url_for("eu-west-1"), region_name=region,
+                            aws_access_key_id=ROOT_ACCESS_KEY_ID,
+                            aws_secret_access_key=ROOT_SECRET_ACCESS_KEY,
+                            config=Config(retries={"mode": "standard", "max_attempts": 1}))
+
+    ssm("eu-west-1").describe_activations()
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        ssm("us-east-1").describe_activations()
+    assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert "scoped to a valid region, not 'us-east-1'" in str(refused.value)
