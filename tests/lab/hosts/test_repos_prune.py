@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from anywhere_agent.lab.services import REPOS_GRACE, prune_repos, served_repos
+from tests.conftest import wait_for
 
 NOW = 1_800_000_000.0
 
@@ -47,8 +48,9 @@ def test_served_repos_names_the_root_of_a_running_package_server(tmp_path: Path)
         [sys.executable, "-c", "import time; time.sleep(60)",
          "anywhere_agent.lab.pkgserver", "--root", str(root)]
     )
-    try:  # Popen returns after the exec, so the argv is already in /proc
-        assert root in served_repos()
+    try:  # polled: on a loaded machine one read of /proc missed the new process's argv
+        wait_for(f"a package server serving {root}", lambda: root in served_repos(),
+                 timeout=10, interval=0.1, detail=served_repos)
     finally:
         proc.kill()
         proc.wait()
