@@ -8,7 +8,6 @@ whose value we never saw (a key pasted into a log, a token in a header, a PEM bl
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
 import urllib.parse
@@ -119,12 +118,10 @@ def url_passwords(text: str) -> set[str]:
 
 
 def _credentials_values(text: str) -> set[str]:
-    parser = configparser.RawConfigParser()
-    try:
-        parser.read_string(text)
-    except configparser.Error:
+    parsed = agent_files.parse_credentials(text)
+    if parsed.malformed:
         return set(re.findall(r"=\s*(\S+)", text))
-    return {v for s in parser.sections() for k, v in parser.items(s)
+    return {v for profile in parsed.profiles.values() for k, v in profile.items()
             if "key" in k or "token" in k}
 
 
