@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anywhere_agent.errors import ConfigError, UsageError
+from anywhere_agent.errors import ConfigError
 from anywhere_agent.host.agent_files import HEALTH_FILE
-from anywhere_agent.secret import has_userinfo, redact_userinfo
+from anywhere_agent.secret import redact_userinfo
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -455,27 +455,6 @@ def load_config(
             flat[key] = value
             where[key] = layer_name
     return _build(flat, where, str(config_path) if doc else "")
-
-
-# The flag of each proxy key, and the places that keep its credentials off the command line.
-_PROXY_FLAGS = {"proxy.http": ("--http-proxy", "ANYWHERE_AGENT_HTTP_PROXY", "http"),
-                "proxy.https": ("--https-proxy", "ANYWHERE_AGENT_HTTPS_PROXY", "https")}
-
-
-def refuse_proxy_credentials(flags: Mapping[str, Any]) -> None:
-    """For the command line's flags (dotted keys, as load_config takes them): a proxy URL
-    with credentials on our argv shows in ps and shell history, as an activation code would,
-    so it is refused (exit 2) before anything runs, the fix naming the two places that keep
-    it private."""
-    for key, (flag, env_name, toml_key) in _PROXY_FLAGS.items():
-        value = flags.get(key)
-        if isinstance(value, str) and has_userinfo(value):
-            raise UsageError(
-                f"{flag} {redact_userinfo(value)} carries proxy credentials on the command "
-                "line (they show in ps and shell history)",
-                f"instead of {flag}, put the URL in {CONFIG_PATH} ([proxy] {toml_key}; the "
-                f"file is 0600) or in {env_name}; change the proxy password if this command "
-                "line was shared")
 
 
 def _toml_value(value: Any) -> str:

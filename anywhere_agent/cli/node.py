@@ -12,9 +12,10 @@ import typer
 
 from anywhere_agent.cli import logs, output
 from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
-from anywhere_agent.config import Config, load_config, refuse_proxy_credentials
+from anywhere_agent.config import Config, load_config
 from anywhere_agent.errors import PreflightError
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.node.argv import refuse_code_on_argv, refuse_proxy_credentials
 
 # Shared options (typer needs them spelled per command; these keep the spelling in one place).
 ConfigOpt = typer.Option(None, "--config",
@@ -131,7 +132,7 @@ def install(
     """Install and register this host, converging on every run; ends by proving the join."""
     from anywhere_agent.install.apply import Progress
     from anywhere_agent.node import install as node_install
-    from anywhere_agent.node.activation import activation, read_code, refuse_code_on_argv
+    from anywhere_agent.node.activation import activation, read_code
 
     with output.errors_to_exit(as_json):
         if activation_code is not None:

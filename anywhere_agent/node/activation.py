@@ -9,16 +9,9 @@ from typing import TextIO
 
 from anywhere_agent.config import ACTIVATION_CODE_ENV as CODE_ENV
 from anywhere_agent.config import Config
-from anywhere_agent.errors import ActivationError, UsageError
+from anywhere_agent.errors import ActivationError
 from anywhere_agent.install.context import Activation
 from anywhere_agent.secret import RedactingFilter, Secret
-
-
-def refuse_code_on_argv() -> UsageError:
-    return UsageError("the activation code must not be given on the command line "
-                      "(it shows in ps and shell history)",
-                      f"use --activation-code-file FILE, --activation-code-file - or "
-                      f"{CODE_ENV}; consider revoking this activation")
 
 
 def read_code(code_file: str | None, environ: Mapping[str, str], redactor: RedactingFilter,

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from anywhere_agent.config import load_config, refuse_proxy_credentials
+from anywhere_agent.config import load_config
 from anywhere_agent.errors import ExitCode, UsageError
+from anywhere_agent.node.argv import refuse_proxy_credentials
 
 PASSWORD = "pr0xyPassw0rd"
 
