@@ -93,8 +93,10 @@ class VerifyJoinStep(Step):
             return True if last["status"] in ("ACTIVE", "DRAINING") and last["connected"] \
                 else None
 
+        # Short and capped low, as the introspection poll: the agent opens ACS a moment after
+        # it registers, and install should exit within half a second of the cloud seeing it.
         answer = poll(connected, seconds=max(0.0, deadline - ctx.clock()), clock=ctx.clock,
-                      sleep=ctx.sleep, first=0.2, cap=2.0)
+                      sleep=ctx.sleep, first=0.1, cap=0.5)
         if answer is not None:
             return answer
         if "error" in last:
