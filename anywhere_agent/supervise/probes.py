@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -99,16 +100,39 @@ class IntrospectionProbe:
         self.interval = interval
         self.timeout = timeout
         self._fetch = fetch
+        # This round's answer (or the error it raised), for the ACS probe that runs after it.
+        self._last: Optional[tuple[float, tuple[int, bytes] | OSError]] = None
 
     def _check(self, status: Status, summary: str, reason: str, fix: str = "",
                value: Optional[float] = None) -> Observation:
         return Observation((Check(self.name, status, summary, fix=fix, reason=reason,
                                   value=value, uom="s" if value is not None else ""),))
 
+    def _ask(self) -> tuple[int, bytes]:
+        try:
+            answer: tuple[int, bytes] | OSError = self._fetch(self.url, self.timeout)
+        except OSError as err:
+            answer = err
+        self._last = (time.monotonic(), answer)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    def recent(self, url: str, timeout: float) -> tuple[int, bytes]:
+        """Fetch-shaped: the answer this probe got within the last half interval (the same
+        round), else a fresh one; so a round asks the agent's introspection once."""
+        if url == self.url and self._last is not None and \
+                time.monotonic() - self._last[0] < self.interval / 2:
+            answer = self._last[1]
+            if isinstance(answer, OSError):
+                raise answer
+            return answer
+        return self._fetch(url, timeout)
+
     def __call__(self) -> Observation:
         logs = "see journalctl -u ecs and /var/log/ecs/ecs-agent.log"
         try:
-            code, body = self._fetch(self.url, self.timeout)
+            code, body = self._ask()
         except OSError as err:
             what = "did not answer in time" if isinstance(err, TimeoutError) else \
                 f"did not answer ({err.__class__.__name__}: {err})"
@@ -432,13 +456,14 @@ def default_probes(config: Config, host: Host, clock: Clock,
     """Every probe for this node, each with its own interval."""
     every = config.supervise.interval_seconds
     docker_managed = config.docker_source != "none"
+    introspection = IntrospectionProbe(config.supervise.introspection_url, config.cluster, every,
+                                       timeout=min(5.0, max(1.0, every / 3)), fetch=fetch)
     probes: list[Probe] = [
         UnitProbe(host, "ecs", every),
         UnitProbe(host, "amazon-ssm-agent", every),
         UnitProbe(host, "docker", every, managed=docker_managed,
                   unmanaged_reason=f"docker_source={config.docker_source}"),
-        IntrospectionProbe(config.supervise.introspection_url, config.cluster, every,
-                           timeout=min(5.0, max(1.0, every / 3)), fetch=fetch),
+        introspection,
         RegistrationProbe(host, max(every, 60.0)),
         CredentialsProbe(host, clock, every, config.supervise.credentials_warn_age_seconds,
                          config.supervise.credentials_crit_age_seconds),
@@ -449,6 +474,7 @@ def default_probes(config: Config, host: Host, clock: Clock,
         probes.append(DockerPingProbe(host, every, timeout=min(5.0, max(1.0, every / 3))))
     from anywhere_agent.supervise.acs_session import AcsSessionProbe  # it imports this module
 
-    probes.append(AcsSessionProbe(host, config, clock, every, fetch=fetch,
+    # After the introspection probe, whose answer of the same round it reuses.
+    probes.append(AcsSessionProbe(host, config, clock, every, fetch=introspection.recent,
                                   timeout=min(5.0, max(1.0, every / 3))))
     return probes

@@ -205,3 +205,24 @@ def test_escalation_reports_warning_until_the_failure_lasted_n_probes() -> None:
         Status.WARNING, Status.WARNING, Status.CRITICAL, Status.CRITICAL]
     assert esc.observe(Check("x", Status.OK, "up")).failing_for == 0
     assert esc.observe(bad).status is Status.WARNING
+
+
+def test_one_round_asks_the_ecs_agents_introspection_once(tmp_path: Path) -> None:
+    """The ACS session probe reuses the introspection probe's answer of the same round."""
+    from anywhere_agent.supervise.acs_session import AcsSessionProbe
+    from anywhere_agent.supervise.clock import SystemClock
+    from anywhere_agent.supervise.probes import IntrospectionProbe, default_probes
+
+    asked: list[str] = []
+
+    def fetch(url: str, timeout: float) -> tuple[int, bytes]:
+        asked.append(url)
+        return 200, json.dumps({"Cluster": "prod", "ContainerInstanceArn": "arn:x"}).encode()
+
+    probes = default_probes(Config(cluster="prod"), Host(tmp_path), SystemClock(), fetch=fetch)
+    [introspection] = [p for p in probes if isinstance(p, IntrospectionProbe)]
+    [acs] = [p for p in probes if isinstance(p, AcsSessionProbe)]
+    assert probes.index(introspection) < probes.index(acs)
+    introspection()
+    acs()
+    assert len(asked) == 1
