@@ -46,17 +46,33 @@ class PackageManager:
     def candidates(self, names: Sequence[str]) -> dict[str, str | None]:
         """The version the repositories' index would install for each name, or None (apt
         only: elsewhere always None). Reads the local index only; fetches nothing."""
-        found: dict[str, str | None] = {name: None for name in names}
+        return {name: found[0] for name, found in self._policy(names).items()}
+
+    def origins(self, names: Sequence[str]) -> dict[str, set[tuple[str, str]]]:
+        """The repositories whose index, as last fetched, offers each name: (uri, dist) as
+        `apt-cache policy` prints them (apt only; empty elsewhere). Fetches nothing."""
+        return {name: found[1] for name, found in self._policy(names).items()}
+
+    def _policy(self, names: Sequence[str]) -> dict[str, tuple[str | None, set[tuple[str, str]]]]:
+        found: dict[str, tuple[str | None, set[tuple[str, str]]]] = {
+            name: (None, set()) for name in names}
         if self.kind != "apt" or not names:
             return found
         res = self._host.run(["apt-cache", "policy", *names], timeout=60)
         current = ""
         for line in res.stdout.splitlines() if res.ok else []:
+            words = line.split()
             if line and not line[0].isspace() and line.rstrip().endswith(":"):
                 current = line.strip()[:-1]
-            elif line.strip().startswith("Candidate:") and current in found:
+            elif current not in found:
+                continue
+            elif line.strip().startswith("Candidate:"):
                 version = line.split(":", 1)[1].strip()
-                found[current] = None if version == "(none)" else version
+                found[current] = (None if version == "(none)" else version, found[current][1])
+            elif len(words) >= 4 and words[-1] == "Packages" and words[0].lstrip("-").isdigit():
+                # A version table's origin: `500 http://host/debian bookworm/main amd64
+                # Packages`, or `500 http://host/apt ./ Packages` for a flat repository.
+                found[current][1].add((words[1], words[2]))
         return found
 
     def providers(self, capability: str, *, available: bool = False) -> list[str]:
@@ -106,9 +122,21 @@ class PackageManager:
             raise PackageError(f"{doing} failed: {res.last_line()}",
                                "check the package source and proxy (anywhere-agent preflight)")
 
-    def refresh(self) -> None:
-        if self.kind == "apt":
+    def refresh(self, source_file: str | None = None) -> None:
+        """Fetch the repositories' index (apt only): all of it, or only the repositories
+        `source_file` (a sources.list or sources.list.d file) names, keeping the other
+        sources' lists as they are."""
+        if self.kind != "apt":
+            return
+        if source_file is None:
             self._run(["apt-get", "update", "-q", *_APT_LOCK_WAIT], "apt-get update")
+            return
+        # sourceparts=- reads no sources.list.d; List-Cleanup=0 keeps the lists of the
+        # sources this run does not name (apt-get deletes them otherwise).
+        self._run(["apt-get", "update", "-q", *_APT_LOCK_WAIT,
+                   "-o", f"Dir::Etc::sourcelist={self._host.path(source_file)}",
+                   "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0"],
+                  f"apt-get update of {source_file}")
 
     def install(self, names: Sequence[str], *, downgrade: bool = False) -> None:
         self._run(self._install_argv(names, downgrade), f"installing {', '.join(names)}")
