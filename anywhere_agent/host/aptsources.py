@@ -120,5 +120,32 @@ def files_offering(host: Host, origins: Iterable[tuple[str, str]]) -> list[str]:
             if any(offers(e, uri, dist) for e in entries for uri, dist in wanted)]
 
 
+def files_never_fetched(host: Host, fetched: Iterable[tuple[str, str]]) -> list[str]:
+    """The source files (in apt's order) naming a repository whose index apt has no copy of
+    (`fetched`: (uri, suite) pairs as `apt-get indextargets` lists them), other than the
+    distribution's own archive (suites named after the release: bookworm, bookworm-updates),
+    which a host needs anyway and which is the largest index by far."""
+    have = list(fetched)
+    codename = release_codename(host)
+
+    def new(entry: Entry) -> bool:
+        if codename and entry.suite.split("-")[0] == codename:
+            return False
+        return not any(same_repository(entry.uri, uri) and entry.suite == suite
+                       for uri, suite in have)
+
+    return [path for path, entries in entries_by_file(host).items() if any(map(new, entries))]
+
+
+def release_codename(host: Host) -> str:
+    """VERSION_CODENAME from os-release (bookworm, jammy), or "" when it names none."""
+    text = host.read_text("/etc/os-release") or host.read_text("/usr/lib/os-release") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "VERSION_CODENAME":
+            return value.strip().strip("\"'")
+    return ""
+
+
 def entries_by_file(host: Host) -> Mapping[str, list[Entry]]:
     return {path: parse(path, host.read_text(path) or "") for path in source_files(host)}

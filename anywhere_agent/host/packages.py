@@ -53,6 +53,15 @@ class PackageManager:
         `apt-cache policy` prints them (apt only; empty elsewhere). Fetches nothing."""
         return {name: found[1] for name, found in self._policy(names).items()}
 
+    def fetched_repositories(self) -> set[tuple[str, str]]:
+        """(uri, suite) of every repository whose index apt holds a copy of (apt only)."""
+        if self.kind != "apt":
+            return set()
+        res = self._host.run(["apt-get", "indextargets", "--format", "$(REPO_URI) $(RELEASE)"],
+                             timeout=60)
+        return {(words[0], words[1]) for words in map(str.split, res.stdout.splitlines())
+                if len(words) == 2} if res.ok else set()
+
     def _policy(self, names: Sequence[str]) -> dict[str, tuple[str | None, set[tuple[str, str]]]]:
         found: dict[str, tuple[str | None, set[tuple[str, str]]]] = {
             name: (None, set()) for name in names}

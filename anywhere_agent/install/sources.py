@@ -195,7 +195,14 @@ class PackageSource:
         return done
 
     def _fetch_index(self, packages: Sequence[str]) -> None:
-        files = self._offering(packages)
+        files, new = self._offering(packages), False
+        if not files and self.pm.kind == "apt" and packages:
+            # A repository added since the last fetch (the agents' own, on a fresh host):
+            # fetch the sources never fetched before, unless that does not bring them.
+            files = aptsources.files_never_fetched(self.host, self.pm.fetched_repositories())
+            if len(files) == len(aptsources.source_files(self.host)):
+                files = []  # all of them: one full update does it
+            new = True
         if not files:
             self._fetch_all(packages, "no configured source offers them yet" if packages else "")
             return
@@ -205,8 +212,13 @@ class PackageSource:
         except PackageError as err:
             self._fetch_all(packages, f"fetching only {', '.join(files)} failed: {err.message}")
             return
+        if new and not all(self.pm.origins(packages).values()):
+            self._fetch_all(packages, f"no configured source offers them yet (nor "
+                                      f"{', '.join(files)}, fetched for the first time)")
+            return
         self._scoped.update(packages)
-        self._record(IndexRefresh(tuple(packages), tuple(files)))
+        self._record(IndexRefresh(tuple(packages), tuple(files),
+                                  "no source fetched before offers them" if new else ""))
 
     def _offering(self, packages: Sequence[str]) -> list[str]:
         if self.pm.kind != "apt" or not packages:

@@ -130,3 +130,24 @@ def test_a_scoped_refresh_names_one_source_file_and_keeps_the_other_lists(tmp_pa
          "-o", "Dir::Etc::sourcelist=/etc/apt/sources.list.d/anywhere-lab.list",
          "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0"),
         ("apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=120")]
+
+
+def test_files_never_fetched_leave_out_fetched_repositories_and_the_release_archive(
+        tmp_path: Path) -> None:
+    parts = tmp_path / "etc/apt/sources.list.d"
+    parts.mkdir(parents=True)
+    (tmp_path / "etc/os-release").write_text('ID=debian\nVERSION_CODENAME="bookworm"\n')
+    (tmp_path / "etc/apt/sources.list").write_text(
+        "deb http://deb.debian.org/debian bookworm main\n"
+        "deb http://deb.debian.org/debian-security bookworm-security main\n")
+    (parts / "agents.list").write_text("deb [trusted=yes] http://10.0.0.1:8080/apt ./\n")
+    (parts / "docker.list").write_text("deb https://download.docker.com/linux/debian "
+                                       "bookworm stable\n")
+    (parts / "tools.list").write_text("deb https://tools.example/apt stable main\n")
+    host = Host(tmp_path)
+    assert aptsources.release_codename(host) == "bookworm"
+    # apt-get indextargets prints the URI with its trailing slash.
+    fetched = {("https://tools.example/apt/", "stable")}
+    assert aptsources.files_never_fetched(host, fetched) == ["/etc/apt/sources.list.d/agents.list"]
+    assert aptsources.files_never_fetched(host, set()) == [
+        "/etc/apt/sources.list.d/agents.list", "/etc/apt/sources.list.d/tools.list"]

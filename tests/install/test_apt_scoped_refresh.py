@@ -15,9 +15,10 @@ from anywhere_agent.host.gateway import Host, Result
 from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.install.journal import Journal
 from anywhere_agent.install.sources import PackageSource
+from tests.conftest import DEBIAN
 from tests.install.runs import run
 
-AGENTS = {"amazon-ssm-agent", "amazon-ecs-init"}
+AGENTS = frozenset({"amazon-ssm-agent", "amazon-ecs-init"})
 LAB_LIST = "/etc/apt/sources.list.d/anywhere-lab.list"
 DEBIAN_SOURCES = "/etc/apt/sources.list.d/debian.sources"
 DEBIAN_DEB822 = """\
@@ -41,7 +42,7 @@ class AptWorld:
     offers ((uri, dist) as apt-cache policy prints it), which files `apt-get update` has
     fetched; every other command goes to the node's own runner."""
 
-    def __init__(self, system: Any, offers: Mapping[str, tuple[str, str, set[str]]],
+    def __init__(self, system: Any, offers: Mapping[str, tuple[str, str, Any]],
                  fetched: Sequence[str] = ()) -> None:
         self.system, self.offers = system, dict(offers)
         self.fetched = set(fetched)
@@ -61,6 +62,11 @@ class AptWorld:
                 return Result(argv, 100, "", "E: Failed to fetch http://repo/apt/InRelease  503")
             self.fetched.add("/" + str(Path(lists[0]).relative_to(self.system.root)))
             return Result(argv, 0)
+        if argv[:2] == ("apt-get", "indextargets"):
+            self.system.calls.append(argv)
+            return Result(argv, 0, "".join(
+                f"{uri}/ {dist.split('/')[0] if not dist.endswith('/') else dist}\n"
+                for path, (uri, dist, _) in self.offers.items() if path in self.fetched))
         if argv[:2] == ("apt-cache", "policy"):
             self.system.calls.append(argv)
             return Result(argv, 0, "".join(self._policy(name) for name in argv[2:]))
@@ -91,9 +97,10 @@ def write(system: Any, node_path: str, text: str) -> None:
 
 def lab_host(system: Any, **kw: Any) -> AptWorld:
     """The lab's sources: the agents' flat repo in anywhere-lab.list, Debian in deb822."""
+    write(system, "/etc/os-release", DEBIAN + "VERSION_CODENAME=bookworm\n")
     write(system, LAB_LIST, "deb [trusted=yes] http://10.213.7.1:8080/apt ./\n")
     write(system, DEBIAN_SOURCES, DEBIAN_DEB822)
-    offers = {LAB_LIST: ("http://10.213.7.1:8080/apt", "./", AGENTS),
+    offers = {LAB_LIST: ("http://10.213.7.1:8080/apt", "./", set(AGENTS)),
               DEBIAN_SOURCES: ("http://deb.debian.org/debian", "bookworm/main", {"docker.io"})}
     return AptWorld(system, offers, kw.pop("fetched", list(offers)), **kw)
 
@@ -175,15 +182,47 @@ def test_agents_offered_by_a_deb822_sources_file_are_refreshed_from_that_file(no
     assert scoped_to(update) == str(system.root / "etc/apt/sources.list.d/ecs.sources")
 
 
-def test_a_repository_no_fetched_index_offers_yet_gets_the_full_update(node: Any) -> None:
+def test_a_repository_added_since_the_last_update_is_fetched_alone(node: Any) -> None:
     system = node[0]
     world = lab_host(system, fetched=[DEBIAN_SOURCES])  # the agents' repo was just added
     outcome = run(on(node, world))
     [update] = updates(system)
-    assert scoped_to(update) is None
-    assert ("refreshed the whole package index for amazon-ssm-agent, amazon-ecs-init: "
-            "no configured source offers them yet") in outcome.notes
-    assert outcome.report["package_index"][0]["scope"] == "all"
+    assert scoped_to(update) == str(system.root / LAB_LIST.lstrip("/"))
+    assert outcome.report["package_index"] == [{
+        "scope": "sources", "source_files": [LAB_LIST],
+        "packages": ["amazon-ssm-agent", "amazon-ecs-init"],
+        "reason": "no source fetched before offers them"}]
+
+
+def test_a_host_never_updated_fetches_all_but_the_distributions_archive_first(
+        node: Any) -> None:
+    system = node[0]
+    outcome = run(on(node, lab_host(system, fetched=[])))
+    assert [scoped_to(c) for c in updates(system)] == [str(system.root / LAB_LIST.lstrip("/"))]
+    assert outcome.report["package_index"][0]["source_files"] == [LAB_LIST]
+
+
+def test_new_sources_that_do_not_offer_the_agents_lead_to_the_full_update(node: Any) -> None:
+    system = node[0]
+    world = lab_host(system, fetched=[])
+    world.offers[DEBIAN_SOURCES][2].update(AGENTS)  # the agents come from the archive itself
+    world.offers[LAB_LIST][2].clear()
+    outcome = run(on(node, world))
+    assert [scoped_to(c) for c in updates(system)] == [str(system.root / LAB_LIST.lstrip("/")),
+                                                       None]
+    assert ("refreshed the whole package index for amazon-ssm-agent, amazon-ecs-init: no "
+            f"configured source offers them yet (nor {LAB_LIST}, fetched for the first time)"
+            ) in outcome.notes
+    assert system.packages.keys() >= AGENTS
+
+
+def test_a_host_whose_every_source_is_new_gets_one_full_update(node: Any) -> None:
+    system = node[0]
+    world = lab_host(system, fetched=[])
+    write(system, "/etc/os-release", DEBIAN)  # no VERSION_CODENAME: the archive is not known
+    outcome = run(on(node, world))
+    assert [scoped_to(c) for c in updates(system)] == [None]
+    assert outcome.report["package_index"][0]["reason"] == "no configured source offers them yet"
 
 
 def test_a_failed_scoped_update_falls_back_to_the_full_one(node: Any) -> None:
