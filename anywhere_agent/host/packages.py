@@ -8,6 +8,7 @@ from pathlib import Path
 
 from anywhere_agent.errors import PackageError
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.secret import redact_userinfo
 
 # A run killed inside apt leaves an orphaned apt/dpkg finishing its work and holding the lock:
 # the next run waits for it (bounded) instead of failing at once.
@@ -128,7 +129,8 @@ class PackageManager:
         env = {"DEBIAN_FRONTEND": "noninteractive", **self._env}
         res = self._host.run(argv, env=env, timeout=900)
         if not res.ok:
-            raise PackageError(f"{doing} failed: {res.last_line()}",
+            # apt may name a repository with its credentials (https://user:pass@mirror/...).
+            raise PackageError(f"{doing} failed: {redact_userinfo(res.last_line())}",
                                "check the package source and proxy (anywhere-agent preflight)")
 
     def refresh(self, source_file: str | None = None) -> None:

@@ -59,7 +59,8 @@ class AptWorld:
                 self.fetched |= set(self.offers)
                 return Result(argv, 0)
             if self.fail_scoped:
-                return Result(argv, 100, "", "E: Failed to fetch http://repo/apt/InRelease  503")
+                return Result(argv, 100, "", "E: Failed to fetch "
+                                             "http://deploy:Hunter2@repo/apt/InRelease  503")
             self.fetched.add("/" + str(Path(lists[0]).relative_to(self.system.root)))
             return Result(argv, 0)
         if argv[:2] == ("apt-get", "indextargets"):
@@ -235,6 +236,7 @@ def test_a_failed_scoped_update_falls_back_to_the_full_one(node: Any) -> None:
     assert len(installs(system)) == 1
     [done] = outcome.report["package_index"]
     assert done["scope"] == "all" and "503" in done["reason"]
+    assert "Hunter2" not in repr(outcome.to_dict()) and "deploy:***@repo" in done["reason"]
 
 
 def test_an_install_failing_after_the_scoped_update_runs_the_full_one_and_installs_again(
