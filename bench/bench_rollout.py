@@ -1,8 +1,9 @@
 """Benchmark: ansible/playbooks/rollout.yml, 1 lab host vs 10 lab hosts, and what each costs.
 
 Usage: bench_rollout.py RESULTS.jsonl [--rehearsal 30]; appends one JSON line.
-One lab of 11 fresh hosts: n1 alone, then n2..n11 in one run (batches [1, "100%"]: a
-canary, then the rest), each a full rollout (probe, ensure, one activation, install and
+One lab of 21 fresh hosts: n1 alone, then n2..n11 in one run (batches [1, "100%"]: a
+canary, then the rest; the target's ratio), then n12..n21 in one batch (what the canary
+adds), each a full rollout (probe, ensure, one activation, install and
 join, gate, revoke). Target: 10 hosts <= 2.5x one host. Also recorded: CPU-seconds per
 joined host on the controller (ansible-playbook, its forks and ssh, the registrar) and on
 the host (every process in the host's PID namespace), the control plane's CPU, and a
@@ -317,7 +318,7 @@ def main() -> int:
 
         lab = Lab(LAB)
         try:
-            lab.up(11)
+            lab.up(21)
             with tempfile.TemporaryDirectory() as tmp:
                 plugins, inventory, extra = rollout_setup(lab, tmp)
                 extra["rollout_batches"] = BATCHES
@@ -325,8 +326,16 @@ def main() -> int:
                                     account="n1")
                 ten = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(2, 12)],
                                     tmp, plugins)
+                # Also without the canary: what the first batch of one host adds to any rollout.
+                extra["rollout_batches"] = ["100%"]
+                flat = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(12, 22)],
+                                     tmp, plugins)
         finally:
             lab.down()
+        record["ten_hosts_one_batch"] = {"s": round(flat["s"], 2),
+                                         "ratio": round(flat["s"] / one["s"], 2),
+                                         **{k: v for k, v in flat.items()
+                                            if k not in ("s", "profile")}}
         ratio = ten["s"] / one["s"]
         record.update(one_host_s=round(one["s"], 2), ten_hosts_s=round(ten["s"], 2),
                       ratio=round(ratio, 2), ok=ratio <= TARGET_RATIO,
