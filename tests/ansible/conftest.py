@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,14 +46,25 @@ class Run:
 
 def run_playbook(playbook: str, inventory: Path, extra: dict[str, Any], *args: str,
                  env: dict[str, str] | None = None, timeout: float = 900) -> Run:
-    """ansible-playbook from ansible/ (so its ansible.cfg applies); stdout and stderr merged."""
-    argv = [str(tool("ansible-playbook")), "-i", str(inventory),
-            f"playbooks/{playbook}", "-e", json.dumps(extra), *args]
-    proc = subprocess.run(argv, cwd=ANSIBLE_DIR, capture_output=True, text=True,
-                          timeout=timeout,
-                          env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-                               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-                               "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})})
+    """ansible-playbook from ansible/ (so its ansible.cfg applies); stdout and stderr merged.
+
+    The extra vars (they hold the controller's AWS keys) go in a 0600 file passed as
+    `-e @FILE`, as an operator keeps them out of `ps`, never as JSON on the command line."""
+    fd, vars_file = tempfile.mkstemp(prefix="anywhere-extra-vars.", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as out:  # mkstemp: 0600
+            json.dump(extra, out)
+        argv = [str(tool("ansible-playbook")), "-i", str(inventory),
+                f"playbooks/{playbook}", "-e", f"@{vars_file}", *args]
+        proc = subprocess.run(argv, cwd=ANSIBLE_DIR, capture_output=True, text=True,
+                              timeout=timeout,
+                              env={**os.environ,
+                                   "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+                                   "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+                                   "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+                                   **(env or {})})
+    finally:
+        os.unlink(vars_file)
     return Run(proc.returncode, proc.stdout + proc.stderr)
 
 
