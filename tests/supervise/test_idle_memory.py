@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from conftest import Node
 
 # Each of these stayed resident in the daemon once imported (MiB of private memory, measured
-# in a lab host: psutil 1.3, tarfile 0.5, ctypes 0.2, encodings.idna 0.2).
+# in a lab host: psutil 1.3, tarfile 0.5, ctypes 0.2, encodings.idna 0.2, configparser 0.2).
 NOT_AT_IDLE = ("psutil", "tarfile", "ctypes", "encodings.idna", "stringprep", "unicodedata",
-               "boto3", "botocore", "typer", "tenacity", "http.client", "ssl")
+               "configparser", "boto3", "botocore", "typer", "tenacity", "http.client", "ssl")
 
 MEMINFO = """\
 MemTotal:       16000000 kB
