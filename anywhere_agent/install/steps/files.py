@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -207,15 +208,19 @@ def _ssm_config(ctx: InstallContext, old: str | None) -> str | None:
 def _agent_toml(ctx: InstallContext, old: str | None) -> str | None:
     from anywhere_agent.config import load_config, render_toml
 
-    new = render_toml(ctx.cfg)
+    on_file = None
     if old is not None:
-        # Keep the operator's file (and its comments) when it already says the same thing.
         try:
-            if load_config(ctx.host.root, {}, {}) == ctx.cfg:
-                return old
+            on_file = load_config(ctx.host.root, {}, {})
         except Exception as err:  # noqa: BLE001 - an unreadable file is simply rewritten
             LOG.debug("rewriting agent.toml: %s", err)
-    return new
+    # The ActivationId is the one value not written back: it travels with its code (a flag or
+    # the environment, once per registration), so a file that says the same about everything
+    # else stays as the operator (or Ansible's template) wrote it, on every run.
+    want = dataclasses.replace(ctx.cfg, activation_id=on_file.activation_id if on_file else "")
+    if on_file is not None and on_file == want:
+        return old  # keep the operator's file, and its comments
+    return render_toml(want)
 
 
 def _json_map(values: Any) -> str | None:
