@@ -15,9 +15,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from anywhere_agent.errors import HostIOError
+
+if TYPE_CHECKING:
+    import ctypes
 
 LOG = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ def subprocess_runner(
     )
 
 
-def _libc() -> Any:
+def _libc() -> ctypes.CDLL | None:
     """libc for prctl, loaded in the parent (never import in a forked child). ctypes is
     imported here, not at the top: only a child holding a secret needs it, and a daemon that
     never starts one (the supervisor) should not keep it resident."""
@@ -102,11 +105,14 @@ def _libc() -> Any:
         return None
 
 
-def _die_with_parent(parent: int, libc: Any) -> None:  # pragma: no cover - forked child
+def _die_with_parent(  # pragma: no cover - runs in the forked child
+    parent: int, libc: ctypes.CDLL | None,
+) -> None:
     """In the child before exec: SIGKILL when our process dies, even by SIGKILL (Linux)."""
     try:
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except AttributeError:  # no libc (None) or no prctl
+        if libc is not None:
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except AttributeError:  # a libc without prctl (not Linux)
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
