@@ -1,12 +1,15 @@
 """Benchmark: ansible/playbooks/rollout.yml, 1 lab host vs 10 lab hosts, and what each costs.
 
 Usage: bench_rollout.py RESULTS.jsonl [--rehearsal 30]; appends one JSON line.
-One lab of 11 fresh hosts: n1 alone, then n2..n11 in one run (batches [1, "100%"]: a
-canary, then the rest), each a full rollout (probe, ensure, one activation, install and
+One lab of 21 fresh hosts: n1 alone, then n2..n11 in one run (batches [1, "100%"]: a
+canary, then the rest; the target's ratio), then n12..n21 in one batch (what the canary
+adds), each a full rollout (probe, ensure, one activation, install and
 join, gate, revoke). Target: 10 hosts <= 2.5x one host. Also recorded: CPU-seconds per
 joined host on the controller (ansible-playbook, its forks and ssh, the registrar) and on
 the host (every process in the host's PID namespace), the control plane's CPU, and a
-per-task profile of the one-host run (where its time goes). Needs root and
+per-task profile of the one-host run (where its time goes) with, from BSD process
+accounting inside n1, that node's CPU by command (apt, dpkg, pip, each module's Python,
+anywhere-agent). Needs root and
 systemd-nspawn; records a skip otherwise.
 
 `--rehearsal N` instead brings up N hosts and rolls out to all of them with the playbook's
@@ -152,6 +155,52 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+ACCT_FILE = "/var/log/anywhere-bench.acct"
+# acct(2) from inside the host: BSD process accounting is kept per PID namespace, so the file
+# lists the processes of this host only, each with its CPU when it exited.
+ACCT_SWITCH = "import ctypes, sys; lib = ctypes.CDLL(None, use_errno=True); " \
+              "arg = sys.argv[1].encode() if len(sys.argv) > 1 else None; " \
+              "sys.exit(0 if lib.acct(arg) == 0 else ctypes.get_errno())"
+
+
+def acct(lab: Any, host: str, on: bool) -> bool:
+    """Switch process accounting in `host` on (a fresh file) or off; False if the kernel
+    has none (CONFIG_BSD_PROCESS_ACCT)."""
+    argv = ["python3", "-c", ACCT_SWITCH] + ([ACCT_FILE] if on else [])
+    if on:
+        lab.exec(host, ["sh", "-c", f": > {ACCT_FILE}"], check=False)
+    return lab.exec(host, argv, check=False).returncode == 0
+
+
+def _comp_t(v: int) -> float:
+    """acct's comp_t: 13-bit mantissa, 3-bit base-8 exponent, in ticks of AHZ (100)."""
+    return ((v & 0x1FFF) << (3 * ((v >> 13) & 7))) / 100.0
+
+
+def node_cpu_by_command(leader: int) -> dict[str, Any]:
+    """CPU-seconds of the host's exited processes by command name (acct v3 records), the
+    commands that ran longest first: where a node's rollout CPU goes (apt, dpkg, pip, the
+    Python of each Ansible module, anywhere-agent, the agents' packages' scripts). Daemons
+    still running (the agents, the supervisor, systemd) are not in it."""
+    import struct
+
+    data = Path(f"/proc/{leader}/root{ACCT_FILE}").read_bytes()
+    by: defaultdict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for i in range(0, len(data) - 63, 64):
+        rec = data[i:i + 64]
+        if rec[1] != 3:  # ac_version
+            continue
+        utime, stime = struct.unpack_from("<HH", rec, 32)
+        comm = rec[48:64].split(b"\0")[0].decode(errors="replace")
+        by[comm][0] += 1
+        by[comm][1] += _comp_t(utime) + _comp_t(stime)
+    top = sorted(by.items(), key=lambda kv: -kv[1][1])
+    return {"total_cpu_s": round(sum(v[1] for v in by.values()), 2),
+            "processes": int(sum(v[0] for v in by.values())),
+            "by_command": {k: {"n": int(v[0]), "cpu_s": round(v[1], 2)}
+                           for k, v in top[:15] if v[1] >= 0.01}}
+
+
 def profile(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The one-host run by task: seconds, and how many tasks ran on the node over ssh."""
     by_task: defaultdict[str, float] = defaultdict(float)
@@ -171,8 +220,9 @@ def profile(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def timed_rollout(lab: Any, inventory: Path, extra: dict[str, Any], hosts: list[str],
-                  tmp: str, plugins: Path) -> dict[str, Any]:
+                  tmp: str, plugins: Path, account: str | None = None) -> dict[str, Any]:
     leaders = [h.leader.pid for h in lab.hosts() if h.name in hosts and h.leader]
+    accounting = bool(account) and acct(lab, str(account), True)
     plane = (lab._state().data.get("processes") or {}).get("control-plane", {}).get("pid")
     report = Path(tmp) / "profile.json"
     before = (children_cpu(), ns_cpu(leaders), pid_cpu(plane))
@@ -185,7 +235,12 @@ def timed_rollout(lab: Any, inventory: Path, extra: dict[str, Any], hosts: list[
     if run.rc != 0:
         raise SystemExit(f"rollout of {hosts} failed:\n{run.output[-3000:]}")
     n = len(hosts)
-    return {"s": seconds,
+    by_command = None
+    if accounting:
+        acct(lab, str(account), False)
+        leader = lab.host(str(account)).leader
+        by_command = node_cpu_by_command(leader.pid) if leader else None
+    return {"s": seconds, **({"node_cpu_by_command": by_command} if by_command else {}),
             "controller_cpu_s_per_host": round((children_cpu() - before[0]) / n, 2),
             "host_cpu_s_per_host": round((ns_cpu(leaders) - before[1]) / n, 2),
             "control_plane_cpu_s_per_host": round((pid_cpu(plane) - before[2]) / n, 2),
@@ -263,15 +318,24 @@ def main() -> int:
 
         lab = Lab(LAB)
         try:
-            lab.up(11)
+            lab.up(21)
             with tempfile.TemporaryDirectory() as tmp:
                 plugins, inventory, extra = rollout_setup(lab, tmp)
                 extra["rollout_batches"] = BATCHES
-                one = timed_rollout(lab, inventory, extra, ["n1"], tmp, plugins)
+                one = timed_rollout(lab, inventory, extra, ["n1"], tmp, plugins,
+                                    account="n1")
                 ten = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(2, 12)],
                                     tmp, plugins)
+                # Also without the canary: what the first batch of one host adds to any rollout.
+                extra["rollout_batches"] = ["100%"]
+                flat = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(12, 22)],
+                                     tmp, plugins)
         finally:
             lab.down()
+        record["ten_hosts_one_batch"] = {"s": round(flat["s"], 2),
+                                         "ratio": round(flat["s"] / one["s"], 2),
+                                         **{k: v for k, v in flat.items()
+                                            if k not in ("s", "profile")}}
         ratio = ten["s"] / one["s"]
         record.update(one_host_s=round(one["s"], 2), ten_hosts_s=round(ten["s"], 2),
                       ratio=round(ratio, 2), ok=ratio <= TARGET_RATIO,

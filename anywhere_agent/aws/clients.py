@@ -64,11 +64,25 @@ class Clients:
         return self._cache[service]
 
 
+_LOADER: list[Any] = []
+
+
+def _loader(core: Any) -> Any:
+    """One botocore data loader per process, shared by every session made here. Each loader
+    lists botocore's ~400 service directories and parses each model it loads (hundreds of KB
+    of JSON): install makes a session with the node's credentials before registering and one
+    after, and the registrar one per region. Sessions keep their own credentials and config."""
+    if not _LOADER:
+        _LOADER.append(core.get_component("data_loader"))
+    return _LOADER[0]
+
+
 def _session(settings: AwsSettings) -> Any:
     """A boto3 session for `settings`; a credentials file is set on this session only (as
     botocore's `credentials_file` variable), never in the process environment, where every
     other client and child process would inherit it."""
     core = botocore.session.Session(profile=settings.profile)
+    core.register_component("data_loader", _loader(core))
     if settings.credentials_file:
         core.set_config_variable("credentials_file", settings.credentials_file)
     return boto3.session.Session(botocore_session=core, region_name=settings.region)

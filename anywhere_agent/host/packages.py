@@ -8,6 +8,7 @@ from pathlib import Path
 
 from anywhere_agent.errors import PackageError
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.secret import redact_userinfo
 
 # A run killed inside apt leaves an orphaned apt/dpkg finishing its work and holding the lock:
 # the next run waits for it (bounded) instead of failing at once.
@@ -46,17 +47,42 @@ class PackageManager:
     def candidates(self, names: Sequence[str]) -> dict[str, str | None]:
         """The version the repositories' index would install for each name, or None (apt
         only: elsewhere always None). Reads the local index only; fetches nothing."""
-        found: dict[str, str | None] = {name: None for name in names}
+        return {name: found[0] for name, found in self._policy(names).items()}
+
+    def origins(self, names: Sequence[str]) -> dict[str, set[tuple[str, str]]]:
+        """The repositories whose index, as last fetched, offers each name: (uri, dist) as
+        `apt-cache policy` prints them (apt only; empty elsewhere). Fetches nothing."""
+        return {name: found[1] for name, found in self._policy(names).items()}
+
+    def fetched_repositories(self) -> set[tuple[str, str]]:
+        """(uri, suite) of every repository whose index apt holds a copy of (apt only)."""
+        if self.kind != "apt":
+            return set()
+        res = self._host.run(["apt-get", "indextargets", "--format", "$(REPO_URI) $(RELEASE)"],
+                             timeout=60)
+        return {(words[0], words[1]) for words in map(str.split, res.stdout.splitlines())
+                if len(words) == 2} if res.ok else set()
+
+    def _policy(self, names: Sequence[str]) -> dict[str, tuple[str | None, set[tuple[str, str]]]]:
+        found: dict[str, tuple[str | None, set[tuple[str, str]]]] = {
+            name: (None, set()) for name in names}
         if self.kind != "apt" or not names:
             return found
         res = self._host.run(["apt-cache", "policy", *names], timeout=60)
         current = ""
         for line in res.stdout.splitlines() if res.ok else []:
+            words = line.split()
             if line and not line[0].isspace() and line.rstrip().endswith(":"):
                 current = line.strip()[:-1]
-            elif line.strip().startswith("Candidate:") and current in found:
+            elif current not in found:
+                continue
+            elif line.strip().startswith("Candidate:"):
                 version = line.split(":", 1)[1].strip()
-                found[current] = None if version == "(none)" else version
+                found[current] = (None if version == "(none)" else version, found[current][1])
+            elif len(words) >= 4 and words[-1] == "Packages" and words[0].lstrip("-").isdigit():
+                # A version table's origin: `500 http://host/debian bookworm/main amd64
+                # Packages`, or `500 http://host/apt ./ Packages` for a flat repository.
+                found[current][1].add((words[1], words[2]))
         return found
 
     def providers(self, capability: str, *, available: bool = False) -> list[str]:
@@ -103,12 +129,25 @@ class PackageManager:
         env = {"DEBIAN_FRONTEND": "noninteractive", **self._env}
         res = self._host.run(argv, env=env, timeout=900)
         if not res.ok:
-            raise PackageError(f"{doing} failed: {res.last_line()}",
+            # apt may name a repository with its credentials (https://user:pass@mirror/...).
+            raise PackageError(f"{doing} failed: {redact_userinfo(res.last_line())}",
                                "check the package source and proxy (anywhere-agent preflight)")
 
-    def refresh(self) -> None:
-        if self.kind == "apt":
+    def refresh(self, source_file: str | None = None) -> None:
+        """Fetch the repositories' index (apt only): all of it, or only the repositories
+        `source_file` (a sources.list or sources.list.d file) names, keeping the other
+        sources' lists as they are."""
+        if self.kind != "apt":
+            return
+        if source_file is None:
             self._run(["apt-get", "update", "-q", *_APT_LOCK_WAIT], "apt-get update")
+            return
+        # sourceparts=- reads no sources.list.d; List-Cleanup=0 keeps the lists of the
+        # sources this run does not name (apt-get deletes them otherwise).
+        self._run(["apt-get", "update", "-q", *_APT_LOCK_WAIT,
+                   "-o", f"Dir::Etc::sourcelist={self._host.path(source_file)}",
+                   "-o", "Dir::Etc::sourceparts=-", "-o", "APT::Get::List-Cleanup=0"],
+                  f"apt-get update of {source_file}")
 
     def install(self, names: Sequence[str], *, downgrade: bool = False) -> None:
         self._run(self._install_argv(names, downgrade), f"installing {', '.join(names)}")

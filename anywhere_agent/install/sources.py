@@ -12,7 +12,7 @@ from pathlib import Path
 
 from anywhere_agent.config import Config
 from anywhere_agent.errors import ConfigError, NetworkError, PackageError
-from anywhere_agent.host import agent_files, pins
+from anywhere_agent.host import agent_files, aptsources, pins
 from anywhere_agent.host.gateway import Host
 from anywhere_agent.host.packages import PackageManager
 from anywhere_agent.host.platform import Platform
@@ -110,6 +110,30 @@ def requests_fetcher(url: str, proxies: dict[str, str]) -> Download:
                            "check network/proxy or use package_source = repo or bundle") from None
 
 
+@dataclass(frozen=True)
+class IndexRefresh:
+    """One fetch of the package index this run made: of `source_files` only, or (none
+    named) of every source, and why."""
+
+    packages: tuple[str, ...]
+    source_files: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def note(self) -> str:
+        named = ", ".join(self.packages)
+        if self.source_files:
+            return (f"refreshed the index of {', '.join(self.source_files)} only"
+                    f"{f' (offering {named})' if named else ''}")
+        return (f"refreshed the whole package index{f' for {named}' if named else ''}"
+                f"{f': {self.reason}' if self.reason else ''}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"scope": "sources" if self.source_files else "all",
+                "source_files": list(self.source_files), "packages": list(self.packages),
+                "reason": self.reason}
+
+
 class PackageSource:
     """Puts a named package on the host from the configured source."""
 
@@ -118,8 +142,11 @@ class PackageSource:
                  pins: Mapping[str, frozenset[str]] = PINNED_FINGERPRINTS) -> None:
         self.cfg, self.host, self.platform, self.pm, self._fetch = cfg, host, platform, pm, fetch
         self._pins = pins
-        self._refreshed = False
+        self._all = False  # this run fetched the whole index
+        self._scoped: set[str] = set()  # packages whose sources' index this run fetched
+        self._trusted: set[str] = set()  # packages a fresh index (install's, < 1 h) offers
         self.refreshed_now = False  # this run fetched the index (the journal records when)
+        self.refreshes: list[IndexRefresh] = []
 
     def pinned_to(self, package: str, version: str) -> PackageSource:
         """This source with `package` pinned to `version` (an undo puts an old version back)."""
@@ -147,16 +174,96 @@ class PackageSource:
             return "; ".join(self.describe(p) for p in packages)
         return self.describe(", ".join(packages))
 
-    def refresh(self, again: bool = False) -> None:
-        """Fetch the repositories' index, at most once per run (unless `again`)."""
-        if again or not self._refreshed:
-            self.pm.refresh()
-            self._refreshed = True
+    def refresh(self, packages: Sequence[str] = ()) -> None:
+        """Fetch the index that offers `packages`, at most once per run for each: on apt,
+        only the source files whose index (as last fetched) offers one of them; all of it
+        when none does yet (a repository just added), when no packages are named, or when
+        the scoped fetch fails."""
+        wanted = [p for p in packages if p not in self._scoped and p not in self._trusted]
+        if self._all or (packages and not wanted):
+            return
+        self._fetch_index(wanted)
+
+    def index_is_current(self, packages: Sequence[str]) -> None:
+        """The caller found the index fresh and offering `packages`: this run fetches it for
+        them only if installing them fails."""
+        self._trusted.update(packages)
+
+    def take_refreshes(self) -> list[IndexRefresh]:
+        """The index fetches made since the last call (for the run's notes and report)."""
+        done, self.refreshes = self.refreshes, []
+        return done
+
+    def _fetch_index(self, packages: Sequence[str]) -> None:
+        files, new = self._offering(packages), False
+        if not files and self.pm.kind == "apt" and packages:
+            # A repository added since the last fetch (the agents' own, on a fresh host):
+            # fetch the sources never fetched before, unless that does not bring them.
+            files = aptsources.files_never_fetched(self.host, self.pm.fetched_repositories())
+            if len(files) == len(aptsources.source_files(self.host)):
+                files = []  # all of them: one full update does it
+            new = True
+        if not files:
+            self._fetch_all(packages, "no configured source offers them yet" if packages else "")
+            return
+        try:
+            for path in files:
+                self.pm.refresh(path)
+        except PackageError as err:
+            self._fetch_all(packages, f"fetching only {', '.join(files)} failed: {err.message}")
+            return
+        if new and not all(self.pm.origins(packages).values()):
+            self._fetch_all(packages, f"no configured source offers them yet (nor "
+                                      f"{', '.join(files)}, fetched for the first time)")
+            return
+        self._scoped.update(packages)
+        self._record(IndexRefresh(tuple(packages), tuple(files),
+                                  "no source fetched before offers them" if new else ""))
+
+    def _offering(self, packages: Sequence[str]) -> list[str]:
+        if self.pm.kind != "apt" or not packages:
+            return []
+        origins: set[tuple[str, str]] = set().union(*self.pm.origins(packages).values())
+        return aptsources.files_offering(self.host, origins) if origins else []
+
+    def _fetch_all(self, packages: Sequence[str], reason: str) -> None:
+        self.pm.refresh()
+        self._all = True
+        if self.pm.kind == "apt":
+            self._record(IndexRefresh(tuple(packages), (), reason))
+        else:
             self.refreshed_now = True
 
-    def index_is_current(self) -> None:
-        """The caller found the index fresh and complete: this run fetches it no more."""
-        self._refreshed = True
+    def _record(self, done: IndexRefresh) -> None:
+        self.refreshed_now = True
+        self.refreshes.append(done)
+
+    def _widen(self, packages: Sequence[str]) -> bool:
+        """After installing `packages` failed: fetch more of the index than this run has
+        (a fresh index trusted -> their sources -> all of it); False when it has all."""
+        if self._all:
+            return False
+        if any(p in self._scoped for p in packages):
+            self._fetch_all(packages, "installing them failed after fetching only their sources")
+        else:
+            self._trusted.difference_update(packages)
+            self._fetch_index(packages)
+        return True
+
+    def install_from_repos(self, packages: Sequence[str], specs: Sequence[str] = (), *,
+                           downgrade: bool = False) -> None:
+        """Install `packages` (as `specs`: pinned ones) from the host's repositories, after
+        fetching the index that offers them. When that fails because the index was older
+        than it looked (a version gone from the mirror, a dependency from a source this run
+        did not fetch), fetch more and try again: at most twice, each time a wider fetch."""
+        self.refresh(packages)
+        while True:
+            try:
+                self.pm.install(list(specs or packages), downgrade=downgrade)
+                return
+            except PackageError:
+                if not self._widen(packages):
+                    raise
 
     def install(self, package: str, *, downgrade: bool = False) -> None:
         """Put `package` in place, at its pinned version when one is configured; `downgrade`
@@ -168,10 +275,9 @@ class PackageSource:
         pinned version when one is configured."""
         source = self.cfg.package_source
         if source == "repo":
-            self.refresh()
-            specs = [pins.manager_spec(self.pm.kind, p, pins.pinned(self.cfg, p))
-                     for p in packages]
-            self.pm.install(specs, downgrade=downgrade)
+            self.install_from_repos(packages, [pins.manager_spec(self.pm.kind, p,
+                                                                 pins.pinned(self.cfg, p))
+                                               for p in packages], downgrade=downgrade)
         elif source == "bundle":
             self.pm.install_files([self._from_bundle(p) for p in packages], downgrade=downgrade)
         else:

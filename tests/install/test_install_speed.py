@@ -56,8 +56,10 @@ def supervisor_states(system: Any, states: list[str]) -> None:
         if argv[1] == "show" and argv[2] == "anywhere-agent" and \
                 system.units.get("anywhere-agent") and system.units["anywhere-agent"].active:
             state = states.pop(0) if len(states) > 1 else states[0]
-            return type(result)(argv, 0, result.stdout.replace("ActiveState=active",
-                                                               f"ActiveState={state}"))
+            active, _, sub = state.partition("/")  # "activating/auto-restart"
+            out = result.stdout.replace("ActiveState=active", f"ActiveState={active}")
+            return type(result)(argv, 0, out.replace("SubState=running", f"SubState={sub}")
+                                if sub else out)
         return result
 
     system._systemctl = systemctl
@@ -84,6 +86,19 @@ def test_a_supervisor_that_fails_to_start_fails_the_run_with_the_fix(node: Any) 
         run(make_ctx())
     assert "anywhere-agent did not start: it is failed" in str(err.value)
     assert "journalctl -u anywhere-agent" in err.value.fix
+
+
+def test_a_supervisor_in_systemds_restart_loop_fails_the_run_at_once_not_after_the_timeout(
+        node: Any) -> None:
+    from anywhere_agent.errors import HostIOError
+
+    system, make_ctx, _ = node
+    supervisor_states(system, ["activating/auto-restart"])
+    with pytest.raises(HostIOError) as err:
+        run(make_ctx())
+    assert "anywhere-agent did not start: it exited and systemd is restarting it" in str(err.value)
+    shows = [c for c in system.calls if c[:3] == ("systemctl", "show", "anywhere-agent")]
+    assert len(shows) <= 3  # no waiting through the 120 s bound (a real run: ~50 s)
 
 
 def test_a_removed_agent_within_the_hour_is_reinstalled_from_the_known_index(node: Any) -> None:

@@ -67,22 +67,21 @@ class PackageStep(Step):
             # Recorded first: a run killed after the package changed still restarts the agent.
             for unit in _RESTART_ON_CHANGE.get(self.package, ()):
                 ctx.journal.add_pending_restart(unit)
-            ctx.source.install(self.package, downgrade=bool(delta.data.get("downgrade")))
+            try:
+                ctx.source.install(self.package, downgrade=bool(delta.data.get("downgrade")))
+            finally:
+                _stamp_index(ctx)
             names = [self.package]
         else:
             names = list(delta.data.get("names") or [self.package])
-            trusted = _index_known(ctx, names)
-            if trusted:
-                ctx.source.index_is_current()
+            if _index_known(ctx, names):
+                ctx.source.index_is_current(names)
             try:
+                # Fetches the index of only the sources offering `names`; when installing
+                # then fails, fetches more (all of it) and tries again.
                 ctx.source.install_all(names)
-            except PackageError:
-                if not trusted:
-                    raise
-                # The index was older than it looked (a version gone from the mirror): fetch it.
-                ctx.source.refresh(again=True)
-                ctx.source.install_all(names)
-            _stamp_index(ctx)
+            finally:
+                _stamp_index(ctx)
             # Uninstall removes only packages we installed: remember them.
             for name in names:
                 ctx.journal.record_installed(name)
@@ -141,6 +140,10 @@ def _index_known(ctx: InstallContext, names: Sequence[str]) -> bool:
 
 
 def _stamp_index(ctx: InstallContext) -> None:
+    """Record when install fetched the index, and say which part of it was fetched."""
+    for done in ctx.source.take_refreshes():
+        ctx.note(done.note)
+        ctx.report.setdefault("package_index", []).append(done.to_dict())
     if ctx.source.refreshed_now:
         ctx.journal.record_package_index(time.time())
 
@@ -200,9 +203,11 @@ class DockerStep(Step):
         if ctx.cfg.docker_source == "docker" and _is_deb(ctx):
             raise PreflightError("docker_source = docker needs Docker's apt repository configured",
                                  "add download.docker.com to the host's sources, or use distro")
-        ctx.source.refresh()  # once per run: the agents' install may have fetched the index
-        ctx.source.pm.install([self._package(ctx)])
-        _stamp_index(ctx)
+        try:
+            # Once per run for Docker's own sources; the agents' may have been fetched already.
+            ctx.source.install_from_repos([self._package(ctx)])
+        finally:
+            _stamp_index(ctx)
         ctx.journal.record_installed(self._package(ctx))  # Docker too
         return [f"package {self._package(ctx)}"]
 

@@ -38,12 +38,16 @@ class UnitReadyStep(Step):
             stop=(tenacity.stop_after_delay(READY_TIMEOUT_SECONDS)
                   | tenacity.stop_after_attempt(300)),
             wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
-            retry=tenacity.retry_if_result(lambda s: s.active_state in starting),
+            # "activating (auto-restart)" is systemd between restarts of a unit that exited:
+            # it is failing, not starting, and waiting for StartLimitBurst takes ~50 s.
+            retry=tenacity.retry_if_result(
+                lambda s: s.active_state in starting and s.sub_state != "auto-restart"),
             sleep=ctx.sleep, retry_error_callback=_last_state)
         state: UnitState = retrying(ctx.host.services.state, self.unit)
         if state.active_state != "active":
-            raise HostIOError(f"{self.unit} did not start: it is {state.active_state} "
-                              f"({state.sub_state})",
+            how = ("it exited and systemd is restarting it" if state.sub_state == "auto-restart"
+                   else f"it is {state.active_state} ({state.sub_state})")
+            raise HostIOError(f"{self.unit} did not start: {how}",
                               f"see `journalctl -u {self.unit}` for why, then re-run install")
         return []
 
