@@ -8,7 +8,6 @@ reads a file out of a host and parses it here too).
 
 from __future__ import annotations
 
-import configparser
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -157,6 +156,10 @@ class CredentialsFile:
 
 
 def parse_credentials(text: str) -> CredentialsFile:
+    # Imported here: the supervisor reads only the file's age and expiry unless reporting
+    # is on, and configparser would stay resident in the daemon.
+    import configparser
+
     # A section literally named "default" must stay a section, not configparser's defaults.
     parser = configparser.RawConfigParser(default_section="\x00", strict=False)
     try:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +128,11 @@ def binaries_from_tarball(data: bytes, origin: str) -> dict[str, bytes]:
     if len(data) > MAX_TARBALL:
         raise PackageError(f"{origin} is larger than {MAX_TARBALL >> 20} MiB",
                            "check package_base_url points at AWS's layout")
+    # Imported here: the supervisor's ECS Exec probe uses this module but never a tarball,
+    # and tarfile (with shutil, bz2, lzma) would stay resident in the daemon.
+    import io
+    import tarfile
+
     found: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:

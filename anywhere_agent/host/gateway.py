@@ -6,7 +6,6 @@ scripted runner, and the lab and real hosts run against `/` with real processes.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -16,9 +15,12 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from anywhere_agent.errors import HostIOError
+
+if TYPE_CHECKING:
+    import ctypes
 
 LOG = logging.getLogger(__name__)
 
@@ -91,12 +93,26 @@ def subprocess_runner(
     )
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the forked child
+def _libc() -> ctypes.CDLL | None:
+    """libc for prctl, loaded in the parent (never import in a forked child). ctypes is
+    imported here, not at the top: only a child holding a secret needs it, and a daemon that
+    never starts one (the supervisor) should not keep it resident."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
+
+
+def _die_with_parent(  # pragma: no cover - runs in the forked child
+    parent: int, libc: ctypes.CDLL | None,
+) -> None:
     """In the child before exec: SIGKILL when our process dies, even by SIGKILL (Linux)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+        if libc is not None:
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except AttributeError:  # a libc without prctl (not Linux)
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
@@ -116,11 +132,12 @@ def contained_runner(
     full_env.update(env or {})
     full_env.setdefault("LC_ALL", "C")
     parent = os.getpid()
+    libc = _libc()
     try:
         proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
-            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent, libc))
     except FileNotFoundError:
         return Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
     try:

@@ -22,6 +22,15 @@ LOG = logging.getLogger(__name__)
 SSH_PORT = 22
 LAB_APT_LIST = "etc/apt/sources.list.d/anywhere-lab.list"
 DEBIAN_APT_LIST = "etc/apt/sources.list.d/anywhere-lab-debian.list"
+JOURNALD_DROPIN = "etc/systemd/journald.conf.d/anywhere-lab.conf"
+# journald sizes a journal file's hash tables from its largest allowed size (by default 1/8 of
+# 10% of the file system, capped at 128 MiB: the build machine's disk) and writes them at
+# once: ~3.6 MiB of page cache mapped by each host's journald. 8 MiB files, as on a small
+# disk, keep that near 0.2 MiB; entries still rotate into archived files and stay readable.
+JOURNALD_CONF = (
+    "# anywhere-agent lab: small journal files keep each idle host's memory small\n"
+    "[Journal]\nSystemMaxFileSize=8M\n"
+)
 FAULT_DIR = "/run/anywhere-lab/faults"
 HOST_FAULTS = ("ecs-hang", "ecs-crash", "ssm-stale")
 
@@ -128,6 +137,7 @@ def render_files(
         "etc/machine-id": (uuid.uuid4().hex + "\n", 0o444),
         "root/.ssh/authorized_keys": (pubkey.strip() + "\n", 0o600),
         LAB_APT_LIST: (f"deb [trusted=yes] http://{gateway}:8080/apt ./\n", 0o644),
+        JOURNALD_DROPIN: (JOURNALD_CONF, 0o644),
     }
     if debian_sources:
         files[DEBIAN_APT_LIST] = (

@@ -14,25 +14,20 @@ import datetime as dt
 import hashlib
 import hmac
 import http.client
-import io
 import json
 import os
-import platform
 import random
 import re
 import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tarfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,6 +58,16 @@ _stop = threading.Event()
 _scale = 1.0
 _log_level = LEVELS["info"]
 _log_lock = threading.Lock()
+
+
+def uuid4() -> str:
+    """A random (version 4) UUID as text. Not the uuid module: it imports platform too, and
+    both would stay resident in an idle daemon that only needs random IDs."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def path(p: str) -> Path:
@@ -409,7 +414,7 @@ def call(
 
 
 def cpu_arch() -> str:
-    machine = platform.machine()
+    machine = os.uname().machine  # what platform.machine() returns
     return {"amd64": "x86_64", "aarch64": "arm64", "i686": "i386", "i386": "i386"}.get(
         machine, machine
     )
@@ -523,7 +528,7 @@ def registration_body(cfg: Config, arn: str) -> dict[str, Any]:
     apis = supported_docker_apis(engine) if engine else None
     body: dict[str, Any] = {
         "attributes": attributes(cfg, first_registration=not arn, docker_apis=apis),
-        "clientToken": str(uuid.uuid4()),
+        "clientToken": uuid4(),
         "cluster": cfg.cluster,
         "instanceIdentityDocument": "",
         "instanceIdentityDocumentSignature": "",
@@ -647,6 +652,12 @@ def supported_docker_apis(doc: dict[str, Any]) -> list[str]:
 
 def _rootfs_tar() -> bytes:
     """A tiny image root: /bin/sleep and the libraries it loads, taken from this host."""
+    # Imported here: only lab tasks (a host with Docker) build an image, and the idle
+    # double without Docker should not keep these modules resident.
+    import io
+    import subprocess
+    import tarfile
+
     sleep = shutil.which("sleep") or "/bin/sleep"
     files = [sleep]
     ldd = subprocess.run(["ldd", sleep], capture_output=True, text=True, timeout=30, check=False)
@@ -807,7 +818,7 @@ class LabTasks:
                 for _ in range(self.count - len(running)):
                     task_arn = (
                         f"arn:aws:ecs:{self.cfg.region}:{arn.split(':')[4]}:task/"
-                        f"{self.cfg.cluster}/{uuid.uuid4().hex}"
+                        f"{self.cfg.cluster}/{uuid4().replace('-', '')}"
                     )
                     started = start_task_container(self.cfg.cluster, task_arn, image)
                     log("info", f"Started lab task {task_arn} in container {started['Id'][:12]}")
@@ -1406,7 +1417,7 @@ def metrics_request(cfg: Config, arn: str) -> dict[str, Any]:
             "cluster": cfg.cluster,
             "containerInstance": arn,
             "idle": True,
-            "messageId": str(uuid.uuid4()),
+            "messageId": uuid4(),
             "fin": True,
         },
         "taskMetrics": [],

@@ -27,7 +27,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -60,6 +59,16 @@ MDS_MIN_CYCLE_SECONDS = 2.2  # the real agent re-polls about this often when ans
 
 _stop = False
 _scale = 1.0
+
+
+def uuid4() -> str:
+    """A random (version 4) UUID as text. Not the uuid module: it imports platform too, and
+    both would stay resident in an idle daemon that only needs random IDs."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def time_scale() -> float:
@@ -269,7 +278,7 @@ def instance_fingerprint() -> str:
     threshold = int(saved.get("similarityThreshold", 40) or 40)
     if saved.get("fingerprint") and (saved_hw or {}).get("machine-id") == current["machine-id"]:
         return str(saved["fingerprint"])
-    fingerprint = str(uuid.uuid4())
+    fingerprint = uuid4()
     vault_store(
         FP_KEY,
         {"fingerprint": fingerprint, "hardwareHash": current, "similarityThreshold": threshold},
@@ -990,7 +999,7 @@ class Daemon:
                     "EC2WindowsMessageDeliveryService.GetMessages",
                     {
                         "Destination": self.instance_id,
-                        "MessagesRequestId": str(uuid.uuid4()),
+                        "MessagesRequestId": uuid4(),
                         "VisibilityTimeoutInSeconds": 10,
                     },
                     signer="sigv4",
