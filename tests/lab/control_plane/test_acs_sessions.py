@@ -51,7 +51,8 @@ def test_agent_connected_is_true_exactly_while_the_acs_session_is_open(
         plane: ControlPlane, host: Host, cluster: str, arn: str, ecs: Any) -> None:
     assert not connected(ecs, cluster, arn)
     session = host.acs(arn, cluster)
-    assert connected(ecs, cluster, arn)
+    # The server thread records the session just after its 101 reaches the agent: eventually.
+    assert eventually(lambda: connected(ecs, cluster, arn))
     session.close(1000, "agent stopping")
     assert eventually(lambda: not connected(ecs, cluster, arn))
 
@@ -59,7 +60,7 @@ def test_agent_connected_is_true_exactly_while_the_acs_session_is_open(
 def test_a_dropped_tcp_connection_reads_disconnected(
         plane: ControlPlane, host: Host, cluster: str, arn: str, ecs: Any) -> None:
     session = host.acs(arn, cluster)
-    assert connected(ecs, cluster, arn)
+    assert eventually(lambda: connected(ecs, cluster, arn))
     session.shutdown()  # a killed agent: no close frame, just the socket gone
     assert eventually(lambda: not connected(ecs, cluster, arn))
 
@@ -75,7 +76,7 @@ def test_acs_sends_heartbeats_in_the_model_shape_and_keeps_a_session_that_acks_t
             assert beat["message"]["healthy"] is True and beat["message"]["messageId"]
             session.send_text(ecs_agent.ws_message(
                 "HeartbeatAckRequest", {"messageId": beat["message"]["messageId"]}))
-        assert connected(ecs, cluster, arn)
+        assert eventually(lambda: connected(ecs, cluster, arn))
         assert plane.sessions.summary()["acks"] >= 4
     finally:
         session.close(1000, "")
@@ -215,7 +216,7 @@ def test_the_admin_switch_refuses_acs_to_one_host_until_turned_back(
     admin.refuse_acs(host.instance_id, refuse=False)
     again = host.acs(arn, cluster)
     try:
-        assert connected(ecs, cluster, arn)
+        assert eventually(lambda: connected(ecs, cluster, arn))
         assert admin.state()["sessions"]["acs_open"] == 1
     finally:
         again.close(1000, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
@@ -82,6 +83,10 @@ def test_discover_poll_endpoint_names_acs_and_tcs_and_connects_nobody(
     assert described()["healthStatus"]["overallStatus"] == "INSUFFICIENT_DATA"
     session = host.acs(arn, cluster, endpoint=endpoints["endpoint"])
     try:
+        # The session is recorded just after the handshake's 101 reaches the agent.
+        deadline = time.monotonic() + 5
+        while described()["agentConnected"] is not True and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert described()["agentConnected"] is True
         assert described()["healthStatus"]["overallStatus"] == "OK"
     finally:
