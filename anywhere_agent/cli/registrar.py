@@ -269,7 +269,8 @@ def deregister_cmd(
 
 
 Hosts = Annotated[str, typer.Option(help="Comma-separated host names or mi- IDs.")]
-Interval = Annotated[str, typer.Option(help="Time between polls.")]
+Interval = Annotated[str, typer.Option(
+    help="Longest time between polls (they start 0.5 s apart and double up to it).")]
 
 
 def _poll_args(hosts: str, timeout: str, interval: str) -> tuple[list[str], timedelta, float]:

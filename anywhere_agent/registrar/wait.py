@@ -43,7 +43,9 @@ class Polled:
 
 def poll_until(step: Callable[[], bool], timeout: timedelta, interval: float,
                sleep: Callable[[float], None] | None = None) -> Polled:
-    """Run `step` every `interval` s until it returns True or `timeout` has passed.
+    """Run `step` until it returns True or `timeout` has passed: the polls start 0.5 s apart
+    (or `interval`, if shorter) and the pause doubles up to `interval`, so a gate whose hosts
+    are ready a moment after the first poll does not wait a whole interval for them.
 
     A round that AWS throttles or answers with a 5xx (after botocore's own retries, whose
     retry quota a long poll can use up) is a round that is not done yet: the next one may
@@ -62,7 +64,7 @@ def poll_until(step: Callable[[], bool], timeout: timedelta, interval: float,
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_delay(timeout.total_seconds()),
-        wait=tenacity.wait_fixed(interval),
+        wait=tenacity.wait_exponential(multiplier=min(0.5, interval), max=interval),
         retry=(tenacity.retry_if_result(lambda polled: not polled.done)
                | tenacity.retry_if_exception_type(TransientCloudError)),
         before_sleep=on_retry,
