@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from anywhere_agent.host.gateway import Host
+from anywhere_agent.host.platform import parse_os_release, read_os_release
 
 SOURCES_LIST = "/etc/apt/sources.list"
 SOURCES_PARTS = "/etc/apt/sources.list.d"
@@ -139,12 +140,7 @@ def files_never_fetched(host: Host, fetched: Iterable[tuple[str, str]]) -> list[
 
 def release_codename(host: Host) -> str:
     """VERSION_CODENAME from os-release (bookworm, jammy), or "" when it names none."""
-    text = host.read_text("/etc/os-release") or host.read_text("/usr/lib/os-release") or ""
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "VERSION_CODENAME":
-            return value.strip().strip("\"'")
-    return ""
+    return parse_os_release(read_os_release(host) or "").get("VERSION_CODENAME", "")
 
 
 def entries_by_file(host: Host) -> Mapping[str, list[Entry]]:

@@ -145,8 +145,12 @@ class PackageSource:
         self._all = False  # this run fetched the whole index
         self._scoped: set[str] = set()  # packages whose sources' index this run fetched
         self._trusted: set[str] = set()  # packages a fresh index (install's, < 1 h) offers
-        self.refreshed_now = False  # this run fetched the index (the journal records when)
         self.refreshes: list[IndexRefresh] = []
+
+    @property
+    def refreshed_now(self) -> bool:
+        """This run fetched the index, or part of it (the journal records when)."""
+        return self._all or bool(self._scoped)
 
     def pinned_to(self, package: str, version: str) -> PackageSource:
         """This source with `package` pinned to `version` (an undo puts an old version back)."""
@@ -217,8 +221,8 @@ class PackageSource:
                                       f"{', '.join(files)}, fetched for the first time)")
             return
         self._scoped.update(packages)
-        self._record(IndexRefresh(tuple(packages), tuple(files),
-                                  "no source fetched before offers them" if new else ""))
+        self.refreshes.append(IndexRefresh(tuple(packages), tuple(files),
+                                           "no source fetched before offers them" if new else ""))
 
     def _offering(self, packages: Sequence[str]) -> list[str]:
         if self.pm.kind != "apt" or not packages:
@@ -230,13 +234,7 @@ class PackageSource:
         self.pm.refresh()
         self._all = True
         if self.pm.kind == "apt":
-            self._record(IndexRefresh(tuple(packages), (), reason))
-        else:
-            self.refreshed_now = True
-
-    def _record(self, done: IndexRefresh) -> None:
-        self.refreshed_now = True
-        self.refreshes.append(done)
+            self.refreshes.append(IndexRefresh(tuple(packages), (), reason))
 
     def _widen(self, packages: Sequence[str]) -> bool:
         """After installing `packages` failed: fetch more of the index than this run has
