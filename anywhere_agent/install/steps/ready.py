@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import tenacity
-
 from anywhere_agent.errors import HostIOError
 from anywhere_agent.host.gateway import UnitState
 from anywhere_agent.install.context import InstallContext
+from anywhere_agent.install.poll import poll
 from anywhere_agent.install.steps.base import Delta, Step, UnitAction, Verb
 
 # systemd's own bound on a start (the supervisor unit's TimeoutStartSec).
@@ -33,26 +32,19 @@ class UnitReadyStep(Step):
                      services=[UnitAction(Verb.WAIT, self.unit)])
 
     def apply(self, ctx: InstallContext, delta: Delta) -> list[str]:
-        starting = ("activating", "reloading")
-        retrying = tenacity.Retrying(
-            stop=(tenacity.stop_after_delay(READY_TIMEOUT_SECONDS)
-                  | tenacity.stop_after_attempt(300)),
-            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+        def settled() -> UnitState | None:
+            state = ctx.host.services.state(self.unit)
             # "activating (auto-restart)" is systemd between restarts of a unit that exited:
             # it is failing, not starting, and waiting for StartLimitBurst takes ~50 s.
-            retry=tenacity.retry_if_result(
-                lambda s: s.active_state in starting and s.sub_state != "auto-restart"),
-            sleep=ctx.sleep, retry_error_callback=_last_state)
-        state: UnitState = retrying(ctx.host.services.state, self.unit)
+            starting = (state.active_state in ("activating", "reloading")
+                        and state.sub_state != "auto-restart")
+            return None if starting else state
+
+        state = poll(settled, seconds=READY_TIMEOUT_SECONDS, clock=ctx.clock, sleep=ctx.sleep,
+                     first=0.05, cap=1.0) or ctx.host.services.state(self.unit)
         if state.active_state != "active":
             how = ("it exited and systemd is restarting it" if state.sub_state == "auto-restart"
                    else f"it is {state.active_state} ({state.sub_state})")
             raise HostIOError(f"{self.unit} did not start: {how}",
                               f"see `journalctl -u {self.unit}` for why, then re-run install")
         return []
-
-
-def _last_state(retry_state: tenacity.RetryCallState) -> UnitState:
-    assert retry_state.outcome is not None
-    result: UnitState = retry_state.outcome.result()
-    return result
