@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from anywhere_agent.config import Config
@@ -66,11 +66,6 @@ def package_version(path: Path, package: str, family: str,
     return m.group(1) if m and _VERSION_RE.fullmatch(m.group(1)) else "unknown"
 
 
-# The CLI's option for each agent's versions (named in errors).
-VERSION_OPTIONS = {agent_files.ECS_PACKAGE: "--ecs-agent-version",
-                   agent_files.SSM_PACKAGE: "--ssm-agent-version"}
-
-
 def from_dir(source: Path, dest: Path, arch: str, family: str,
              run: Runner = subprocess_runner,
              versions: Mapping[str, Sequence[str]] | None = None) -> list[AgentPackage]:
@@ -98,7 +93,7 @@ def from_dir(source: Path, dest: Path, arch: str, family: str,
                 raise PackageError(f"no {package} {pin} {ext} for {arch} in {source} "
                                    f"(there: {have})",
                                    f"put that version there, or change "
-                                   f"{VERSION_OPTIONS[package]}")
+                                   f"{pins.option(package)}")
             version, chosen = matching[-1]
             target = dest / bundle_name(package, version, arch, family)
             shutil.copyfile(chosen, target)
@@ -139,10 +134,7 @@ def download(dest: Path, arch: str, family: str, *, region: str, package_base_ur
             for pin in list((versions or {}).get(package, ())) or [""]:
                 # The node's own download + `gpg --verify` against trusted keys only, from
                 # the key a node pinned to `pin` would use.
-                pinned_cfg = (replace(cfg, ecs_agent_version=pin)
-                              if package == agent_files.ECS_PACKAGE
-                              else replace(cfg, ssm_agent_version=pin))
-                pinned = PackageSource(pinned_cfg, host, platform, source.pm, fetch)
+                pinned = source.pinned_to(package, pin)
                 url = pinned.describe(package)
                 local = Path(pinned.download_verified(package))
                 version = package_version(local, package, family, run)

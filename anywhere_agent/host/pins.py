@@ -8,6 +8,7 @@ key); an installed version meets a pin without a revision whatever its revision.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -24,11 +25,13 @@ __all__ = [
     "full_version",
     "is_newer",
     "manager_spec",
+    "option",
     "pinned",
     "s3_version",
     "satisfies",
     "upstream",
     "version_key",
+    "with_pin",
 ]
 
 # The config key that pins each package, and the `status` key it is reported under.
@@ -41,6 +44,18 @@ def pinned(cfg: Config, package: str) -> str:
     """The configured pin for `package`; "" when it follows the latest (or is not an agent)."""
     key = PIN_KEYS.get(package)
     return str(getattr(cfg, key)) if key else ""
+
+
+def with_pin(cfg: Config, package: str, version: str) -> Config:
+    """`cfg` with `package` pinned to `version` ("" for the latest)."""
+    if package == ECS_PACKAGE:
+        return dataclasses.replace(cfg, ecs_agent_version=version)
+    return dataclasses.replace(cfg, ssm_agent_version=version)
+
+
+def option(package: str) -> str:
+    """The command-line option of the pin (`install`'s and `bundle`'s): --ecs-agent-version."""
+    return "--" + PIN_KEYS[package].replace("_", "-")
 
 
 def _without_epoch(version: str) -> str:

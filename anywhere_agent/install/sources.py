@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -154,9 +153,7 @@ class PackageSource:
 
     def pinned_to(self, package: str, version: str) -> PackageSource:
         """This source with `package` pinned to `version` (an undo puts an old version back)."""
-        cfg = (dataclasses.replace(self.cfg, ecs_agent_version=version)
-               if package == pins.ECS_PACKAGE
-               else dataclasses.replace(self.cfg, ssm_agent_version=version))
+        cfg = pins.with_pin(self.cfg, package, version)
         return PackageSource(cfg, self.host, self.platform, self.pm, self._fetch, self._pins)
 
     def describe(self, package: str) -> str:
@@ -409,12 +406,11 @@ class PackageSource:
             carried = ", ".join(v for v, _ in candidates)
             candidates = [(v, rel) for v, rel in candidates if pins.satisfies(v, pin)]
             if not candidates:
-                key = pins.PIN_KEYS[package]
-                flag = "--" + key.replace("_", "-")
                 raise PackageError(f"bundle {self.cfg.bundle_dir} has no {package} {pin} "
                                    f"(it carries {carried})",
-                                   f"rebuild it with `anywhere-agent bundle {flag} {pin}`, "
-                                   f"or set {key} to a version it carries")
+                                   f"rebuild it with `anywhere-agent bundle "
+                                   f"{pins.option(package)} {pin}`, or set "
+                                   f"{pins.PIN_KEYS[package]} to a version it carries")
         # The newest by version order, not by name (3.3.10 is newer than 3.3.9).
         rel = max(candidates, key=lambda vr: (pins.version_key(vr[0]), vr[1]))[1]
         node_path = f"{self.cfg.bundle_dir}/{rel}"
