@@ -262,26 +262,26 @@ class ControlPlane:
             return json_response(self.ecs.handle(call, base_url))
         return None
 
+    def _port_region(self, environ: dict[str, Any]) -> Optional[str]:
+        """The region of the regional port called, or None for the main port."""
+        try:
+            port = int(environ.get("SERVER_PORT") or 0)
+        except ValueError:
+            port = 0
+        return self._port_regions.get(port)
+
     def _endpoint_region(self, environ: dict[str, Any]) -> str:
         """The region whose endpoint was called: its own port, else the lab's region.
 
         Anonymous calls (RegisterManagedInstance) carry no signature, so on AWS the endpoint
         alone decides which region's activations they are checked against.
         """
-        try:
-            port = int(environ.get("SERVER_PORT") or 0)
-        except ValueError:
-            port = 0
-        return self._port_regions.get(port, self.region)
+        return self._port_region(environ) or self.region
 
     def _misscoped(self, environ: dict[str, Any], call: AwsCall) -> Optional[AwsError]:
         """A regional endpoint refuses a call signed for another region, as AWS's do; the
         main port serves every region (the signature's scope says which), see the docs."""
-        try:
-            port = int(environ.get("SERVER_PORT") or 0)
-        except ValueError:
-            port = 0
-        region = self._port_regions.get(port)
+        region = self._port_region(environ)
         if region is None or not call.access_key or call.region == region:
             return None
         error = sigv4.SignatureError(
