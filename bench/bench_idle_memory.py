@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.record import append_record  # noqa: E402
+from bench.record import append_record, rollup  # noqa: E402
 from tests.conftest import lab_skip_reason  # noqa: E402
 
 LAB = "aamem"
@@ -32,28 +32,17 @@ IDLE_S = 30
 TARGET_MIB = 15
 
 
-def rollup(pid: str) -> dict[str, int]:
-    """smaps_rollup's KiB fields of one process."""
-    out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        out[key] = int(rest.split()[0])
-    return out
+def processes(leader: Any) -> list[dict[str, Any]]:
+    """Every process in the PID namespace of `leader` (a ProcessRef): command, PSS, private
+    dirty, threads."""
+    from anywhere_agent.lab.hosts import container_pids
 
-
-def processes(leader: int) -> list[dict[str, Any]]:
-    """Every process in the PID namespace of `leader`: command, PSS, private dirty, threads."""
-    space = os.readlink(f"/proc/{leader}/ns/pid")
     rows = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in container_pids(leader):
         try:
-            if os.readlink(f"/proc/{entry}/ns/pid") != space:
-                continue
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            mem = rollup(entry)
-            threads = len(os.listdir(f"/proc/{entry}/task"))
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            mem = rollup(pid)
+            threads = len(os.listdir(f"/proc/{pid}/task"))
         except OSError:
             continue
         if not cmd.strip():
@@ -70,7 +59,7 @@ def floor_python(lab: Any, host: str) -> dict[str, int]:
                              "python3", "-c", "import time; time.sleep(99)"])
     try:
         time.sleep(2)
-        for row in processes(lab.host(host).leader.pid):
+        for row in processes(lab.host(host).leader):
             if row["cmd"].startswith("python3 -c import time"):
                 return {k: v for k, v in row.items() if k != "cmd"}
         return {}
@@ -94,7 +83,7 @@ def measure(hosts: int) -> dict[str, Any]:
             if code != 0:
                 raise SystemExit(f"install on {name} exited {code}: {err[-2000:]}")
         time.sleep(IDLE_S)
-        per_host = {h.name: processes(h.leader.pid) for h in lab.hosts() if h.leader}
+        per_host = {h.name: processes(h.leader) for h in lab.hosts() if h.leader}
         floor = floor_python(lab, names[0])
     finally:
         lab.down()

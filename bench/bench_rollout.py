@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.record import append_record  # noqa: E402
+from bench.record import append_record, rollup  # noqa: E402
 from tests.ansible.conftest import lab_vars, run_playbook  # noqa: E402
 from tests.conftest import lab_skip_reason  # noqa: E402
 
@@ -95,23 +95,16 @@ LOCAL = {"ansible.builtin.set_fact", "ansible.builtin.assert", "ansible.builtin.
 '''
 
 
-def ns_cpu(leaders: list[int]) -> float:
-    """CPU-seconds so far of every process in these hosts' PID namespaces: own time plus the
-    time of children they reaped (so processes that already exited count too)."""
-    spaces = set()
-    for pid in leaders:
-        try:
-            spaces.add(os.readlink(f"/proc/{pid}/ns/pid"))
-        except OSError:
-            pass
+def ns_cpu(leaders: list[Any]) -> float:
+    """CPU-seconds so far of every process in these hosts' PID namespaces (`leaders`: their
+    ProcessRefs): own time plus the time of children they reaped (so processes that already
+    exited count too)."""
+    from anywhere_agent.lab.hosts import container_pids
+
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in (pid for leader in leaders for pid in container_pids(leader)):
         try:
-            if os.readlink(f"/proc/{entry}/ns/pid") not in spaces:
-                continue
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
@@ -128,23 +121,15 @@ def pid_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def ns_pss_mib(leader: int) -> float:
+def ns_pss_mib(leader: Any) -> float:
     """Proportional set size of every process in one host's PID namespace (shared pages,
     e.g. the read-only base image's libraries, split among the hosts that map them)."""
-    try:
-        space = os.readlink(f"/proc/{leader}/ns/pid")
-    except OSError:
-        return 0.0
+    from anywhere_agent.lab.hosts import container_pids
+
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in container_pids(leader):
         try:
-            if os.readlink(f"/proc/{entry}/ns/pid") != space:
-                continue
-            for line in Path(f"/proc/{entry}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
+            total += rollup(pid).get("Pss", 0)
         except OSError:
             continue
     return total / 1024
@@ -221,7 +206,7 @@ def profile(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def timed_rollout(lab: Any, inventory: Path, extra: dict[str, Any], hosts: list[str],
                   tmp: str, plugins: Path, account: str | None = None) -> dict[str, Any]:
-    leaders = [h.leader.pid for h in lab.hosts() if h.name in hosts and h.leader]
+    leaders = [h.leader for h in lab.hosts() if h.name in hosts and h.leader]
     accounting = bool(account) and acct(lab, str(account), True)
     plane = (lab._state().data.get("processes") or {}).get("control-plane", {}).get("pid")
     report = Path(tmp) / "profile.json"
@@ -288,7 +273,7 @@ def rehearsal(results: Path, hosts: int) -> int:
             run = timed_rollout(lab, inventory, extra, [f"n{i}" for i in range(1, hosts + 1)],
                                 tmp, plugins)
             time.sleep(30)  # idle: agents and supervisors settled into their intervals
-            pss = [ns_pss_mib(h.leader.pid) for h in lab.hosts() if h.leader]
+            pss = [ns_pss_mib(h.leader) for h in lab.hosts() if h.leader]
     finally:
         lab.down()
     record.update(rollout_s=round(run["s"], 1),

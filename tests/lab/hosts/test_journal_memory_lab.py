@@ -3,31 +3,27 @@ and the journal still records and reads back as on any Debian host."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
+from anywhere_agent.lab.hosts import container_pids
 from anywhere_agent.lab.orchestrator import Lab
 from anywhere_agent.lab.state import LabInfo
+from anywhere_agent.lab.system import ProcessRef
 
 pytestmark = pytest.mark.lab
 
 
-def journald_journal_pss_kib(leader: int) -> int:
+def journald_journal_pss_kib(leader: ProcessRef) -> int:
     """PSS of the journal files journald of this PID namespace maps."""
-    space = os.readlink(f"/proc/{leader}/ns/pid")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in container_pids(leader):
         try:
-            if os.readlink(f"/proc/{entry}/ns/pid") != space:
-                continue
-            if Path(f"/proc/{entry}/comm").read_text().strip() != "systemd-journal":
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "systemd-journal":
                 continue
             total, mapped = 0, ""
-            for line in Path(f"/proc/{entry}/smaps").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
                 head = line.split()
                 if "-" in head[0] and len(head) >= 5:
                     mapped = head[5] if len(head) > 5 else ""
@@ -45,7 +41,7 @@ def test_an_idle_hosts_journald_maps_under_1_mib_of_journal_and_still_records(
     for host in lab.hosts():
         assert host.leader is not None
         # The default (128 MiB files on the build machine's disk) mapped ~3.6 MiB here.
-        assert journald_journal_pss_kib(host.leader.pid) < 1024, host.name
+        assert journald_journal_pss_kib(host.leader) < 1024, host.name
     config = lab.exec("n1", ["systemd-analyze", "cat-config", "systemd/journald.conf"])
     assert b"SystemMaxFileSize=8M" in config.stdout
     marker = f"anywhere-lab-journal-check-{time.time_ns()}"
