@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
+from anywhere_agent.host import keyvalue
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.host import keyvalue  # noqa: E402
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "drift"
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    lab = Lab(name="aadrift")
-    lab.up(1)
-    try:
+    with Lab(name="aadrift").running(1) as lab:
         url = lab.control_plane_url()
         lab.install_product("n1")
         rollout.write_config(lab, "n1", rollout.node_config(url, lab.region, CLUSTER, "none"))
@@ -33,9 +26,6 @@ def lab() -> Iterator[Lab]:
         assert code == 0, err
         assert result["cloud_verified"] is True
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 def ecs_config(lab: Lab) -> dict[str, str]:

@@ -6,22 +6,17 @@ follow."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from anywhere_agent.lab import rollout
+from anywhere_agent.lab.doubles.packaging import ECS_VERSIONS, SSM_VERSIONS
+from anywhere_agent.lab.orchestrator import Lab
+
 pytestmark = pytest.mark.lab
-
-if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
-    pytest.skip("lab tests need root and systemd-nspawn (make deps)", allow_module_level=True)
-
-from anywhere_agent.lab import rollout  # noqa: E402
-from anywhere_agent.lab.doubles.packaging import ECS_VERSIONS, SSM_VERSIONS  # noqa: E402
-from anywhere_agent.lab.orchestrator import Lab  # noqa: E402
 
 CLUSTER = "pins"
 ECS_A, ECS_B = ECS_VERSIONS[0], ECS_VERSIONS[-1]
@@ -33,9 +28,7 @@ S3 = "http://lab-gateway:8080/s3"  # the lab's mirror of AWS's S3 layout (packag
 def lab() -> Iterator[Lab]:
     from anywhere_agent.lab.services import ensure_repos
 
-    lab = Lab(name="aapinaws")
-    lab.up(1)
-    try:
+    with Lab(name="aapinaws").running(1) as lab:
         url = lab.control_plane_url()
         lab.install_product("n1")
         config = rollout.node_config(url, lab.region, CLUSTER, "none").replace(
@@ -49,9 +42,6 @@ def lab() -> Iterator[Lab]:
         lab.ssh("n1", ["mkdir", "-p", "/etc/anywhere-agent/keys"])
         lab.copy_in("n1", key, "/etc/anywhere-agent/keys/lab.asc", 0o644)
         yield lab
-    finally:
-        lab.down()
-    assert not any(lab.leftovers().values()), lab.leftovers()
 
 
 def status(lab: Lab) -> dict[str, Any]:
